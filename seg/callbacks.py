@@ -1,0 +1,184 @@
+"""Keras callbacks that show and watch what the network predicts during training."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+from PIL import Image
+
+from seg import viz
+
+MONITOR_KEYS = ("constant_share", "constant_spread", "vanished_share", "stop_on_collapse",
+                "monitor", "grace_epochs")
+
+
+def probabilities(y_pred: np.ndarray, from_logits: bool) -> np.ndarray:
+    """[B, H, W, K] class probabilities from a model output; a 1-channel head gives K = 2."""
+    y_pred = y_pred.astype(np.float64)
+    if y_pred.shape[-1] == 1:
+        p1 = 1 / (1 + np.exp(-y_pred[..., 0])) if from_logits else y_pred[..., 0]
+        return np.stack([1 - p1, p1], axis=-1)
+    if from_logits:
+        e = np.exp(y_pred - y_pred.max(axis=-1, keepdims=True))
+        return e / e.sum(axis=-1, keepdims=True)
+    return y_pred
+
+
+def output_stats(probs: np.ndarray, truth: np.ndarray, *, num_classes: int,
+                 ignore_index: int) -> dict:
+    """What the network predicts on labelled pixels: shares, spread and entropy.
+
+    Returns majority_share (pixels in the most-predicted class), pred_share and true_share
+    per class, spread (largest std over pixels of any class probability: ~0 for a flat output)
+    and entropy (mean per-pixel entropy divided by ln K: 1 means no preference).
+    """
+    valid = (truth != ignore_index) & (truth >= 0) & (truth < num_classes)
+    p = probs[valid]  # [N, K]
+    if not len(p) or not np.isfinite(p).all():
+        return {"finite": bool(np.isfinite(p).all()), "majority_share": float("nan"),
+                "pred_share": [float("nan")] * num_classes,
+                "true_share": [float("nan")] * num_classes, "spread": float("nan"),
+                "entropy": float("nan")}
+    pred = p.argmax(axis=-1)
+    pred_share = np.bincount(pred, minlength=num_classes)[:num_classes] / len(pred)
+    true_share = np.bincount(truth[valid], minlength=num_classes)[:num_classes] / len(pred)
+    k = p.shape[-1]
+    entropy = -(p * np.log(np.clip(p, 1e-12, 1))).sum(-1).mean() / math.log(k)
+    return {"finite": True, "majority_share": float(pred_share.max()),
+            "pred_share": pred_share.tolist(), "true_share": true_share.tolist(),
+            "spread": float(p.std(axis=0).max()), "entropy": float(entropy)}
+
+
+def alarms_for(stats: dict, *, class_names: list[str], constant_share: float,
+               constant_spread: float, vanished_share: float) -> list[str]:
+    """Alarm messages for collapsed outputs: non-finite, constant output, class vanished."""
+    if not stats["finite"]:
+        return ["non-finite output: the network predicts NaN/Inf (diverged; lower the learning "
+                "rate)"]
+    out = []
+    if stats["majority_share"] >= constant_share or stats["spread"] < constant_spread:
+        major = int(np.argmax(stats["pred_share"]))
+        out.append(f"constant output: {100 * stats['majority_share']:.1f}% of pixels predicted "
+                   f"as {class_names[major]}, probabilities vary by {stats['spread']:.3f} "
+                   "across the image (the 'yellow image')")
+    for k, name in enumerate(class_names):
+        true, pred = stats["true_share"][k], stats["pred_share"][k]
+        if true > 0.005 and pred < vanished_share * true:
+            out.append(f"class vanished: {name} is {100 * true:.1f}% of true pixels but "
+                       f"{100 * pred:.2f}% of predicted ones")
+    return out
+
+
+class CollapseMonitor(keras.callbacks.Callback):
+    """Every epoch, watches the prediction on a fixed validation batch for a collapsed output.
+
+    Logs the figures (val_majority_share, val_output_spread, val_output_entropy, and predicted
+    and true share per class) to TensorBoard, writes alarms as TensorBoard text, keeps them for
+    metrics.json and can stop the run on collapse. Alarms are held back during the first
+    grace_epochs epochs (a fresh network is still near-uniform) except at the last epoch.
+    """
+
+    def __init__(self, val_ds, *, num_classes: int, class_names: list[str], ignore_index: int,
+                 from_logits: bool, log_dir: str | Path, monitor: bool = True,
+                 constant_share: float = 0.98, constant_spread: float = 0.02,
+                 vanished_share: float = 0.1, stop_on_collapse: bool = False,
+                 grace_epochs: int = 1):
+        super().__init__()
+        self.enabled = monitor
+        self.batch = next(iter(val_ds)) if monitor else None
+        self.num_classes, self.class_names = num_classes, class_names
+        self.ignore_index, self.from_logits = ignore_index, from_logits
+        self.thresholds = {"constant_share": constant_share, "constant_spread": constant_spread,
+                           "vanished_share": vanished_share}
+        self.stop_on_collapse, self.grace_epochs = stop_on_collapse, grace_epochs
+        self.log_dir = str(log_dir)
+        self.alarms: list[dict] = []
+        self.last_stats: dict | None = None
+        self.current_alarms: list[str] = []
+        self._writer = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not self.enabled:
+            return
+        x, y = self.batch
+        probs = probabilities(np.asarray(self.model(x, training=False)), self.from_logits)
+        stats = output_stats(probs, np.asarray(y), num_classes=self.num_classes,
+                             ignore_index=self.ignore_index)
+        self.last_stats = stats
+        last = epoch + 1 >= self.params.get("epochs", epoch + 1)
+        found = alarms_for(stats, class_names=self.class_names, **self.thresholds)
+        self.current_alarms = found if (epoch >= self.grace_epochs or last) else []
+        for message in self.current_alarms:
+            self.alarms.append({"epoch": epoch + 1, "alarm": message})
+        if logs is not None:  # into the logs, so the TensorBoard callback and History keep them
+            logs["val_majority_share"] = stats["majority_share"]
+            logs["val_output_spread"] = stats["spread"]
+            logs["val_output_entropy"] = stats["entropy"]
+            logs["val_alarms"] = float(len(self.current_alarms))
+        if self._writer is None:
+            self._writer = tf.summary.create_file_writer(self.log_dir)
+        with self._writer.as_default(step=epoch):
+            for k, name in enumerate(self.class_names):
+                tf.summary.scalar(f"diagnostics/pred_share/{name}", stats["pred_share"][k])
+                tf.summary.scalar(f"diagnostics/true_share/{name}", stats["true_share"][k])
+            text = "\n".join(f"* {a}" for a in self.current_alarms) or "no alarm"
+            tf.summary.text("diagnostics/alarms", text)
+        self._writer.flush()
+        for message in self.current_alarms:
+            print(f"\n[seg monitor] epoch {epoch + 1}: {message}", flush=True)
+        if self.stop_on_collapse and any(a.startswith(("constant", "non-finite"))
+                                         for a in self.current_alarms):
+            print("[seg monitor] stopping: diagnostics.stop_on_collapse=true", flush=True)
+            self.model.stop_training = True
+
+    def summary(self) -> dict:
+        """The 'diagnostics' entry of metrics.json."""
+        final = self.current_alarms
+        return {"constant_output": any(a.startswith(("constant", "non-finite")) for a in final),
+                "class_vanished": any(a.startswith("class vanished") for a in final),
+                "alarms": self.alarms, "final_output_stats": self.last_stats}
+
+
+class PredictionPanels(keras.callbacks.Callback):
+    """Side-by-side panels of fixed validation images, to TensorBoard and PNG every N epochs."""
+
+    def __init__(self, val_source, *, num_images: int, every: int, num_classes: int,
+                 class_names: list[str], ignore_index: int, from_logits: bool,
+                 log_dir: str | Path, png_dir: str | Path, monitor: CollapseMonitor | None = None):
+        super().__init__()
+        self.samples = [(tf.image.convert_image_dtype(x, tf.float32).numpy(), y.numpy())
+                        for x, y in val_source.take(num_images)]
+        self.every, self.num_classes, self.class_names = every, num_classes, class_names
+        self.ignore_index, self.from_logits = ignore_index, from_logits
+        self.log_dir, self.png_dir, self.monitor = str(log_dir), Path(png_dir), monitor
+        self._writer = None
+
+    def render(self, epoch: int) -> np.ndarray:
+        preds, confs = [], []
+        for x, _ in self.samples:
+            probs = probabilities(np.asarray(self.model(x[None], training=False))[0],
+                                  self.from_logits)
+            preds.append(probs.argmax(-1))
+            confs.append(probs.max(-1))
+        alarms = self.monitor.current_alarms if self.monitor else []
+        banner = next((a for a in alarms if a.startswith(("constant", "non-finite"))), "")
+        return viz.panel([x for x, _ in self.samples], [y for _, y in self.samples], preds, confs,
+                         class_names=self.class_names, ignore_index=self.ignore_index,
+                         title=f"epoch {epoch + 1}", banner=banner.split(" (the")[0])
+
+    def on_epoch_end(self, epoch, logs=None):
+        last = epoch + 1 >= self.params.get("epochs", epoch + 1)
+        if (epoch + 1) % self.every and not last and not self.model.stop_training:
+            return
+        picture = self.render(epoch)
+        self.png_dir.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(picture).save(self.png_dir / f"epoch_{epoch + 1:03d}.png")
+        if self._writer is None:
+            self._writer = tf.summary.create_file_writer(self.log_dir)
+        with self._writer.as_default(step=epoch):
+            tf.summary.image("predictions", picture[None], max_outputs=1)
+        self._writer.flush()

@@ -1,0 +1,114 @@
+"""tf.data pipelines: decoding, joint image/mask augmentation, batching.
+
+Randomness is stateless: every training element gets its own seed pair from
+tf.data.Dataset.random(seed), so a run's augmentation depends only on the seed, not on thread
+timing. Masks are only ever resampled with nearest neighbour: interpolated labels are invented
+labels.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from seg.data.folder import Pair, read_pair
+
+AUTOTUNE = tf.data.AUTOTUNE
+
+
+def from_arrays(images: np.ndarray, masks: np.ndarray) -> tf.data.Dataset:
+    """(uint8 image [H, W, C], int32 mask [H, W]) elements from in-memory arrays."""
+    return tf.data.Dataset.from_tensor_slices((images, masks)).map(
+        lambda x, y: (x, tf.cast(y, tf.int32)))
+
+
+def from_pairs(pairs: list[Pair], *, channels: int, table: np.ndarray) -> tf.data.Dataset:
+    """(uint8 image, int32 mask) elements decoded from files in parallel with Pillow."""
+    by_index = list(pairs)
+
+    def load(i):
+        image, mask = read_pair(by_index[int(i)], channels=channels, table=table)
+        return image, mask.astype(np.int32)
+
+    def load_tf(i):
+        image, mask = tf.numpy_function(load, [i], (tf.uint8, tf.int32), stateful=False)
+        image.set_shape([None, None, channels])
+        mask.set_shape([None, None])
+        return image, mask
+
+    return tf.data.Dataset.range(len(by_index)).map(load_tf, num_parallel_calls=AUTOTUNE)
+
+
+def _place(image, mask, size, offsets_seed, ignore_index, random):
+    """Pad (mask with ignore_index) to at least size x size, then crop size x size."""
+    h, w = tf.shape(image)[0], tf.shape(image)[1]
+    ph, pw = tf.maximum(size - h, 0), tf.maximum(size - w, 0)
+    image = tf.pad(image, [[0, ph], [0, pw], [0, 0]])
+    mask = tf.pad(mask, [[0, ph], [0, pw], [0, 0]], constant_values=ignore_index)
+    h, w = h + ph, w + pw
+    if random:
+        oy = tf.random.stateless_uniform([], offsets_seed[0], 0, h - size + 1, tf.int32)
+        ox = tf.random.stateless_uniform([], offsets_seed[1], 0, w - size + 1, tf.int32)
+    else:
+        oy, ox = (h - size) // 2, (w - size) // 2
+    return image[oy:oy + size, ox:ox + size], mask[oy:oy + size, ox:ox + size]
+
+
+def augment(image, mask, seed, *, size: int, scale_range=(0.8, 1.25), ignore_index: int = 255,
+            random: bool = True):
+    """Jointly scale, crop and flip one (uint8 image, int32 mask) pair to size x size.
+
+    Args:
+        image: uint8 [H, W, C]. mask: int32 [H, W]. seed: int64 [2], the element's seed.
+        size: output height and width. scale_range: (low, high) random zoom factors.
+        ignore_index: label for pixels created by padding. random: False gives a centre
+            crop/pad and no flips (deterministic, for evaluation-style inputs).
+
+    Returns:
+        float32 image [size, size, C] in [0, 1], int32 mask [size, size].
+    """
+    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 6)
+    image = tf.image.convert_image_dtype(image, tf.float32)
+    mask = mask[..., None]
+    if random:
+        scale = tf.random.stateless_uniform([], seeds[0], scale_range[0], scale_range[1])
+        hw = tf.cast(tf.shape(image)[:2], tf.float32) * scale
+        hw = tf.maximum(tf.cast(tf.round(hw), tf.int32), 1)
+        image = tf.image.resize(image, hw, method="bilinear")
+        mask = tf.image.resize(mask, hw, method="nearest")
+    image, mask = _place(image, mask, size, seeds[1:3], ignore_index, random)
+    if random:
+        for axis, s in ((1, seeds[3]), (0, seeds[4])):
+            flip = tf.random.stateless_uniform([], s) < 0.5
+            image = tf.cond(flip, lambda: tf.reverse(image, [axis]), lambda: image)
+            mask = tf.cond(flip, lambda: tf.reverse(mask, [axis]), lambda: mask)
+    return tf.clip_by_value(image, 0.0, 1.0), mask[..., 0]
+
+
+def training(ds: tf.data.Dataset, *, num_examples: int, batch_size: int, image_size: int,
+             augment_data: bool = True, scale_range=(0.8, 1.25), ignore_index: int = 255,
+             seed: int = 0, cache: bool = False) -> tf.data.Dataset:
+    """An endless, shuffled, augmented stream of fixed-size batches (image, mask)."""
+    if cache:
+        ds = ds.cache()  # decoded pixels; augmentation stays random per epoch
+    ds = ds.shuffle(min(num_examples, 10_000), seed=seed, reshuffle_each_iteration=True).repeat()
+    seeds = tf.data.Dataset.random(seed=seed).batch(2)
+    ds = tf.data.Dataset.zip((ds, seeds)).map(
+        lambda pair, s: augment(pair[0], pair[1], s, size=image_size, scale_range=scale_range,
+                                ignore_index=ignore_index, random=augment_data),
+        num_parallel_calls=AUTOTUNE, deterministic=True)
+    return ds.batch(batch_size, drop_remainder=True).prefetch(AUTOTUNE)
+
+
+def validation(ds: tf.data.Dataset, *, batch_size: int, ignore_index: int = 255,
+               cache: bool = True) -> tf.data.Dataset:
+    """Whole images in order; a batch of different sizes is padded, masks with ignore_index.
+
+    The model pads its input to a multiple of 2**depth itself and crops its output back, so
+    padding here only makes batches rectangular and never counts in a loss or a metric.
+    """
+    ds = ds.map(lambda x, y: (tf.image.convert_image_dtype(x, tf.float32), y),
+                num_parallel_calls=AUTOTUNE)
+    if cache:
+        ds = ds.cache()
+    return ds.padded_batch(batch_size, padding_values=(0.0, ignore_index)).prefetch(AUTOTUNE)

@@ -1,0 +1,252 @@
+"""run(cfg, output_dir): the one function that reads the config tree and trains a model.
+
+Everything below this module takes plain keyword arguments; scripts/ turns Hydra's DictConfig
+into the plain dict this module reads.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import keras
+
+from seg import callbacks as seg_callbacks
+from seg import diagnostics
+from seg.data import SOURCES, DataError, pipeline
+from seg.losses import SegmentationLoss
+from seg.metrics import make_metrics
+from seg.models import build_unet
+
+SECTIONS = ("seed", "data", "model", "decoder", "loss", "trainer", "diagnostics", "logging")
+PIPELINE_KEYS = ("name", "image_size", "ignore_index", "augment", "scale_range", "cache")
+
+
+class ConfigError(ValueError):
+    """A config value or key that cannot work; the message names it."""
+
+
+def _call(fn, section: str, kwargs: dict):
+    """Call fn(**kwargs), turning an unknown keyword into a ConfigError naming the key."""
+    try:
+        return fn(**kwargs)
+    except TypeError as e:
+        if "unexpected keyword argument" in str(e) or "missing" in str(e):
+            raise ConfigError(f"{section}: {e}") from e
+        raise
+
+
+def make_schedule(schedule: str, learning_rate: float, total_steps: int):
+    """constant | cosine | polynomial (power 0.9, the 'poly' policy of DeepLab)."""
+    schedules = {
+        "constant": lambda: learning_rate,
+        "cosine": lambda: keras.optimizers.schedules.CosineDecay(
+            learning_rate, decay_steps=total_steps, alpha=0.01),
+        "polynomial": lambda: keras.optimizers.schedules.PolynomialDecay(
+            learning_rate, decay_steps=total_steps, end_learning_rate=learning_rate * 0.01,
+            power=0.9),
+    }
+    if schedule not in schedules:
+        raise ConfigError(f"trainer.schedule={schedule!r}: use one of {sorted(schedules)}")
+    return schedules[schedule]()
+
+
+def make_optimizer(optimizer: str, learning_rate, weight_decay: float, momentum: float):
+    """adam | adamw | sgd, by name."""
+    optimizers = {
+        "adam": lambda: keras.optimizers.Adam(learning_rate),
+        "adamw": lambda: keras.optimizers.AdamW(learning_rate, weight_decay=weight_decay),
+        "sgd": lambda: keras.optimizers.SGD(learning_rate, momentum=momentum),
+    }
+    if optimizer not in optimizers:
+        raise ConfigError(f"trainer.optimizer={optimizer!r}: use one of {sorted(optimizers)}")
+    return optimizers[optimizer]()
+
+
+def check_sections(cfg: dict):
+    unknown = sorted(set(cfg) - set(SECTIONS))
+    missing = sorted(set(SECTIONS) - set(cfg))
+    if unknown or missing:
+        raise ConfigError(f"config sections: unknown {unknown}, missing {missing}")
+    known = {"trainer": {"epochs", "batch_size", "steps_per_epoch", "optimizer", "learning_rate",
+                         "weight_decay", "momentum", "schedule", "early_stopping_patience",
+                         "verbose"},
+             "logging": {"panels_every", "num_panels"},
+             "diagnostics": {"preflight", "label_audit_samples", "probes", "overfit_steps",
+                             "monitor", "stop_on_collapse", "constant_share", "constant_spread",
+                             "vanished_share", "grace_epochs"},
+             "decoder": {"name", "interpolation", "kernel_size", "init"},
+             "loss": {"name", "from_logits", "class_weights", "focal_gamma"}}
+    for section, keys in known.items():
+        extra = sorted(set(cfg[section]) - keys)
+        if extra:
+            raise ConfigError(f"{section}: unknown key(s) {extra}; known: {sorted(keys)}")
+
+
+def open_data(data_cfg: dict):
+    """The data source and the pipeline settings from the data section."""
+    data_cfg = dict(data_cfg)
+    pipe = {k: data_cfg.pop(k) for k in PIPELINE_KEYS if k in data_cfg}
+    name = pipe.get("name")
+    if name not in SOURCES:
+        raise ConfigError(f"data.name={name!r}: use one of {sorted(SOURCES)}")
+    if name == "shapes":
+        data_cfg["image_size"] = pipe["image_size"]
+    return _call(SOURCES[name], "data", data_cfg), pipe
+
+
+def build(cfg: dict, source) -> tuple:
+    """Model, loss and metrics for a config and its data source."""
+    data, dec = cfg["data"], cfg["decoder"]
+    model = _call(build_unet, "model", dict(
+        num_classes=data["num_classes"], in_channels=source.channels, **cfg["model"],
+        decoder=dec["name"], interpolation=dec["interpolation"], kernel_size=dec["kernel_size"],
+        init=dec["init"]))
+    loss_cfg = cfg["loss"]
+    loss = SegmentationLoss(loss_cfg["name"], num_classes=data["num_classes"],
+                            ignore_index=data["ignore_index"], from_logits=loss_cfg["from_logits"],
+                            class_weights=loss_cfg["class_weights"],
+                            focal_gamma=loss_cfg["focal_gamma"])
+    metrics = make_metrics(data["num_classes"], data["ignore_index"], loss_cfg["from_logits"])
+    return model, loss, metrics
+
+
+def prepare(cfg: dict) -> dict:
+    """Data pipelines, model, loss and metrics for a config (no training)."""
+    check_sections(cfg)
+    keras.utils.set_random_seed(cfg["seed"])
+    trainer, data = cfg["trainer"], cfg["data"]
+    source, pipe = open_data(data)
+    train_ds = pipeline.training(
+        source.train, num_examples=source.num_train, batch_size=trainer["batch_size"],
+        image_size=pipe["image_size"], augment_data=pipe["augment"],
+        scale_range=tuple(pipe["scale_range"]), ignore_index=pipe["ignore_index"],
+        seed=cfg["seed"], cache=pipe["cache"])
+    val_ds = pipeline.validation(source.val, batch_size=trainer["batch_size"],
+                                 ignore_index=pipe["ignore_index"], cache=pipe["cache"])
+    model, loss, metrics = build(cfg, source)
+    steps = trainer["steps_per_epoch"] or max(source.num_train // trainer["batch_size"], 1)
+    return {"source": source, "image_size": pipe["image_size"], "train_ds": train_ds,
+            "val_ds": val_ds, "model": model, "loss": loss, "metrics": metrics, "steps": steps}
+
+
+def diagnose(cfg: dict, parts: dict | None = None) -> diagnostics.Report:
+    """Every check before training and the probes on one batch, for a config."""
+    parts = parts or prepare(cfg)
+    source, diag = parts["source"], cfg["diagnostics"]
+    samples = source.sample_masks(diag["label_audit_samples"])
+    sizes = [(parts["image_size"], parts["image_size"])] + sorted({m.shape for _, m in samples})
+    model_cfg, dec, loss_cfg = cfg["model"], cfg["decoder"], cfg["loss"]
+    return diagnostics.preflight(
+        model=parts["model"], loss_fn=parts["loss"], batch=next(iter(parts["train_ds"])),
+        samples=samples, num_classes=cfg["data"]["num_classes"],
+        ignore_index=cfg["data"]["ignore_index"], class_names=source.class_names,
+        out_channels=model_cfg["out_channels"], head_activation=model_cfg["head_activation"],
+        loss=loss_cfg["name"], from_logits=loss_cfg["from_logits"], decoder=dec["name"],
+        kernel_size=dec["kernel_size"], init=dec["init"], depth=model_cfg["depth"],
+        input_sizes=sizes, probes=diag["probes"], overfit_steps=diag["overfit_steps"],
+        learning_rate=cfg["trainer"]["learning_rate"])
+
+
+def run(cfg: dict, output_dir: str | Path, run_name: str | None = None) -> dict:
+    """Train the configured model and write everything about the run into output_dir.
+
+    Args:
+        cfg: the resolved config tree as plain dicts (see configs/train.yaml).
+        output_dir: the run folder; receives config.json, tb/, checkpoints/, panels/,
+            diagnostics/ and metrics.json.
+        run_name: a readable name (the overrides that made the run), recorded in metrics.json.
+
+    Returns:
+        The metrics written to metrics.json.
+
+    Raises:
+        ConfigError, DataError, diagnostics.PreflightError: set-ups that cannot work.
+    """
+    start = time.time()
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(cfg, indent=2))
+    parts = prepare(cfg)
+    trainer, data = cfg["trainer"], cfg["data"]
+    source, train_ds, val_ds = parts["source"], parts["train_ds"], parts["val_ds"]
+    model, loss, metrics, steps = parts["model"], parts["loss"], parts["metrics"], parts["steps"]
+    print(f"seg: {source.description}; model {model.name}, {model.count_params():,} parameters; "
+          f"run folder {out}", flush=True)
+    if cfg["diagnostics"]["preflight"] != "off":
+        report = diagnose(cfg, parts)
+        report.save(out / "diagnostics")
+        print(report.text(), flush=True)
+        if report.errors and cfg["diagnostics"]["preflight"] == "error":
+            raise diagnostics.PreflightError(
+                report.text(errors_only=True) + "\n\nTraining refused before the first step. To "
+                "train anyway (for example to watch the collapse), set diagnostics.preflight=warn.")
+    else:
+        report = diagnostics.Report()
+
+    schedule = make_schedule(trainer["schedule"], trainer["learning_rate"],
+                             trainer["epochs"] * steps)
+    model.compile(optimizer=make_optimizer(trainer["optimizer"], schedule,
+                                           trainer["weight_decay"], trainer["momentum"]),
+                  loss=loss, metrics=metrics)
+    ckpt = out / "checkpoints"
+    ckpt.mkdir(exist_ok=True)
+    monitor = seg_callbacks.CollapseMonitor(
+        val_ds, num_classes=data["num_classes"], class_names=source.class_names,
+        ignore_index=data["ignore_index"], from_logits=cfg["loss"]["from_logits"],
+        log_dir=out / "tb" / "validation", **{k: v for k, v in cfg["diagnostics"].items()
+                                              if k in seg_callbacks.MONITOR_KEYS})
+    callbacks = [
+        monitor,  # first, so its figures are in the logs the others see
+        keras.callbacks.TensorBoard(log_dir=str(out / "tb"), write_graph=False),
+        keras.callbacks.ModelCheckpoint(str(ckpt / "best.keras"), monitor="val_mean_iou",
+                                        mode="max", save_best_only=True),
+        keras.callbacks.ModelCheckpoint(str(ckpt / "last.keras")),
+    ]
+    if cfg["logging"]["panels_every"]:
+        callbacks.append(seg_callbacks.PredictionPanels(
+            source.val, num_images=cfg["logging"]["num_panels"],
+            every=cfg["logging"]["panels_every"], num_classes=data["num_classes"],
+            class_names=source.class_names, ignore_index=data["ignore_index"],
+            from_logits=cfg["loss"]["from_logits"], monitor=monitor,
+            log_dir=out / "tb" / "validation", png_dir=out / "panels"))
+    if trainer["early_stopping_patience"]:
+        callbacks.append(keras.callbacks.EarlyStopping(
+            monitor="val_mean_iou", mode="max", patience=trainer["early_stopping_patience"]))
+    verbose = trainer["verbose"]
+    if verbose == "auto":
+        verbose = 1 if sys.stdout.isatty() else 2  # a progress bar only where it can redraw
+    history = model.fit(train_ds, validation_data=val_ds, epochs=trainer["epochs"],
+                        steps_per_epoch=steps, callbacks=callbacks, verbose=verbose,
+                        shuffle=False)
+    train_time = time.time() - start
+
+    best_path = ckpt / "best.keras"
+    best = keras.saving.load_model(best_path) if best_path.exists() else model
+    final = best.evaluate(val_ds, return_dict=True, verbose=0)
+    val_miou = history.history.get("val_mean_iou", [float("nan")])
+    metrics_out = {
+        "run_name": run_name,
+        "decoder": cfg["decoder"]["name"],
+        "val_mean_iou": final["mean_iou"],
+        "val_pixel_accuracy": final["pixel_accuracy"],
+        "val_dice": final["dice"],
+        "val_loss": final["loss"],
+        "val_iou_per_class": [final[f"iou_{k}"] for k in range(data["num_classes"])],
+        "class_names": source.class_names,
+        "epochs_completed": len(history.epoch),
+        "best_epoch": int(max(range(len(val_miou)), key=lambda i: (val_miou[i], -i))) + 1
+        if not all(math.isnan(v) for v in val_miou) else None,
+        "history": {k: [float(v) for v in vals] for k, vals in history.history.items()},
+        "wall_time_s": round(train_time, 1),
+        "diagnostics": {**monitor.summary(), "preflight": report.as_dict()},
+        "checkpoint": str(best_path),
+    }
+    (out / "metrics.json").write_text(json.dumps(metrics_out, indent=2, default=float))
+    return metrics_out
+
+
+__all__ = ["ConfigError", "DataError", "run"]
