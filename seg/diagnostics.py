@@ -150,8 +150,13 @@ def audit_labels(samples: list[tuple[str, np.ndarray]], *, num_classes: int, ign
     names = class_names or [str(k) for k in range(num_classes)]
     hist = np.zeros(num_classes, np.int64)
     bad: dict[str, list[int]] = {}
+    ignored, pixels, only_zero_and_ignore = 0, 0, []
     for name, mask in samples:
         values, counts = np.unique(mask, return_counts=True)
+        ignored += int(counts[values == ignore_index].sum())
+        pixels += mask.size
+        if set(values.tolist()) == {0, ignore_index}:
+            only_zero_and_ignore.append(name)
         out_of_range = [int(v) for v in values
                         if v != ignore_index and not 0 <= v < num_classes]
         if out_of_range:
@@ -179,10 +184,27 @@ def audit_labels(samples: list[tuple[str, np.ndarray]], *, num_classes: int, ign
             "or is silently clipped to another class, and the network learns a nearly "
             "constant output", fix))
     total = hist.sum()
+    ignore_share = ignored / max(pixels, 1)
+    if only_zero_and_ignore and len(only_zero_and_ignore) * 2 >= len(samples) and ignore_share > 0.05:
+        listed = ", ".join(only_zero_and_ignore[:5])
+        out.append(Finding(
+            "error", "labels",
+            f"{len(only_zero_and_ignore)} of {len(samples)} sampled masks hold only 0 and "
+            f"{ignore_index} (= data.ignore_index), which covers {100 * ignore_share:.1f}% of "
+            f"all pixels: {listed}",
+            f"these look like 0/{ignore_index} binary masks, not void labels: every foreground "
+            "pixel would be ignored, the network sees background only and learns a constant "
+            "picture", f"map the foreground to class 1 with data.label_map='{{{ignore_index}:1}}'"))
+        return out, hist
+    if ignore_share > 0.5:
+        out.append(Finding("warning", "labels", f"{100 * ignore_share:.1f}% of sampled pixels "
+                           f"are ignore_index={ignore_index}",
+                           "most of the image does not count in the loss",
+                           "check data.ignore_index and data.label_map"))
     if total == 0 and samples:
         out.append(Finding("error", "labels", "every sampled pixel is ignore_index",
                            "there is nothing to learn from", "check data.ignore_index and the masks"))
-    elif samples:
+    elif samples and not bad:  # with out-of-range labels, the histogram says little
         present = [k for k in range(num_classes) if hist[k] > 0]
         if len(present) == 1:
             out.append(Finding(
@@ -205,7 +227,7 @@ def audit_labels(samples: list[tuple[str, np.ndarray]], *, num_classes: int, ign
                 out.append(Finding("warning", "labels", f"rare classes: {rare}",
                                    "a class under 1% of pixels is easy to predict away",
                                    "loss.name=ce_dice or loss.class_weights"))
-        if not bad and len(present) > 1:
+        if len(present) > 1:
             out.append(Finding("ok", "labels", f"{len(samples)} masks sampled, values within "
                                f"[0, {num_classes}) or ignore_index={ignore_index}"))
     return out, hist

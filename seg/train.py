@@ -148,7 +148,7 @@ def diagnose(cfg: dict, parts: dict | None = None) -> diagnostics.Report:
         loss=loss_cfg["name"], from_logits=loss_cfg["from_logits"], decoder=dec["name"],
         kernel_size=dec["kernel_size"], init=dec["init"], depth=model_cfg["depth"],
         input_sizes=sizes, probes=diag["probes"], overfit_steps=diag["overfit_steps"],
-        learning_rate=cfg["trainer"]["learning_rate"])
+        learning_rate=float(cfg["trainer"]["learning_rate"]))
 
 
 def run(cfg: dict, output_dir: str | Path, run_name: str | None = None) -> dict:
@@ -187,7 +187,7 @@ def run(cfg: dict, output_dir: str | Path, run_name: str | None = None) -> dict:
     else:
         report = diagnostics.Report()
 
-    schedule = make_schedule(trainer["schedule"], trainer["learning_rate"],
+    schedule = make_schedule(trainer["schedule"], float(trainer["learning_rate"]),
                              trainer["epochs"] * steps)
     model.compile(optimizer=make_optimizer(trainer["optimizer"], schedule,
                                            trainer["weight_decay"], trainer["momentum"]),

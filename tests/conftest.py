@@ -1,0 +1,67 @@
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from PIL import Image  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))  # the scripts' Hydra glue (_hydra) for compose tests
+
+
+@pytest.fixture
+def compose():
+    """Compose the project's Hydra config like scripts/train.py does, as a plain dict."""
+    from hydra import compose as hydra_compose, initialize_config_dir
+    import _hydra
+
+    def make(*overrides: str) -> dict:
+        with initialize_config_dir(config_dir=_hydra.CONFIG_DIR, version_base="1.3"):
+            cfg = hydra_compose(config_name="train", overrides=list(overrides))
+        cfg = _hydra.to_dict(cfg)
+        cfg.pop("hydra", None)
+        return cfg
+
+    return make
+
+
+TINY = ("data.num_train=64", "data.num_val=16", "data.image_size=32", "trainer.batch_size=8",
+        "logging.num_panels=2", "trainer.verbose=0")
+
+
+@pytest.fixture
+def tiny(compose):
+    """A config small enough to train in seconds."""
+    return lambda *overrides: compose(*TINY, *overrides)
+
+
+def write_folder_dataset(root: Path, masks: dict[str, np.ndarray], *, mode: str = "L",
+                         size_of: dict | None = None) -> Path:
+    """images/NAME.png (RGB noise) + masks/NAME.png from the given arrays."""
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    (root / "masks").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for name, mask in masks.items():
+        h, w = (size_of or {}).get(name, mask.shape)
+        Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(
+            root / "images" / f"{name}.png")
+        if mode == "P":
+            im = Image.fromarray(mask.astype(np.uint8), mode="P")
+            im.putpalette([0, 0, 0, 128, 0, 0, 0, 128, 0] + [200] * (253 * 3))
+        elif mode == "I;16":
+            im = Image.fromarray(mask.astype(np.uint16))
+        else:
+            im = Image.fromarray(mask.astype(np.uint8), mode="L")
+        im.save(root / "masks" / f"{name}.png")
+    return root
+
+
+@pytest.fixture
+def folder_dataset(tmp_path):
+    """Six 20x28 pairs with classes 0..2 (not multiples of 8 on purpose)."""
+    rng = np.random.default_rng(1)
+    masks = {f"s{i}": rng.integers(0, 3, (20, 28)) for i in range(6)}
+    return write_folder_dataset(tmp_path / "ds", masks)
