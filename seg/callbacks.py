@@ -54,8 +54,15 @@ def output_stats(probs: np.ndarray, truth: np.ndarray, *, num_classes: int,
 
 
 def alarms_for(stats: dict, *, class_names: list[str], constant_share: float,
-               constant_spread: float, vanished_share: float) -> list[str]:
-    """Alarm messages for collapsed outputs: non-finite, constant output, class vanished."""
+               constant_spread: float, vanished_share: float, final: bool = True,
+               seen: set[int] | frozenset = frozenset()) -> list[str]:
+    """Alarm messages for collapsed outputs: non-finite, constant output, class vanished.
+
+    A class counts as vanished when it is predicted on under `vanished_share` of its true share
+    and either it was predicted before (in `seen`: the network lost it) or training is over
+    (`final`: it never learned it). A class not learned yet in the middle of training is not
+    a collapse.
+    """
     if not stats["finite"]:
         return ["non-finite output: the network predicts NaN/Inf (diverged; lower the learning "
                 "rate)"]
@@ -67,9 +74,10 @@ def alarms_for(stats: dict, *, class_names: list[str], constant_share: float,
                    "across the image (the 'yellow image')")
     for k, name in enumerate(class_names):
         true, pred = stats["true_share"][k], stats["pred_share"][k]
-        if true > 0.005 and pred < vanished_share * true:
+        if true > 0.005 and pred < vanished_share * true and (final or k in seen):
             out.append(f"class vanished: {name} is {100 * true:.1f}% of true pixels but "
-                       f"{100 * pred:.2f}% of predicted ones")
+                       f"{100 * pred:.2f}% of predicted ones"
+                       + (" (it was predicted before)" if k in seen else ""))
     return out
 
 
@@ -99,19 +107,39 @@ class CollapseMonitor(keras.callbacks.Callback):
         self.alarms: list[dict] = []
         self.last_stats: dict | None = None
         self.current_alarms: list[str] = []
+        self.seen: set[int] = set()  # classes the network has predicted at some epoch
+        self._epoch, self._final = 0, False
         self._writer = None
 
     def on_epoch_end(self, epoch, logs=None):
         if not self.enabled:
             return
+        self._check(epoch, logs, final=epoch + 1 >= self.params.get("epochs", epoch + 1))
+
+    def on_train_end(self, logs=None):
+        # Stopped before the last epoch (early stopping, collapse): judge the last state as final.
+        if self.enabled and not self._final and self.last_stats is not None:
+            self.current_alarms = alarms_for(self.last_stats, class_names=self.class_names,
+                                             final=True, seen=self.seen, **self.thresholds)
+            logged = {a["alarm"] for a in self.alarms if a["epoch"] == self._epoch + 1}
+            for message in self.current_alarms:
+                if message not in logged:
+                    self.alarms.append({"epoch": self._epoch + 1, "alarm": message})
+                    print(f"\n[seg monitor] end of training: {message}", flush=True)
+
+    def _check(self, epoch, logs, final: bool):
+        self._epoch, self._final = epoch, final
         x, y = self.batch
         probs = probabilities(np.asarray(self.model(x, training=False)), self.from_logits)
         stats = output_stats(probs, np.asarray(y), num_classes=self.num_classes,
                              ignore_index=self.ignore_index)
         self.last_stats = stats
-        last = epoch + 1 >= self.params.get("epochs", epoch + 1)
-        found = alarms_for(stats, class_names=self.class_names, **self.thresholds)
-        self.current_alarms = found if (epoch >= self.grace_epochs or last) else []
+        found = alarms_for(stats, class_names=self.class_names, final=final, seen=self.seen,
+                           **self.thresholds)
+        if stats["finite"]:
+            self.seen |= {k for k, (t, p) in enumerate(zip(stats["true_share"], stats["pred_share"]))
+                          if t > 0.005 and p >= 0.5 * t}
+        self.current_alarms = found if (epoch >= self.grace_epochs or final) else []
         for message in self.current_alarms:
             self.alarms.append({"epoch": epoch + 1, "alarm": message})
         if logs is not None:  # into the logs, so the TensorBoard callback and History keep them
@@ -130,8 +158,8 @@ class CollapseMonitor(keras.callbacks.Callback):
         self._writer.flush()
         for message in self.current_alarms:
             print(f"\n[seg monitor] epoch {epoch + 1}: {message}", flush=True)
-        if self.stop_on_collapse and any(a.startswith(("constant", "non-finite"))
-                                         for a in self.current_alarms):
+        if self.stop_on_collapse and not final and any(
+                a.startswith(("constant", "non-finite")) for a in self.current_alarms):
             print("[seg monitor] stopping: diagnostics.stop_on_collapse=true", flush=True)
             self.model.stop_training = True
 

@@ -74,7 +74,10 @@ class BilinearUpsampleInit(keras.initializers.Initializer):
 
 
 NORMS = {
-    "batch": lambda name: keras.layers.BatchNormalization(name=name),
+    # momentum 0.9 (PyTorch's default) rather than Keras' 0.99: the moving statistics used at
+    # inference then follow the weights within tens of steps, so short runs and early epochs
+    # do not validate (and look collapsed) with stale statistics.
+    "batch": lambda name: keras.layers.BatchNormalization(momentum=0.9, name=name),
     "group": lambda name: keras.layers.GroupNormalization(groups=8, name=name),
     "layer": lambda name: keras.layers.LayerNormalization(name=name),
     "none": None,

@@ -179,3 +179,13 @@ def test_report_text_has_why_and_fix():
         loss="categorical_crossentropy", from_logits=False))
     text = report.text()
     assert "[  ERROR] head/loss" in text and "why:" in text and "fix:" in text
+
+
+def test_a_class_not_learned_yet_is_no_alarm_but_one_that_was_lost_or_never_learned_is():
+    truth = np.random.default_rng(0).integers(0, 4, (2, 16, 16))
+    pred = np.where(truth == 2, 0, truth)  # class 2 never predicted
+    stats = output_stats(np.eye(4)[pred] * 0.9 + 0.025, truth, num_classes=4, ignore_index=255)
+    kw = dict(class_names=NAMES, constant_share=0.98, constant_spread=0.02, vanished_share=0.1)
+    assert alarms_for(stats, final=False, **kw) == []
+    assert alarms_for(stats, final=False, seen={2}, **kw)[0].startswith("class vanished: b")
+    assert alarms_for(stats, final=True, **kw)[0].startswith("class vanished: b")
