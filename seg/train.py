@@ -16,7 +16,7 @@ import keras
 
 from seg import callbacks as seg_callbacks
 from seg import diagnostics
-from seg.data import SOURCES, DataError, pipeline
+from seg.data import AUDITS, SOURCES, DataError, pipeline
 from seg.losses import SegmentationLoss
 from seg.metrics import make_metrics
 from seg.models import build_unet
@@ -86,8 +86,8 @@ def check_sections(cfg: dict):
             raise ConfigError(f"{section}: unknown key(s) {extra}; known: {sorted(keys)}")
 
 
-def open_data(data_cfg: dict):
-    """The data source and the pipeline settings from the data section."""
+def _data_kwargs(data_cfg: dict) -> tuple[str, dict, dict]:
+    """(source name, source keyword arguments, pipeline settings) from the data section."""
     data_cfg = dict(data_cfg)
     pipe = {k: data_cfg.pop(k) for k in PIPELINE_KEYS if k in data_cfg}
     name = pipe.get("name")
@@ -95,7 +95,15 @@ def open_data(data_cfg: dict):
         raise ConfigError(f"data.name={name!r}: use one of {sorted(SOURCES)}")
     if name == "shapes":
         data_cfg["image_size"] = pipe["image_size"]
-    return _call(SOURCES[name], "data", data_cfg), pipe
+    else:  # the file audit needs to know which value marks void pixels
+        data_cfg["ignore_index"] = pipe["ignore_index"]
+    return name, data_cfg, pipe
+
+
+def open_data(data_cfg: dict):
+    """The data source and the pipeline settings from the data section."""
+    name, kwargs, pipe = _data_kwargs(data_cfg)
+    return _call(SOURCES[name], "data", kwargs), pipe
 
 
 def build(cfg: dict, source) -> tuple:
@@ -140,7 +148,7 @@ def diagnose(cfg: dict, parts: dict | None = None) -> diagnostics.Report:
     samples = source.sample_masks(diag["label_audit_samples"])
     sizes = [(parts["image_size"], parts["image_size"])] + sorted({m.shape for _, m in samples})
     model_cfg, dec, loss_cfg = cfg["model"], cfg["decoder"], cfg["loss"]
-    return diagnostics.preflight(
+    report = diagnostics.preflight(
         model=parts["model"], loss_fn=parts["loss"], batch=next(iter(parts["train_ds"])),
         samples=samples, num_classes=cfg["data"]["num_classes"],
         ignore_index=cfg["data"]["ignore_index"], class_names=source.class_names,
@@ -149,6 +157,26 @@ def diagnose(cfg: dict, parts: dict | None = None) -> diagnostics.Report:
         kernel_size=dec["kernel_size"], init=dec["init"], depth=model_cfg["depth"],
         input_sizes=sizes, probes=diag["probes"], overfit_steps=diag["overfit_steps"],
         learning_rate=float(cfg["trainer"]["learning_rate"]))
+    if source.audit is not None:  # the file audit of scripts/check_data.py, on a sample
+        skip = cfg["data"].get("on_bad_sample") == "skip"
+        audited = source.audit(diag["label_audit_samples"])
+        for problem in audited.problems:
+            level = "warning" if skip or problem.level == "warning" else "error"
+            report.findings.append(diagnostics.Finding(
+                level, f"data: {problem.kind}", problem.detail,
+                fix="" if level == "warning" else "fix or remove the file "
+                "(python scripts/check_data.py scans every file), or data.on_bad_sample=skip"))
+        if not audited.problems:
+            report.findings.append(diagnostics.Finding(
+                "ok", "data", f"{sum(audited.counts.values())} sampled pairs decode and match"))
+    return report
+
+
+def check_data(cfg: dict, progress: bool = True):
+    """The full data audit for a config's dataset (every file), or None for generated data."""
+    check_sections(cfg)
+    name, kwargs, _ = _data_kwargs(cfg["data"])
+    return _call(AUDITS[name], "data", {**kwargs, "progress": progress}) if name in AUDITS else None
 
 
 def run(cfg: dict, output_dir: str | Path, run_name: str | None = None) -> dict:
@@ -244,7 +272,12 @@ def run(cfg: dict, output_dir: str | Path, run_name: str | None = None) -> dict:
         "wall_time_s": round(train_time, 1),
         "diagnostics": {**monitor.summary(), "preflight": report.as_dict()},
         "checkpoint": str(best_path),
+        "skipped_samples": [{"file": f, "reason": r} for f, r in source.skipped.items()],
+        "skipped_count": len(source.skipped),
     }
+    if source.skipped:
+        print(f"seg: {len(source.skipped)} sample(s) skipped (data.on_bad_sample=skip), listed "
+              f"in metrics.json: " + ", ".join(list(source.skipped)[:5]), flush=True)
     (out / "metrics.json").write_text(json.dumps(metrics_out, indent=2, default=float))
     return metrics_out
 

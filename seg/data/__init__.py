@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 import tensorflow as tf
 
-from seg.data import folder, pipeline, shapes
+from seg.data import audit, folder, pipeline, shapes
 from seg.data.folder import DataError
 
 
@@ -24,6 +24,8 @@ class Source:
     channels: int
     sample_masks: Callable[[int], list[tuple[str, np.ndarray]]]  # k -> [(file name, mask)]
     description: str
+    audit: Callable | None = None  # (k=None, progress=False) -> AuditReport, for files on disk
+    skipped: dict[str, str] = field(default_factory=dict)  # file -> why it was left out
 
 
 def shapes_source(*, num_classes: int, image_size: int, channels: int = 3, num_train: int = 1024,
@@ -47,25 +49,84 @@ def shapes_source(*, num_classes: int, image_size: int, channels: int = 3, num_t
 def folder_source(*, root: str, num_classes: int, channels: int = 3, images_dir: str = "images",
                   masks_dir: str = "masks", train_list: str | None = None,
                   val_list: str | None = None, split: str = "random", val_fraction: float = 0.2,
-                  split_seed: int = 0, label_map: dict | None = None,
-                  class_names: list[str] | None = None) -> Source:
-    """Images and class-index masks paired by stem under root (see data/README.md)."""
-    pairs = folder.list_pairs(root, images_dir, masks_dir)
-    train, val = folder.split_pairs(pairs, root=root, train_list=train_list, val_list=val_list,
-                                    split=split, val_fraction=val_fraction, split_seed=split_seed)
+                  split_seed: int = 0, label_map: dict | None = None, colour_table=None,
+                  class_names: list[str] | None = None, on_bad_sample: str = "error",
+                  max_pixels: int = folder.MAX_PIXELS, ignore_index: int = 255) -> Source:
+    """Images and masks paired by stem (or by split lists) under root; see data/README.md.
+
+    on_bad_sample="error" stops at the first unreadable or inconsistent pair with the file named;
+    "skip" leaves such pairs out, prints each one, and lists them in source.skipped.
+    """
+    if on_bad_sample not in ("error", "skip"):
+        raise DataError(f"data.on_bad_sample={on_bad_sample!r}: use 'error' or 'skip'")
+    listing = folder.list_splits(root, images_dir=images_dir, masks_dir=masks_dir,
+                                 train_list=train_list, val_list=val_list, split=split,
+                                 val_fraction=val_fraction, split_seed=split_seed)
+    skipped: dict[str, str] = {}
+    if listing.problems:
+        if on_bad_sample == "error":
+            raise DataError(f"{len(listing.problems)} problem(s) pairing images and masks:\n  "
+                            + "\n  ".join(listing.problems)
+                            + "\n(python scripts/check_data.py lists every problem of a dataset)")
+        for problem in listing.problems:
+            skipped[problem.split(":")[0]] = problem
+            print(f"[seg data] skipped: {problem}", flush=True)
+    for name, pairs in (("train", listing.train), ("validation", listing.val)):
+        if not pairs:
+            raise DataError(f"{root}: the {name} split is empty")
     table = folder.label_lookup(label_map)
+    names = list(class_names) if class_names else [f"class_{i}" for i in range(num_classes)]
+    read = dict(channels=channels, table=table, colour_table=colour_table, max_pixels=max_pixels)
 
     def sample_masks(k):
-        step = max(len(train) // max(k, 1), 1)
-        return [(p.mask, folder.read_mask(p.mask, table)) for p in train[::step][:k]]
+        step = max(len(listing.train) // max(k, 1), 1)
+        out = []
+        for p in listing.train[::step][:k]:
+            try:
+                out.append((p.mask, folder.read_mask(p.mask, table, colour_table, max_pixels)))
+            except DataError:
+                pass  # reported by the file audit
+        return out
 
+    def audit_fn(k: int | None = None, progress: bool = False):
+        return _audit(listing, k, progress, num_classes=num_classes, ignore_index=ignore_index,
+                      class_names=names, **read)
+
+    source = Source(
+        pipeline.from_pairs(listing.train, on_bad_sample=on_bad_sample, skipped=skipped, **read),
+        pipeline.from_pairs(listing.val, on_bad_sample=on_bad_sample, skipped=skipped, **read),
+        len(listing.train), len(listing.val), names, channels, sample_masks,
+        f"folder {root}, {len(listing.train)} train / {len(listing.val)} val")
+    source.audit, source.skipped = audit_fn, skipped
+    return source
+
+
+def _audit(listing, k, progress, **kwargs):
+    splits = {"train": listing.train, "val": listing.val}
+    if k is not None:  # an even sample of each split
+        splits = {s: ps[:: max(len(ps) // max(k, 1), 1)][:k] for s, ps in splits.items()}
+    return audit.audit_pairs(splits, listing_problems=listing.problems, progress=progress,
+                             **kwargs)
+
+
+def folder_audit(*, root: str, num_classes: int, channels: int = 3, images_dir: str = "images",
+                 masks_dir: str = "masks", train_list: str | None = None,
+                 val_list: str | None = None, split: str = "random", val_fraction: float = 0.2,
+                 split_seed: int = 0, label_map: dict | None = None, colour_table=None,
+                 class_names: list[str] | None = None, on_bad_sample: str = "error",
+                 max_pixels: int = folder.MAX_PIXELS, ignore_index: int = 255,
+                 progress: bool = False) -> audit.AuditReport:
+    """The full audit of a folder dataset (same arguments as folder_source): every file."""
+    listing = folder.list_splits(root, images_dir=images_dir, masks_dir=masks_dir,
+                                 train_list=train_list, val_list=val_list, split=split,
+                                 val_fraction=val_fraction, split_seed=split_seed)
     names = list(class_names) if class_names else [f"class_{i}" for i in range(num_classes)]
-    return Source(pipeline.from_pairs(train, channels=channels, table=table),
-                  pipeline.from_pairs(val, channels=channels, table=table), len(train), len(val),
-                  names, channels, sample_masks,
-                  f"folder {root}, {len(train)} train / {len(val)} val")
+    return _audit(listing, None, progress, num_classes=num_classes, ignore_index=ignore_index,
+                  class_names=names, channels=channels, table=folder.label_lookup(label_map),
+                  colour_table=colour_table, max_pixels=max_pixels)
 
 
 SOURCES = {"shapes": shapes_source, "folder": folder_source}
+AUDITS = {"folder": folder_audit}
 
-__all__ = ["DataError", "SOURCES", "Source", "folder", "pipeline", "shapes"]
+__all__ = ["AUDITS", "DataError", "SOURCES", "Source", "audit", "folder", "pipeline", "shapes"]

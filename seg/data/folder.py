@@ -2,17 +2,20 @@
 
 Masks are decoded with Pillow, never with tf.io.decode_png: a palette PNG decoded by TensorFlow
 gives its colours, while Pillow gives the palette indices, which are the class labels.
+Every error names the file it is about.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
+INDEX_MODES = ("L", "P", "I;16", "I;16B", "I;16L", "I", "1")
+MAX_PIXELS = 64_000_000  # larger images are refused before decoding (decompression bombs)
 
 
 class DataError(ValueError):
@@ -26,80 +29,138 @@ class Pair:
     mask: str
 
 
-def _files_by_stem(folder: Path) -> dict[str, Path]:
-    if not folder.is_dir():
-        raise DataError(f"{folder}: folder not found")
-    return {p.stem: p for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
+@dataclass
+class Listing:
+    """The train and validation pairs, and every problem found while pairing (file named)."""
 
-
-def list_pairs(root: str | Path, images_dir: str = "images", masks_dir: str = "masks") -> list[Pair]:
-    """Pair root/images/* with root/masks/* by file stem; refuse unpaired files by name."""
-    root = Path(root)
-    if not root.is_dir():
-        raise DataError(f"{root}: dataset root not found (set data.root=DIR)")
-    images = _files_by_stem(root / images_dir)
-    masks = _files_by_stem(root / masks_dir)
-    problems = [f"{images[s]}: no mask with this stem in {root / masks_dir}"
-                for s in sorted(images.keys() - masks.keys())]
-    problems += [f"{masks[s]}: no image with this stem in {root / images_dir}"
-                 for s in sorted(masks.keys() - images.keys())]
-    if problems:
-        raise DataError("unpaired files:\n  " + "\n  ".join(problems))
-    if not images:
-        raise DataError(f"{root / images_dir}: no images found")
-    stems = sorted(images, key=_natural_key)
-    return [Pair(s, str(images[s]), str(masks[s])) for s in stems]
+    train: list[Pair] = field(default_factory=list)
+    val: list[Pair] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
 
 
 def _natural_key(stem: str):
     """Sort '2' before '10' so contiguous splits follow slice order."""
-    return (len(stem), stem) if stem.isdigit() else (1 << 30, stem)
+    return (0, int(stem), "") if stem.isdigit() else (1, 0, stem)
 
 
-def _read_list(root: Path, list_file: str, by_stem: dict[str, Pair]) -> list[Pair]:
-    path = (root / list_file).resolve()
-    stems = [line.strip() for line in path.read_text().splitlines() if line.strip()]
-    missing = [s for s in stems if s not in by_stem]
-    if missing:
-        raise DataError(f"{path}: {len(missing)} names have no image/mask pair, e.g. {missing[:5]}")
-    return [by_stem[s] for s in stems]
+def files_by_stem(folder: Path) -> tuple[dict[str, Path], list[str]]:
+    """Image files in a folder by stem (hidden files skipped), and duplicate-stem problems."""
+    if not folder.is_dir():
+        raise DataError(f"{folder}: folder not found")
+    found: dict[str, Path] = {}
+    problems = []
+    for p in sorted(folder.iterdir()):
+        if p.name.startswith(".") or p.suffix.lower() not in IMAGE_SUFFIXES:
+            continue  # "._name" files are macOS metadata in some tarballs
+        if p.stem in found:
+            problems.append(f"{found[p.stem]} and {p}: duplicate stem {p.stem!r} (which is meant?)")
+        found[p.stem] = p
+    return found, problems
 
 
-def split_pairs(pairs: list[Pair], *, root: str | Path, train_list: str | None = None,
-                val_list: str | None = None, split: str = "random", val_fraction: float = 0.2,
-                split_seed: int = 0) -> tuple[list[Pair], list[Pair]]:
-    """Train/validation split from list files, or contiguous, or seeded random."""
-    by_stem = {p.stem: p for p in pairs}
-    if train_list or val_list:
-        if not (train_list and val_list):
-            raise DataError("give both data.train_list and data.val_list, or neither")
-        return _read_list(Path(root), train_list, by_stem), _read_list(Path(root), val_list, by_stem)
-    n_val = max(1, round(len(pairs) * val_fraction))
+def read_list(root: Path, list_file: str) -> list[str]:
+    """Stems from a split list: first whitespace token per line; blank and '#' lines skipped.
+
+    Refuses names that would leave the dataset root (absolute paths, '..').
+    """
+    path = (root / list_file)
+    if not path.is_file():
+        raise DataError(f"{path}: split list not found")
+    stems = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        stem = line.split()[0]
+        if Path(stem).is_absolute() or ".." in Path(stem).parts:
+            raise DataError(f"{path}:{n}: {stem!r} points outside the dataset root")
+        stems.append(stem)
+    return stems
+
+
+def list_splits(root: str | Path, *, images_dir: str = "images", masks_dir: str = "masks",
+                train_list: str | None = None, val_list: str | None = None,
+                split: str = "random", val_fraction: float = 0.2,
+                split_seed: int = 0) -> Listing:
+    """Pair images with masks and split them, collecting every problem.
+
+    With split lists (VOC, Oxford Pets), the lists define the pairs and unlisted files are
+    ignored. Without them, images and masks pair by stem, every unpaired file is a problem, and
+    the split is seeded-random or contiguous (the last val_fraction in natural order).
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: dataset root not found (set data.root=DIR)")
+    images, img_dups = files_by_stem(root / images_dir)
+    masks, mask_dups = files_by_stem(root / masks_dir)
+    out = Listing(problems=img_dups + mask_dups)
+    if bool(train_list) != bool(val_list):
+        raise DataError("give both data.train_list and data.val_list, or neither")
+    if train_list:
+        for list_file, target in ((train_list, out.train), (val_list, out.val)):
+            for stem in read_list(root, list_file):
+                if stem not in images:
+                    out.problems.append(f"{root / list_file}: {stem!r} has no image in "
+                                        f"{root / images_dir}")
+                elif stem not in masks:
+                    out.problems.append(f"{root / list_file}: {stem!r} has no mask in "
+                                        f"{root / masks_dir}")
+                else:
+                    target.append(Pair(stem, str(images[stem]), str(masks[stem])))
+        return out
+    out.problems += [f"{images[s]}: no mask with this stem in {root / masks_dir}"
+                     for s in sorted(images.keys() - masks.keys())]
+    out.problems += [f"{masks[s]}: no image with this stem in {root / images_dir}"
+                     for s in sorted(masks.keys() - images.keys())]
+    pairs = [Pair(s, str(images[s]), str(masks[s]))
+             for s in sorted(images.keys() & masks.keys(), key=_natural_key)]
     if len(pairs) < 2:
-        raise DataError(f"{root}: {len(pairs)} pair(s) cannot be split into train and validation")
+        out.problems.append(f"{root}: {len(pairs)} image/mask pair(s) cannot be split into "
+                            "train and validation")
+        return out
+    n_val = min(max(1, round(len(pairs) * val_fraction)), len(pairs) - 1)
     if split == "contiguous":
-        return pairs[:-n_val], pairs[-n_val:]
-    if split != "random":
+        out.train, out.val = pairs[:-n_val], pairs[-n_val:]
+    elif split == "random":
+        val = set(np.random.default_rng(split_seed).permutation(len(pairs))[:n_val].tolist())
+        out.train = [p for i, p in enumerate(pairs) if i not in val]
+        out.val = [p for i, p in enumerate(pairs) if i in val]
+    else:
         raise DataError(f"data.split={split!r}: use 'random' or 'contiguous'")
-    order = np.random.default_rng(split_seed).permutation(len(pairs))
-    val = set(order[:n_val].tolist())
-    return ([p for i, p in enumerate(pairs) if i not in val],
-            [p for i, p in enumerate(pairs) if i in val])
+    return out
 
 
-def read_image(path: str, channels: int) -> np.ndarray:
-    """Decode an image to uint8 [H, W, channels], honouring EXIF orientation."""
+def _open(path: str, what: str, max_pixels: int):
+    if Path(path).stat().st_size == 0:
+        raise DataError(f"{path}: zero-byte {what} file")
     try:
-        with Image.open(path) as im:
-            im = ImageOps.exif_transpose(im)
-            if im.mode in ("I;16", "I;16B", "I", "F"):  # 16-bit or float grayscale: rescale
-                a = np.asarray(im, np.float64)
-                lo, hi = float(a.min()), float(a.max())
-                im = Image.fromarray(np.uint8(255 * (a - lo) / max(hi - lo, 1e-9)))
-            im = im.convert("L" if channels == 1 else "RGB")
-            array = np.asarray(im, np.uint8)
-    except (OSError, SyntaxError, ValueError) as e:  # Pillow's errors for bad files
-        raise DataError(f"{path}: cannot decode image ({e})") from e
+        im = Image.open(path)
+    except (OSError, SyntaxError, ValueError) as e:  # Pillow's errors for unreadable files
+        raise DataError(f"{path}: cannot decode {what} ({e})") from e
+    if im.size[0] * im.size[1] > max_pixels:
+        im.close()
+        raise DataError(f"{path}: {im.size[0]}x{im.size[1]} {what} is larger than "
+                        f"{max_pixels:,} pixels, too large to decode safely")
+    try:
+        im.load()  # decode now, so truncated files fail here with their name
+    except (OSError, SyntaxError, ValueError) as e:
+        im.close()
+        raise DataError(f"{path}: cannot decode {what}, truncated or corrupt ({e})") from e
+    return im
+
+
+def read_image(path: str, channels: int, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Decode an image to uint8 [H, W, channels], honouring EXIF orientation.
+
+    Grayscale, RGB, RGBA (alpha dropped), palette and 16-bit images are converted; 16-bit and
+    float images are rescaled to 0..255 by their own range.
+    """
+    with _open(path, "image", max_pixels) as im:
+        im = ImageOps.exif_transpose(im)
+        if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+            a = np.asarray(im, np.float64)
+            lo, hi = float(a.min()), float(a.max())
+            im = Image.fromarray(np.uint8(np.round(255 * (a - lo) / max(hi - lo, 1e-9))))
+        array = np.asarray(im.convert("L" if channels == 1 else "RGB"), np.uint8)
     return array[..., None] if channels == 1 else array
 
 
@@ -111,27 +172,58 @@ def label_lookup(label_map: dict | None) -> np.ndarray:
     return table
 
 
-def read_mask(path: str, table: np.ndarray) -> np.ndarray:
-    """Decode a single-channel class-index mask (8/16-bit grayscale or palette) to int32 [H, W]."""
+def read_mask(path: str, table: np.ndarray, colour_table=None,
+              max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Decode a mask to int32 class indices [H, W].
+
+    Single-channel masks (8/16-bit grayscale, palette) give their values (palette indices, not
+    colours), mapped through `table`. RGB masks need `colour_table` (class k has colour
+    colour_table[k]); a colour outside it is an error naming the file and the colours.
+    """
+    if path.lower().endswith((".jpg", ".jpeg")):
+        raise DataError(f"{path}: JPEG masks are refused (lossy compression invents labels; "
+                        "save masks as PNG)")
+    with _open(path, "mask", max_pixels) as im:
+        im = ImageOps.exif_transpose(im)
+        if im.mode in INDEX_MODES:
+            raw = np.asarray(im).astype(np.int64)
+            if raw.min() < 0 or raw.max() >= len(table):
+                raise DataError(f"{path}: mask values outside 0..{len(table) - 1}")
+            return table[raw]
+        if im.mode not in ("RGB", "RGBA"):
+            raise DataError(f"{path}: mask mode {im.mode} is not a class-index image")
+        if colour_table is None:
+            raise DataError(
+                f"{path}: mask mode {im.mode} is a colour image, not class indices: give "
+                "data.colour_table (one [r, g, b] per class) or save single-channel masks")
+        rgb = np.asarray(im.convert("RGB")).astype(np.int64)
+    codes = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+    palette = {(r << 16) | (g << 8) | b: k for k, (r, g, b) in enumerate(colour_table)}
+    keys = np.array(sorted(palette), np.int64)
+    pos = np.clip(np.searchsorted(keys, codes), 0, len(keys) - 1)
+    known = keys[pos] == codes
+    if not known.all():
+        unknown, counts = np.unique(codes[~known], return_counts=True)
+        listed = ", ".join(f"({c >> 16}, {(c >> 8) & 255}, {c & 255}) x{n}"
+                           for c, n in list(zip(unknown, counts))[:5])
+        raise DataError(f"{path}: colours not in data.colour_table: {listed}")
+    return np.array([palette[k] for k in keys], np.int32)[pos]
+
+
+def exif_orientation(path: str) -> int:
+    """The EXIF orientation tag of an image file (1 = upright / none)."""
     try:
         with Image.open(path) as im:
-            if path.lower().endswith((".jpg", ".jpeg")):
-                raise DataError(f"{path}: JPEG masks are refused (lossy compression invents labels)")
-            if im.mode not in ("L", "P", "I;16", "I;16B", "I", "1"):
-                raise DataError(
-                    f"{path}: mask mode {im.mode} is not a single-channel class-index image "
-                    "(save masks as grayscale or palette PNGs whose values are class indices)")
-            raw = np.asarray(im).astype(np.int64)  # "P" gives palette indices, not colours
-    except (OSError, SyntaxError) as e:
-        raise DataError(f"{path}: cannot decode mask ({e})") from e
-    if raw.min() < 0 or raw.max() >= len(table):
-        raise DataError(f"{path}: mask values outside 0..{len(table) - 1}")
-    return table[raw]
+            return int(im.getexif().get(0x0112, 1))
+    except (OSError, SyntaxError, ValueError):
+        return 1
 
 
-def read_pair(pair: Pair, *, channels: int, table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def read_pair(pair: Pair, *, channels: int, table: np.ndarray, colour_table=None,
+              max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, np.ndarray]:
     """Image and mapped mask of one pair; refuses size mismatches by name."""
-    image, mask = read_image(pair.image, channels), read_mask(pair.mask, table)
+    image = read_image(pair.image, channels, max_pixels)
+    mask = read_mask(pair.mask, table, colour_table, max_pixels)
     if image.shape[:2] != mask.shape:
         raise DataError(f"{pair.image} is {image.shape[1]}x{image.shape[0]} but {pair.mask} is "
                         f"{mask.shape[1]}x{mask.shape[0]}: image and mask must have the same size")

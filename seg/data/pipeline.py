@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from seg.data.folder import Pair, read_pair
+from seg.data.folder import DataError, Pair, read_pair
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -22,12 +22,28 @@ def from_arrays(images: np.ndarray, masks: np.ndarray) -> tf.data.Dataset:
         lambda x, y: (x, tf.cast(y, tf.int32)))
 
 
-def from_pairs(pairs: list[Pair], *, channels: int, table: np.ndarray) -> tf.data.Dataset:
-    """(uint8 image, int32 mask) elements decoded from files in parallel with Pillow."""
+def from_pairs(pairs: list[Pair], *, on_bad_sample: str = "error",
+               skipped: dict | None = None, **read_kwargs) -> tf.data.Dataset:
+    """(uint8 image, int32 mask) elements decoded from files in parallel with Pillow.
+
+    A pair that cannot be read stops the pipeline with an error naming the file, or, with
+    on_bad_sample="skip", is left out, printed once and recorded in `skipped` (file -> reason).
+    """
     by_index = list(pairs)
+    channels = read_kwargs["channels"]
+    skipped = {} if skipped is None else skipped
 
     def load(i):
-        image, mask = read_pair(by_index[int(i)], channels=channels, table=table)
+        pair = by_index[int(i)]
+        try:
+            image, mask = read_pair(pair, **read_kwargs)
+        except DataError as e:
+            if on_bad_sample != "skip":
+                raise
+            if pair.image not in skipped:
+                skipped[pair.image] = str(e)
+                print(f"\n[seg data] skipped {pair.image}: {e}", flush=True)
+            return np.zeros((0, 0, channels), np.uint8), np.zeros((0, 0), np.int32)
         return image, mask.astype(np.int32)
 
     def load_tf(i):
@@ -36,7 +52,10 @@ def from_pairs(pairs: list[Pair], *, channels: int, table: np.ndarray) -> tf.dat
         mask.set_shape([None, None])
         return image, mask
 
-    return tf.data.Dataset.range(len(by_index)).map(load_tf, num_parallel_calls=AUTOTUNE)
+    ds = tf.data.Dataset.range(len(by_index)).map(load_tf, num_parallel_calls=AUTOTUNE)
+    if on_bad_sample == "skip":
+        ds = ds.filter(lambda image, mask: tf.size(mask) > 0)
+    return ds
 
 
 def _place(image, mask, size, offsets_seed, ignore_index, random):

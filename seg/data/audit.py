@@ -1,0 +1,172 @@
+"""A full data audit: every problem in a dataset on disk, in one report, each naming its files."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from seg.data.folder import DataError, Pair, exif_orientation, read_image, read_mask
+
+
+@dataclass
+class Problem:
+    level: str  # error | warning
+    kind: str
+    detail: str  # names the file(s)
+
+
+@dataclass
+class AuditReport:
+    problems: list[Problem] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)  # pairs scanned per split
+    histograms: dict[str, list[int]] = field(default_factory=dict)  # pixels per class per split
+    class_names: list[str] = field(default_factory=list)
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.level == "error"]
+
+    def text(self) -> str:
+        lines = ["== seg data audit =="]
+        lines += [f"{split}: {n} pairs scanned" for split, n in self.counts.items()]
+        for level in ("error", "warning"):
+            for p in self.problems:
+                if p.level == level:
+                    lines.append(f"[{level.upper():>7}] {p.kind}: {p.detail}")
+        for split, hist in self.histograms.items():
+            total = max(sum(hist), 1)
+            lines.append(f"-- class histogram, {split} --")
+            lines += [f"  {k} {name:<16} {100 * c / total:6.2f}%"
+                      for k, (name, c) in enumerate(zip(self.class_names, hist))]
+        n_err = len(self.errors)
+        lines.append(f"\n{n_err} error(s), {len(self.problems) - n_err} warning(s)")
+        return "\n".join(lines)
+
+    def as_dict(self) -> dict:
+        return {"problems": [asdict(p) for p in self.problems], "counts": self.counts,
+                "histograms": self.histograms, "class_names": self.class_names}
+
+
+def _digest(path: str) -> str:
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def check_pair(pair: Pair, *, num_classes: int, ignore_index: int, channels: int,
+               table: np.ndarray, colour_table=None, max_pixels: int) -> tuple[list[Problem], np.ndarray | None]:
+    """Every problem of one image/mask pair, and its class histogram (None if unreadable)."""
+    problems = []
+    try:
+        image = read_image(pair.image, channels, max_pixels)
+    except DataError as e:
+        problems.append(Problem("error", "image", str(e)))
+        image = None
+    try:
+        mask = read_mask(pair.mask, table, colour_table, max_pixels)
+    except DataError as e:
+        problems.append(Problem("error", "mask", str(e)))
+        return problems, None
+    if image is not None and image.shape[:2] != mask.shape:
+        problems.append(Problem("error", "size mismatch",
+                                f"{pair.image} is {image.shape[1]}x{image.shape[0]} but "
+                                f"{pair.mask} is {mask.shape[1]}x{mask.shape[0]}"))
+    o_img, o_mask = exif_orientation(pair.image), exif_orientation(pair.mask)
+    if o_img != o_mask:
+        problems.append(Problem(
+            "error", "EXIF orientation",
+            f"{pair.image} has EXIF orientation {o_img} but {pair.mask} has {o_mask}: each is "
+            "turned upright by its own tag, so they would not line up (strip or match the tags)"))
+    values = np.unique(mask)
+    bad = [int(v) for v in values if v != ignore_index and not 0 <= v < num_classes]
+    if bad:
+        problems.append(Problem("error", "labels", f"{pair.mask}: values {bad[:10]} outside "
+                                f"[0, {num_classes}) and not ignore_index={ignore_index} "
+                                "(map them with data.label_map)"))
+    valid = mask[(mask >= 0) & (mask < num_classes)]
+    return problems, np.bincount(valid.ravel(), minlength=num_classes)[:num_classes]
+
+
+def audit_pairs(splits: dict[str, list[Pair]], *, num_classes: int, ignore_index: int,
+                channels: int, table: np.ndarray, colour_table=None, max_pixels: int,
+                class_names: list[str], listing_problems: list[str] = (),
+                progress: bool = False) -> AuditReport:
+    """Scan every pair of every split and report all problems at once.
+
+    Args:
+        splits: {"train": pairs, "val": pairs}. listing_problems: pairing problems found while
+            listing the files (unpaired files, duplicate stems, missing list entries).
+        progress: show a progress bar (for the full scan of scripts/check_data.py).
+        Other arguments as for read_pair and the label checks.
+    """
+    report = AuditReport(class_names=list(class_names))
+    report.problems += [Problem("error", "pairing", p) for p in listing_problems]
+    for split, pairs in splits.items():
+        if not pairs:
+            report.problems.append(Problem("error", "empty split", f"the {split} split has no "
+                                           "image/mask pairs"))
+    jobs = [(split, p) for split, pairs in splits.items() for p in pairs]
+    bar = keras.utils.Progbar(len(jobs), unit_name="pair") if progress and jobs else None
+    hists = {split: np.zeros(num_classes, np.int64) for split in splits}
+    digests: dict[str, list[tuple[str, str]]] = {}
+
+    def work(job):
+        split, pair = job
+        found = check_pair(pair, num_classes=num_classes, ignore_index=ignore_index,
+                           channels=channels, table=table, colour_table=colour_table,
+                           max_pixels=max_pixels)
+        digest = _digest(pair.image) if Path(pair.image).exists() else None
+        return split, pair, found, digest
+
+    with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 2) * 2)) as pool:
+        for i, (split, pair, (problems, hist), digest) in enumerate(pool.map(work, jobs)):
+            report.problems += problems
+            if hist is not None:
+                hists[split] += hist
+            if digest:
+                digests.setdefault(digest, []).append((split, pair.image))
+            if bar:
+                bar.update(i + 1)
+    report.counts = {split: len(pairs) for split, pairs in splits.items()}
+    report.histograms = {split: h.tolist() for split, h in hists.items()}
+
+    stems = {split: {p.stem for p in pairs} for split, pairs in splits.items()}
+    if "train" in stems and "val" in stems:
+        shared = sorted(stems["train"] & stems["val"])
+        if shared:
+            report.problems.append(Problem("error", "train/val overlap", f"{len(shared)} stems "
+                                           f"are in both splits: {shared[:10]}"))
+    for copies in digests.values():
+        if len(copies) > 1:
+            in_splits = {s for s, _ in copies}
+            files = [f for _, f in copies]
+            if len(in_splits) > 1:
+                report.problems.append(Problem("error", "train/val overlap", "identical image "
+                                               f"content in both splits: {files[:5]}"))
+            else:
+                report.problems.append(Problem("warning", "duplicate", "identical image "
+                                               f"content: {files[:5]}"))
+    for split, hist in hists.items():
+        total = hist.sum()
+        if not total:
+            continue
+        share = hist / total
+        absent = [class_names[k] for k in range(num_classes) if hist[k] == 0]
+        if absent:
+            report.problems.append(Problem("warning", "class balance", f"{split}: classes "
+                                           f"{absent} never appear"))
+        rare = [f"{class_names[k]} {100 * share[k]:.2f}%" for k in range(num_classes)
+                if 0 < share[k] < 0.01]
+        if rare:
+            report.problems.append(Problem(
+                "warning", "class balance", f"{split}: rare classes {rare} (under 1% of "
+                "labelled pixels; consider loss.name=ce_dice or loss.class_weights)"))
+    return report
