@@ -82,10 +82,10 @@ def check_head_and_loss(*, num_classes: int, out_channels: int | None,
     """Refuse heads and losses that cannot train together (the classic yellow image)."""
     channels = out_channels or num_classes
     out = []
-    two_ways = ("use one channel per class (model.out_channels=null) with loss.name=auto "
-                "(sparse categorical cross-entropy from logits), or keep one channel with "
-                "model.head_activation=null and loss.name=auto (binary cross-entropy from "
-                "logits, i.e. sigmoid + binary cross-entropy)")
+    two_ways = ("use one channel per class (model.out_channels=null, model.head_activation=null)"
+                " with loss.name=auto (softmax cross-entropy from logits, + Dice), or keep one "
+                "channel with model.head_activation=null and loss.name=auto (sigmoid + binary "
+                "cross-entropy from logits, + Dice)")
     if head_activation not in (None, "sigmoid", "softmax"):
         out.append(Finding("error", "head", f"model.head_activation={head_activation!r} is "
                            "not a segmentation head", "the head must give logits or per-class "
@@ -305,6 +305,9 @@ def _layer_gradients(model, loss_fn, x, y):
     with tf.GradientTape() as tape:
         pred = model(x, training=True)
         loss = loss_fn(y, pred)
+    ce_part = None
+    if getattr(loss_fn, "kind", None) in ("ce", "ce_dice"):  # the part whose start is ln(C)
+        ce_part = float(type(loss_fn).from_config({**loss_fn.get_config(), "kind": "ce"})(y, pred))
     grads = tape.gradient(loss, model.trainable_variables)
     norms: dict[str, float] = {}
     for var, g in zip(model.trainable_variables, grads):
@@ -312,7 +315,7 @@ def _layer_gradients(model, loss_fn, x, y):
         layer = layer.split("_")[0]  # one row per block: enc0, ..., bottleneck, dec0, head
         value = 0.0 if g is None else float(tf.norm(g)) ** 2
         norms[layer] = norms.get(layer, 0.0) + value
-    return float(loss), {k: math.sqrt(v) for k, v in norms.items()}
+    return float(loss), ce_part, {k: math.sqrt(v) for k, v in norms.items()}
 
 
 def probe(model, loss_fn, batch, *, num_classes: int, out_channels: int | None, loss: str,
@@ -325,10 +328,12 @@ def probe(model, loss_fn, batch, *, num_classes: int, out_channels: int | None, 
     saved = model.get_weights()
     out = []
     try:
-        loss0, norms = _layer_gradients(model, loss_fn, x, y)
+        loss0, ce0, norms = _layer_gradients(model, loss_fn, x, y)
         channels = out_channels or num_classes
         expected = math.log(2 if channels == 1 else channels)
         figures = {"initial_loss": loss0, "expected_initial_loss": expected}
+        if ce0 is not None:
+            figures["initial_cross_entropy"] = ce0
         if not math.isfinite(loss0):
             out.append(Finding("error", "initial loss", f"the loss is {loss0} before training",
                                "a non-finite loss at initialisation means broken inputs or "
@@ -342,16 +347,21 @@ def probe(model, loss_fn, batch, *, num_classes: int, out_channels: int | None, 
                     "the loss is already (near) zero before any training: it does not depend on "
                     "the prediction, so there is nothing to learn from",
                     "see the head/loss check: match the loss to the head"))
-            elif loss in ("auto", "ce", *CATEGORICAL) and abs(loss0 - expected) > 0.5 * expected:
-                out.append(Finding(
-                    "warning", "initial loss", f"initial loss {loss0:.3f}, expected about "
-                    f"{expected:.3f} for an untrained {channels}-channel head",
-                    "an untrained head should give every class about the same probability; a "
-                    "far-off initial loss points at label or activation problems",
-                    "check the label audit and the head/loss check"))
             else:
-                out.append(Finding("ok", "initial loss", f"{loss0:.3f} (expected about "
-                                   f"{expected:.3f})"))
+                ce = ce0 if ce0 is not None else loss0
+                what = "cross-entropy" if ce0 is not None else "loss"
+                total = f", {loss0:.3f} with Dice" if ce0 is not None and loss0 != ce0 else ""
+                if (ce0 is not None or loss in CATEGORICAL) and abs(ce - expected) > 0.5 * expected:
+                    out.append(Finding(
+                        "warning", "initial loss", f"initial {what} {ce:.3f}, expected about "
+                        f"{expected:.3f} for an untrained {channels}-channel head",
+                        "an untrained head should give every class about the same probability; "
+                        "a far-off initial loss points at label or activation problems",
+                        "check the label audit and the head/loss check"))
+                else:
+                    out.append(Finding("ok", "initial loss", f"{what} {ce:.3f} (expected about "
+                                       f"ln({2 if channels == 1 else channels}) = "
+                                       f"{expected:.3f}){total}"))
         head = norms.get("head", 0.0)
         figures["head_gradient_norm"] = head
         total = math.sqrt(sum(v * v for v in norms.values()))

@@ -3,6 +3,10 @@
 One head, one loss family:
   - C >= 2 channels: softmax over the channels, sparse categorical cross-entropy.
   - 1 channel (binary): sigmoid, binary cross-entropy on "pixel is class 1".
+"auto" (the default) is that cross-entropy plus soft Dice over the classes (as in nnU-Net): with
+80% background, plain cross-entropy can leave a rare class unlearned for many epochs (seen
+here: one of two default runs never learned rectangles), while the Dice term weighs every class
+equally from the first step.
 Keras' own categorical / binary / sparse categorical cross-entropies are also available by
 name so broken set-ups can be reproduced; the checks in seg.diagnostics refuse the ones that
 cannot train (for example categorical cross-entropy on one channel, which is constant).
@@ -26,7 +30,8 @@ class SegmentationLoss(keras.losses.Loss):
     """Mean per-pixel loss over the pixels whose label is not ignore_index.
 
     Args:
-        kind: one of NAMES ("auto" means "ce", the cross-entropy matched to the head).
+        kind: one of NAMES ("auto" means "ce_dice": the cross-entropy matched to the head, plus
+            soft Dice; "ce" is the cross-entropy alone).
         num_classes: classes in the masks. ignore_index: label excluded from the loss.
         from_logits: whether y_pred are logits (True) or probabilities.
         class_weights: optional per-class weights (length num_classes).
@@ -42,7 +47,7 @@ class SegmentationLoss(keras.losses.Loss):
             raise ValueError(f"loss.class_weights has {len(class_weights)} values for "
                              f"{num_classes} classes")
         super().__init__(name=name or kind, **kwargs)
-        self.kind = "ce" if kind == "auto" else kind
+        self.kind = "ce_dice" if kind == "auto" else kind
         self.num_classes, self.ignore_index = int(num_classes), int(ignore_index)
         self.from_logits, self.focal_gamma = bool(from_logits), float(focal_gamma)
         self.class_weights = None if class_weights is None else [float(w) for w in class_weights]

@@ -27,7 +27,7 @@ def assert_clean(report):
 def test_correct_configs_pass_every_check(tiny, decoder):
     report = diagnose(tiny(f"+decoder={decoder}"))
     assert_clean(report)
-    assert report.figures["initial_loss"] == pytest.approx(math.log(4), abs=0.05)
+    assert report.figures["initial_cross_entropy"] == pytest.approx(math.log(4), abs=0.05)
 
 
 def test_binary_sigmoid_head_with_bce_passes(tiny):

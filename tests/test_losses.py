@@ -26,9 +26,12 @@ def test_cross_entropy_matches_hand_computation_and_skips_ignored_pixels():
     assert float(SegmentationLoss("ce", num_classes=3)(Y, changed)) == pytest.approx(expected, 1e-5)
 
 
-def test_auto_is_cross_entropy_and_uniform_logits_give_ln_c():
+def test_uniform_logits_give_ln_c_and_auto_is_cross_entropy_plus_dice():
     z = np.zeros((1, 2, 2, 3), np.float32)
-    assert float(SegmentationLoss("auto", num_classes=3)(Y, z)) == pytest.approx(math.log(3), 1e-6)
+    assert float(SegmentationLoss("ce", num_classes=3)(Y, z)) == pytest.approx(math.log(3), 1e-6)
+    auto = SegmentationLoss("auto", num_classes=3)
+    assert auto.kind == "ce_dice"
+    assert float(auto(Y, Z)) == pytest.approx(float(SegmentationLoss("ce_dice", num_classes=3)(Y, Z)))
 
 
 def test_class_weights_weight_each_pixel():
@@ -44,7 +47,7 @@ def test_binary_one_channel_cross_entropy_from_logits_and_from_probabilities():
     z = np.array([[[[-1.0], [2.0]], [[0.5], [7.0]]]], np.float32)
     s = 1 / (1 + np.exp(-z[0, ..., 0].astype(np.float64)))
     expected = -np.mean([np.log(1 - s[0, 0]), np.log(s[0, 1]), np.log(s[1, 0])])
-    assert float(SegmentationLoss("auto", num_classes=2)(y, z)) == pytest.approx(expected, 1e-5)
+    assert float(SegmentationLoss("ce", num_classes=2)(y, z)) == pytest.approx(expected, 1e-5)
     probs = SegmentationLoss("ce", num_classes=2, from_logits=False)(y, s[None, ..., None])
     assert float(probs) == pytest.approx(expected, 1e-5)
 

@@ -121,13 +121,18 @@ def training(ds: tf.data.Dataset, *, num_examples: int, batch_size: int, image_s
 
 def validation(ds: tf.data.Dataset, *, batch_size: int, ignore_index: int = 255,
                cache: bool = True) -> tf.data.Dataset:
-    """Whole images in order; a batch of different sizes is padded, masks with ignore_index.
+    """Whole images, batched only with images of the same size.
 
-    The model pads its input to a multiple of 2**depth itself and crops its output back, so
-    padding here only makes batches rectangular and never counts in a loss or a metric.
+    Padding images of different sizes into one batch would change the predictions near their
+    borders (after the first convolution the padded zeros are no longer zeros), so an image's
+    score would depend on its batch-mates. Grouping by size keeps every image exactly as it
+    would be alone; the model pads each batch to a multiple of 2**depth itself and crops back.
     """
     ds = ds.map(lambda x, y: (tf.image.convert_image_dtype(x, tf.float32), y),
                 num_parallel_calls=AUTOTUNE)
     if cache:
         ds = ds.cache()
-    return ds.padded_batch(batch_size, padding_values=(0.0, ignore_index)).prefetch(AUTOTUNE)
+    size_key = lambda x, y: tf.cast(tf.shape(y)[0] * 65536 + tf.shape(y)[1], tf.int64)  # noqa: E731
+    ds = ds.group_by_window(size_key, lambda _, window: window.batch(batch_size),
+                            window_size=batch_size)
+    return ds.prefetch(AUTOTUNE)
