@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 
 import keras
@@ -169,6 +170,31 @@ class CollapseMonitor(keras.callbacks.Callback):
         return {"constant_output": any(a.startswith(("constant", "non-finite")) for a in final),
                 "class_vanished": any(a.startswith("class vanished") for a in final),
                 "alarms": self.alarms, "final_output_stats": self.last_stats}
+
+
+class Throughput(keras.callbacks.Callback):
+    """Training images per second of every epoch, the validation and callbacks excluded."""
+
+    def __init__(self, batch_size: int):
+        super().__init__()
+        self.batch_size, self.rates = batch_size, []
+        self._start, self._steps = 0.0, 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start, self._steps = time.perf_counter(), 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._steps += 1
+        self._end = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self._steps:
+            self.rates.append(self._steps * self.batch_size / max(self._end - self._start, 1e-9))
+
+    def images_per_s(self) -> float | None:
+        """Median over the epochs after the first (which includes tracing and compilation)."""
+        rates = self.rates[1:] or self.rates
+        return round(float(np.median(rates)), 1) if rates else None
 
 
 class PredictionPanels(keras.callbacks.Callback):

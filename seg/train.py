@@ -19,7 +19,7 @@ from seg import diagnostics
 from seg.data import AUDITS, SOURCES, DataError, pipeline
 from seg.losses import SegmentationLoss
 from seg.metrics import make_metrics
-from seg.models import build_unet
+from seg.models import build_model, encoder_of
 
 SECTIONS = ("seed", "data", "model", "decoder", "loss", "trainer", "diagnostics", "logging")
 PIPELINE_KEYS = ("name", "image_size", "ignore_index", "augment", "scale_range", "cache")
@@ -73,6 +73,7 @@ def check_sections(cfg: dict):
         raise ConfigError(f"config sections: unknown {unknown}, missing {missing}")
     known = {"trainer": {"epochs", "batch_size", "steps_per_epoch", "optimizer", "learning_rate",
                          "weight_decay", "momentum", "schedule", "early_stopping_patience",
+                         "unfreeze_encoder_after",
                          "verbose"},
              "logging": {"panels_every", "num_panels"},
              "diagnostics": {"preflight", "label_audit_samples", "probes", "overfit_steps",
@@ -109,7 +110,7 @@ def open_data(data_cfg: dict):
 def build(cfg: dict, source) -> tuple:
     """Model, loss and metrics for a config and its data source."""
     data, dec = cfg["data"], cfg["decoder"]
-    model = _call(build_unet, "model", dict(
+    model = _call(build_model, "model", dict(
         num_classes=data["num_classes"], in_channels=source.channels, **cfg["model"],
         decoder=dec["name"], interpolation=dec["interpolation"], kernel_size=dec["kernel_size"],
         init=dec["init"]))
@@ -217,9 +218,14 @@ def run(cfg: dict, output_dir: str | Path, run_name: str | None = None) -> dict:
 
     schedule = make_schedule(trainer["schedule"], float(trainer["learning_rate"]),
                              trainer["epochs"] * steps)
-    model.compile(optimizer=make_optimizer(trainer["optimizer"], schedule,
-                                           trainer["weight_decay"], trainer["momentum"]),
-                  loss=loss, metrics=metrics)
+
+    def compile_model(done_steps: int = 0):
+        optimizer = make_optimizer(trainer["optimizer"], schedule, trainer["weight_decay"],
+                                   trainer["momentum"])
+        optimizer.iterations.assign(done_steps)  # the schedule continues where it was
+        model.compile(optimizer=optimizer, loss=loss, metrics=metrics)
+
+    compile_model()
     ckpt = out / "checkpoints"
     ckpt.mkdir(exist_ok=True)
     monitor = seg_callbacks.CollapseMonitor(
@@ -241,21 +247,45 @@ def run(cfg: dict, output_dir: str | Path, run_name: str | None = None) -> dict:
             class_names=source.class_names, ignore_index=data["ignore_index"],
             from_logits=cfg["loss"]["from_logits"], monitor=monitor,
             log_dir=out / "tb" / "validation", png_dir=out / "panels"))
+    throughput = seg_callbacks.Throughput(trainer["batch_size"])
+    callbacks.append(throughput)
     if trainer["early_stopping_patience"]:
         callbacks.append(keras.callbacks.EarlyStopping(
             monitor="val_mean_iou", mode="max", patience=trainer["early_stopping_patience"]))
     verbose = trainer["verbose"]
     if verbose == "auto":
         verbose = 1 if sys.stdout.isatty() else 2  # a progress bar only where it can redraw
-    history = model.fit(train_ds, validation_data=val_ds, epochs=trainer["epochs"],
-                        steps_per_epoch=steps, callbacks=callbacks, verbose=verbose,
-                        shuffle=False)
+    # Fine-tuning: with a frozen encoder and unfreeze_encoder_after=N, train the decoder for N
+    # epochs, then everything. Keras needs a new compile (and optimizer) to see new trainable
+    # weights; the callbacks carry over, so checkpoints and TensorBoard continue.
+    phases = [(0, trainer["epochs"])]
+    after = trainer["unfreeze_encoder_after"]
+    if after and encoder_of(model) is not None and not encoder_of(model).trainable:
+        phases = [(0, min(after, trainer["epochs"])), (min(after, trainer["epochs"]), trainer["epochs"])]
+    history: dict[str, list] = {}
+    epochs_run: list[int] = []
+    for start_epoch, end_epoch in phases:
+        if start_epoch:
+            if model.stop_training or len(epochs_run) < start_epoch:
+                break  # stopped early in the frozen phase
+            encoder_of(model).trainable = True
+            compile_model(start_epoch * steps)
+            print(f"seg: epoch {start_epoch}: encoder unfrozen, {model.count_params():,} "
+                  "parameters now train", flush=True)
+        if end_epoch <= start_epoch:
+            continue
+        fitted = model.fit(train_ds, validation_data=val_ds, initial_epoch=start_epoch,
+                           epochs=end_epoch, steps_per_epoch=steps, callbacks=callbacks,
+                           verbose=verbose, shuffle=False)
+        epochs_run += fitted.epoch
+        for key, values in fitted.history.items():
+            history.setdefault(key, []).extend(values)
     train_time = time.time() - start
 
     best_path = ckpt / "best.keras"
     best = keras.saving.load_model(best_path) if best_path.exists() else model
     final = best.evaluate(val_ds, return_dict=True, verbose=0)
-    val_miou = history.history.get("val_mean_iou", [float("nan")])
+    val_miou = history.get("val_mean_iou", [float("nan")])
     metrics_out = {
         "run_name": run_name,
         "decoder": cfg["decoder"]["name"],
@@ -265,11 +295,14 @@ def run(cfg: dict, output_dir: str | Path, run_name: str | None = None) -> dict:
         "val_loss": final["loss"],
         "val_iou_per_class": [final[f"iou_{k}"] for k in range(data["num_classes"])],
         "class_names": source.class_names,
-        "epochs_completed": len(history.epoch),
+        "epochs_completed": len(epochs_run),
         "best_epoch": int(max(range(len(val_miou)), key=lambda i: (val_miou[i], -i))) + 1
         if not all(math.isnan(v) for v in val_miou) else None,
-        "history": {k: [float(v) for v in vals] for k, vals in history.history.items()},
+        "history": {k: [float(v) for v in vals] for k, vals in history.items()},
         "wall_time_s": round(train_time, 1),
+        "train_images_per_s": throughput.images_per_s(),
+        "encoder": cfg["model"]["encoder"],
+        "parameters": model.count_params(),
         "diagnostics": {**monitor.summary(), "preflight": report.as_dict()},
         "checkpoint": str(best_path),
         "skipped_samples": [{"file": f, "reason": r} for f, r in source.skipped.items()],

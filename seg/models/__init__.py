@@ -1,0 +1,135 @@
+"""Encoder-decoder segmentation models: any encoder with any decoder, for any input size.
+
+The network pads its input up to a multiple of its total stride (PadToMultiple) and crops its
+logits back to the input's size (CropLike), so every skip connection meets a tensor of exactly
+its own size and the output always matches the input.
+"""
+
+from __future__ import annotations
+
+import keras
+
+from seg.models.decoders import DECODERS, decoder_kwargs
+from seg.models.encoders import BACKBONES, ENCODERS, NORMS, backbone_encoder, conv_block, unet_encoder
+from seg.models.layers import (ICNR, BackbonePreprocess, BilinearUpsampleInit, CropLike,
+                               DepthToSpace, PadToMultiple)
+
+
+def build_model(*, num_classes: int, in_channels: int, encoder: str = "unet",
+                encoder_weights: str | None = None, freeze_encoder: bool = False,
+                depth: int = 3, base_filters: int = 16, norm: str = "batch",
+                dropout: float = 0.0, activation: str = "relu", out_channels: int | None = None,
+                head_activation: str | None = None, decoder: str = "upsample",
+                interpolation: str = "nearest", kernel_size: int = 4, init: str = "he",
+                input_size: int | None = None) -> keras.Model:
+    """Build an encoder-decoder segmentation network with skip connections.
+
+    Args:
+        num_classes: classes in the masks (background included). in_channels: 1 or 3.
+        encoder: "unet" (the U-Net's own contracting path, `depth` levels) or a Keras
+            application (mobilenet_v2, resnet50, efficientnet_b0: 5 levels, stride 32).
+        encoder_weights: for a backbone: None, "imagenet" or a weights file path.
+        freeze_encoder: train the decoder only (a backbone's batch norms stay in inference mode).
+        depth, base_filters: U-Net levels and filters at level 0 (doubled per level); the
+            decoder uses base_filters * 2**level at every level for every encoder.
+        norm: batch | group | layer | none. dropout: at the bottleneck. activation: Keras name.
+        out_channels: None means num_classes; 1 is a binary sigmoid-style head.
+        head_activation: None (logits, recommended), "sigmoid" or "softmax".
+        decoder: upsample | deconv | pixelshuffle; interpolation (upsample), kernel_size and
+            init (deconv) configure it.
+        input_size: a fixed square input size, or None for any size.
+
+    Returns:
+        A functional keras.Model from float images [B, H, W, in_channels] in [0, 1] to
+        [B, H, W, out_channels] logits (or probabilities with a head_activation).
+    """
+    if encoder not in ENCODERS:
+        raise ValueError(f"model.encoder={encoder!r}: use one of {list(ENCODERS)}")
+    if norm not in NORMS:
+        raise ValueError(f"model.norm={norm!r}: use one of {sorted(NORMS)}")
+    if head_activation not in (None, "sigmoid", "softmax"):
+        raise ValueError(f"model.head_activation={head_activation!r}: use null, sigmoid or softmax")
+    up_kwargs = decoder_kwargs(decoder, interpolation=interpolation, kernel_size=kernel_size,
+                               init=init)
+    out_channels = out_channels or num_classes
+    if out_channels == 1 and num_classes != 2:
+        raise ValueError(f"model.out_channels=1 needs a binary task, not num_classes={num_classes}")
+
+    levels = depth if encoder == "unet" else 5
+    inputs = keras.Input((input_size, input_size, in_channels), name="image")
+    padded_size = None if input_size is None else -(-input_size // 2 ** levels) * 2 ** levels
+    x = PadToMultiple(2 ** levels, name="pad_to_multiple")(inputs)
+    if encoder == "unet":
+        x, skips = unet_encoder(x, depth=depth, base_filters=base_filters, norm=norm,
+                                activation=activation, dropout=dropout)
+    else:
+        x, skips = backbone_encoder(x, encoder, weights=encoder_weights, freeze=freeze_encoder,
+                                    input_size=padded_size)
+        skips = [None] + skips  # no features at stride 1: the last level has no skip
+    for level in reversed(range(levels)):
+        filters = base_filters * 2 ** level
+        x = DECODERS[decoder](x, filters, name=f"dec{level}_up", **up_kwargs)
+        if skips[level] is not None:
+            x = keras.layers.Concatenate(name=f"dec{level}_concat")([x, skips[level]])
+        x = conv_block(x, filters, norm=norm, activation=activation, name=f"dec{level}")
+    # A small head initialisation makes every class equally likely at the start, so the
+    # initial cross-entropy is ln(C) and the probe before training can check it.
+    x = keras.layers.Conv2D(out_channels, 1, dtype="float32", name="head",
+                            kernel_initializer=keras.initializers.RandomNormal(stddev=0.01))(x)
+    if head_activation:
+        x = keras.layers.Activation(head_activation, dtype="float32",
+                                    name=f"head_{head_activation}")(x)
+    outputs = CropLike(dtype="float32", name="crop_to_input")([x, inputs])
+    return keras.Model(inputs, outputs, name=f"{encoder}_{decoder}")
+
+
+def build_unet(**kwargs) -> keras.Model:
+    """build_model with the U-Net encoder (the default)."""
+    return build_model(encoder="unet", **kwargs)
+
+
+def encoder_of(model: keras.Model) -> keras.Model | None:
+    """The nested backbone encoder of a model, or None for the U-Net encoder."""
+    return next((layer for layer in model.layers if layer.name.endswith("_encoder")), None)
+
+
+def level_sizes(size: int, depth: int) -> dict:
+    """The spatial size at every level for an input side of `size` (the shape plan)."""
+    padded = -(-size // 2 ** depth) * 2 ** depth
+    enc = [padded // 2 ** lv for lv in range(depth + 1)]
+    return {"input": size, "padded": padded, "encoder": enc, "decoder": enc[-2::-1],
+            "output": size}
+
+
+def forward_flops(model: keras.Model) -> int:
+    """Multiply-add FLOPs (x2) of one forward pass, counted from the convolution and dense
+    layers (nested models included). The model needs a fixed input size."""
+    total = 0
+    for layer in _all_layers(model):
+        if isinstance(layer, keras.layers.Conv2DTranspose):
+            h, w, c_in = layer.input.shape[1:]
+            total += 2 * h * w * c_in * layer.filters * layer.kernel_size[0] * layer.kernel_size[1]
+        elif isinstance(layer, keras.layers.DepthwiseConv2D):
+            h, w, c = layer.output.shape[1:]
+            total += 2 * h * w * c * layer.kernel_size[0] * layer.kernel_size[1]
+        elif isinstance(layer, keras.layers.Conv2D):
+            h, w, c_out = layer.output.shape[1:]
+            c_in = layer.input.shape[-1]
+            total += (2 * h * w * c_out * c_in * layer.kernel_size[0] * layer.kernel_size[1]
+                      // layer.groups)
+        elif isinstance(layer, keras.layers.Dense):
+            total += 2 * layer.input.shape[-1] * layer.units
+    return int(total)
+
+
+def _all_layers(model):
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            yield from _all_layers(layer)
+        else:
+            yield layer
+
+
+__all__ = ["BACKBONES", "DECODERS", "ENCODERS", "ICNR", "BackbonePreprocess",
+           "BilinearUpsampleInit", "CropLike", "DepthToSpace", "PadToMultiple", "build_model",
+           "build_unet", "encoder_of", "forward_flops", "level_sizes"]

@@ -1,0 +1,88 @@
+"""Encoders, chosen by name (`model.encoder`): the U-Net's own, or a Keras application backbone.
+
+An encoder maps the (padded) image to (deepest features, skips), the skips ordered from the
+shallowest (stride 1 for the U-Net, stride 2 for a backbone) to the deepest.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+
+from seg.models.layers import BackbonePreprocess
+
+# Keras application, the layers whose outputs are the features at strides 2, 4, 8, 16 and 32,
+# and the input preprocessing the application's weights were trained with.
+BACKBONES = {
+    "mobilenet_v2": ("MobileNetV2", ["block_1_expand_relu", "block_3_expand_relu",
+                                     "block_6_expand_relu", "block_13_expand_relu",
+                                     "block_16_project"], "tf"),
+    "resnet50": ("ResNet50", ["conv1_relu", "conv2_block3_out", "conv3_block4_out",
+                              "conv4_block6_out", "conv5_block3_out"], "caffe"),
+    "efficientnet_b0": ("EfficientNetB0", ["block2a_expand_activation",
+                                           "block3a_expand_activation",
+                                           "block4a_expand_activation",
+                                           "block6a_expand_activation", "top_activation"],
+                        "raw255"),
+}
+ENCODERS = ("unet", *BACKBONES)
+
+NORMS = {
+    # momentum 0.9 (PyTorch's default) rather than Keras' 0.99: the moving statistics used at
+    # inference then follow the weights within tens of steps, so short runs and early epochs
+    # do not validate (and look collapsed) with stale statistics.
+    "batch": lambda name: keras.layers.BatchNormalization(momentum=0.9, name=name),
+    "group": lambda name: keras.layers.GroupNormalization(groups=8, name=name),
+    "layer": lambda name: keras.layers.LayerNormalization(name=name),
+    "none": None,
+}
+
+
+def conv_block(x, filters, *, norm, activation, name):
+    """Two 3x3 convolutions, each followed by the normalisation and the activation."""
+    for i in (1, 2):
+        x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=NORMS[norm] is None,
+                                name=f"{name}_conv{i}")(x)
+        if NORMS[norm] is not None:
+            x = NORMS[norm](f"{name}_norm{i}")(x)
+        x = keras.layers.Activation(activation, name=f"{name}_act{i}")(x)
+    return x
+
+
+def unet_encoder(x, *, depth, base_filters, norm, activation, dropout):
+    """The U-Net's contracting path: skips at strides 1 .. 2**(depth-1), bottleneck at 2**depth."""
+    skips = []
+    for level in range(depth):
+        x = conv_block(x, base_filters * 2 ** level, norm=norm, activation=activation,
+                       name=f"enc{level}")
+        skips.append(x)
+        x = keras.layers.MaxPooling2D(2, name=f"enc{level}_pool")(x)
+    x = conv_block(x, base_filters * 2 ** depth, norm=norm, activation=activation,
+                   name="bottleneck")
+    if dropout:
+        x = keras.layers.Dropout(dropout, name="bottleneck_dropout")(x)
+    return x, skips
+
+
+def backbone_encoder(x, name: str, *, weights=None, freeze: bool = False,
+                     input_size: int | None = None):
+    """A Keras application as encoder: skips at strides 2, 4, 8, 16 and features at 32.
+
+    Args:
+        weights: None (random), "imagenet" (downloaded by Keras, only when asked), or the path
+            of a weights file (works offline).
+        freeze: make the encoder untrainable (its batch norms then run in inference mode).
+    """
+    app, layers, mode = BACKBONES[name]
+    if weights not in (None, "imagenet") and not Path(str(weights)).is_file():
+        raise ValueError(f"model.encoder_weights={weights!r}: no such weights file "
+                         "(use null, imagenet or the path of a weights file)")
+    x = BackbonePreprocess(mode, name=f"{name}_preprocess")(x)
+    base = getattr(keras.applications, app)(include_top=False, weights=weights,
+                                            input_shape=(input_size, input_size, 3))
+    encoder = keras.Model(base.input, [base.get_layer(n).output for n in layers],
+                          name=f"{name}_encoder")
+    encoder.trainable = not freeze
+    *skips, x = encoder(x)
+    return x, skips
