@@ -9,8 +9,6 @@ Exits 1 when there are errors.
 import json
 import sys
 
-from hydra import compose, initialize_config_dir
-
 import _hydra
 
 
@@ -19,17 +17,8 @@ def main(argv: list[str]) -> int:
 
     as_json = "--json" in argv
     argv = [a for a in argv if a != "--json"]
-    try:
-        with initialize_config_dir(config_dir=_hydra.CONFIG_DIR, version_base="1.3"):
-            cfg = _hydra.to_dict(compose(config_name="train", overrides=argv))
-        cfg.pop("hydra", None)
-        report = check_data(cfg, progress=sys.stdout.isatty() and not as_json)
-    except _hydra.refusal_types() as e:
-        _hydra.fail(e)
-    except Exception as e:  # Hydra's override errors name the bad key or option
-        if type(e).__module__.startswith(("hydra", "omegaconf")):
-            _hydra.fail(e)
-        raise
+    report = _hydra.refusing(lambda: check_data(_hydra.compose_dict(argv),
+                                                progress=sys.stdout.isatty() and not as_json))
     if report is None:
         print("data.name=shapes is generated in memory: there are no files to check.")
         return 0

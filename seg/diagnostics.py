@@ -283,6 +283,9 @@ def shape_plan(sizes: list[tuple[int, int]], *, depth: int, decoder: str) -> tup
 
 def check_decoder(*, decoder: str, kernel_size: int, init: str, stride: int = 2) -> list[Finding]:
     """Warn about transposed convolutions whose kernel does not divide by the stride."""
+    if decoder == "pixelshuffle":
+        return [Finding("ok", "decoder", "pixelshuffle: sub-pixel convolution with ICNR "
+                        "initialisation, starts without checkerboard")]
     if decoder != "deconv":
         return [Finding("ok", "decoder", f"{decoder}: fixed upsampling + convolution, no "
                         "checkerboard risk")]
@@ -297,6 +300,17 @@ def check_decoder(*, decoder: str, kernel_size: int, init: str, stride: int = 2)
             "stride), decoder.init=bilinear, or +decoder=upsample")]
     return [Finding("ok", "decoder", f"deconv kernel {kernel_size} is a multiple of the stride "
                     f"{stride} (even overlap), init {init}")]
+
+
+def check_encoder(*, encoder: str, encoder_weights, freeze_encoder: bool,
+                  unfreeze_after: int | None) -> list[Finding]:
+    """Warn about a frozen encoder that was never trained (its features are noise)."""
+    if encoder != "unet" and freeze_encoder and encoder_weights is None and not unfreeze_after:
+        return [Finding("warning", "encoder", f"frozen {encoder} encoder with random weights",
+                        "a frozen encoder that was never trained passes noise to the decoder for "
+                        "the whole run", "model.encoder_weights=imagenet (or a weights file), "
+                        "model.freeze_encoder=false, or trainer.unfreeze_encoder_after=N")]
+    return []
 
 
 # --- probes on one batch ---------------------------------------------------------------
@@ -426,7 +440,9 @@ def preflight(*, model, loss_fn, batch, samples, num_classes: int, ignore_index:
               class_names: list[str], out_channels: int | None, head_activation: str | None,
               loss: str, from_logits: bool, decoder: str, kernel_size: int, init: str,
               depth: int, input_sizes: list[tuple[int, int]], probes: bool = True,
-              overfit_steps: int = 0, learning_rate: float = 1e-3) -> Report:
+              overfit_steps: int = 0, learning_rate: float = 1e-3, encoder: str = "unet",
+              encoder_weights=None, freeze_encoder: bool = False,
+              unfreeze_after: int | None = None) -> Report:
     """Run every check before training.
 
     Args:
@@ -454,6 +470,8 @@ def preflight(*, model, loss_fn, batch, samples, num_classes: int, ignore_index:
     report.findings += plan_findings
     report.tables["shape plan"] = plan
     report.findings += check_decoder(decoder=decoder, kernel_size=kernel_size, init=init)
+    report.findings += check_encoder(encoder=encoder, encoder_weights=encoder_weights,
+                                     freeze_encoder=freeze_encoder, unfreeze_after=unfreeze_after)
     head_ok = not any(f.level == "error" and f.check == "labels" for f in report.findings)
     if probes and head_ok:
         findings, table, figures = probe(model, loss_fn, batch, num_classes=num_classes,

@@ -155,9 +155,12 @@ def diagnose(cfg: dict, parts: dict | None = None) -> diagnostics.Report:
         ignore_index=cfg["data"]["ignore_index"], class_names=source.class_names,
         out_channels=model_cfg["out_channels"], head_activation=model_cfg["head_activation"],
         loss=loss_cfg["name"], from_logits=loss_cfg["from_logits"], decoder=dec["name"],
-        kernel_size=dec["kernel_size"], init=dec["init"], depth=model_cfg["depth"],
+        kernel_size=dec["kernel_size"], init=dec["init"],
+        depth=model_cfg["depth"] if model_cfg["encoder"] == "unet" else 5,
         input_sizes=sizes, probes=diag["probes"], overfit_steps=diag["overfit_steps"],
-        learning_rate=float(cfg["trainer"]["learning_rate"]))
+        learning_rate=float(cfg["trainer"]["learning_rate"]), encoder=model_cfg["encoder"],
+        encoder_weights=model_cfg["encoder_weights"], freeze_encoder=model_cfg["freeze_encoder"],
+        unfreeze_after=cfg["trainer"]["unfreeze_encoder_after"])
     if source.audit is not None:  # the file audit of scripts/check_data.py, on a sample
         skip = cfg["data"].get("on_bad_sample") == "skip"
         audited = source.audit(diag["label_audit_samples"])
@@ -196,6 +199,7 @@ def run(cfg: dict, output_dir: str | Path, run_name: str | None = None) -> dict:
         ConfigError, DataError, diagnostics.PreflightError: set-ups that cannot work.
     """
     start = time.time()
+    keras.utils.clear_session(free_memory=True)  # release earlier jobs' models (multirun)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(cfg, indent=2))
@@ -213,6 +217,10 @@ def run(cfg: dict, output_dir: str | Path, run_name: str | None = None) -> dict:
             raise diagnostics.PreflightError(
                 report.text(errors_only=True) + "\n\nTraining refused before the first step. To "
                 "train anyway (for example to watch the collapse), set diagnostics.preflight=warn.")
+        if report.errors:
+            print(f"seg: training anyway despite {len(report.errors)} preflight error(s) "
+                  "(diagnostics.preflight=warn); the monitors will watch for a collapse.",
+                  flush=True)
     else:
         report = diagnostics.Report()
 

@@ -15,17 +15,9 @@ sys.path.insert(0, str(ROOT / "scripts"))  # the scripts' Hydra glue (_hydra) fo
 @pytest.fixture
 def compose():
     """Compose the project's Hydra config like scripts/train.py does, as a plain dict."""
-    from hydra import compose as hydra_compose, initialize_config_dir
     import _hydra
 
-    def make(*overrides: str) -> dict:
-        with initialize_config_dir(config_dir=_hydra.CONFIG_DIR, version_base="1.3"):
-            cfg = hydra_compose(config_name="train", overrides=list(overrides))
-        cfg = _hydra.to_dict(cfg)
-        cfg.pop("hydra", None)
-        return cfg
-
-    return make
+    return lambda *overrides: _hydra.compose_dict(list(overrides))
 
 
 TINY = ("data.num_train=64", "data.num_val=16", "data.image_size=32", "trainer.batch_size=8",

@@ -66,3 +66,39 @@ def test_train_script_refuses_a_typo_with_a_message_not_a_traceback():
                             capture_output=True, text=True, timeout=120)
     assert result.returncode != 0
     assert "epoch" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_tf_tutorial_experiment_composes(compose):
+    cfg = compose("+experiment=tf_tutorial")
+    assert cfg["model"]["encoder"] == "mobilenet_v2"
+    assert (cfg["decoder"]["name"], cfg["decoder"]["kernel_size"]) == ("deconv", 3)
+
+
+def test_isbi_experiment_switches_the_data(compose):
+    cfg = compose("+experiment=isbi_membrane", "+decoder=deconv")
+    assert cfg["data"]["root"].endswith("shared/datasets/isbi2012-membrane")
+    assert cfg["data"]["label_map"] == {0: 0, 255: 1} and cfg["decoder"]["name"] == "deconv"
+
+
+@pytest.mark.slow
+def test_multirun_sweep_names_each_job_by_its_overrides(tmp_path):
+    import json
+    result = subprocess.run(
+        [sys.executable, "scripts/train.py", "-m", "+decoder=upsample,deconv",
+         "data.num_train=32", "data.num_val=8", "data.image_size=32", "trainer.epochs=1",
+         "trainer.steps_per_epoch=2", "trainer.batch_size=4", "logging.panels_every=0",
+         "trainer.verbose=0", f"hydra.sweep.dir={tmp_path}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = sorted(p.name for p in tmp_path.iterdir() if (p / "metrics.json").exists())
+    assert "decoder=upsample" in jobs[0] and "decoder=deconv" in jobs[1], jobs
+    decoders = [json.loads((tmp_path / j / "metrics.json").read_text())["decoder"] for j in jobs]
+    assert decoders == ["upsample", "deconv"]
+
+
+def test_run_names_stay_folder_safe():
+    import _hydra
+    assert _hydra._run_name("") == "default"
+    assert _hydra._run_name("+decoder=deconv,data.root=/a/b") == "decoder=deconv,data.root=_a_b"
+    long = _hydra._run_name(",".join(f"key{i}=value{i}" for i in range(40)))
+    assert len(long) <= 120 and long.startswith("key0=value0")

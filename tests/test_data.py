@@ -42,10 +42,10 @@ def test_folder_pairs_split_and_reads(folder_dataset):
 
 
 def test_random_split_is_seeded(folder_dataset):
-    pairs = folder.list_pairs(folder_dataset)
-    a = folder.split_pairs(pairs, root=folder_dataset, split_seed=1)
-    b = folder.split_pairs(pairs, root=folder_dataset, split_seed=1)
-    assert a == b and not set(p.stem for p in a[0]) & set(p.stem for p in a[1])
+    a = folder.list_splits(folder_dataset, split_seed=1)
+    b = folder.list_splits(folder_dataset, split_seed=1)
+    assert (a.train, a.val) == (b.train, b.val) and not a.problems
+    assert len(a.val) == 1 and not {p.stem for p in a.train} & {p.stem for p in a.val}
 
 
 def test_split_lists(folder_dataset):
@@ -62,8 +62,9 @@ def test_split_lists(folder_dataset):
 
 def test_orphans_are_named(folder_dataset):
     (folder_dataset / "masks" / "s3.png").unlink()
+    assert any("s3.png: no mask" in p for p in folder.list_splits(folder_dataset).problems)
     with pytest.raises(DataError, match=r"s3\.png: no mask"):
-        folder.list_pairs(folder_dataset)
+        folder_source(root=str(folder_dataset), num_classes=3)
 
 
 def test_palette_masks_give_indices_not_colours(tmp_path):
@@ -92,7 +93,7 @@ def test_rgb_and_jpeg_masks_are_refused_by_name(tmp_path):
 
 def test_size_mismatch_and_truncated_files_are_named(tmp_path):
     root = write_folder_dataset(tmp_path, {"a": np.zeros((8, 8))}, size_of={"a": (9, 8)})
-    pair = folder.list_pairs(root)[0]
+    pair = folder.Pair("a", str(root / "images" / "a.png"), str(root / "masks" / "a.png"))
     with pytest.raises(DataError, match=r"a\.png is 8x9 but .*a\.png is 8x8"):
         folder.read_pair(pair, channels=3, table=folder.label_lookup({}))
     data = (root / "images" / "a.png").read_bytes()

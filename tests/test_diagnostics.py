@@ -189,3 +189,11 @@ def test_a_class_not_learned_yet_is_no_alarm_but_one_that_was_lost_or_never_lear
     assert alarms_for(stats, final=False, **kw) == []
     assert alarms_for(stats, final=False, seen={2}, **kw)[0].startswith("class vanished: b")
     assert alarms_for(stats, final=True, **kw)[0].startswith("class vanished: b")
+
+
+def test_frozen_random_encoder_warns(tiny):
+    report = diagnose(tiny("model.encoder=mobilenet_v2", "model.freeze_encoder=true",
+                           "diagnostics.probes=false"))
+    assert "random weights" in findings(report, "warning")["encoder"].title
+    plan = report.tables["shape plan"]
+    assert "padded 32x32" in plan and "-> 1x1" in plan  # a backbone has 5 levels (stride 32)
