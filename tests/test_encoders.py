@@ -111,3 +111,12 @@ def test_fine_tune_schedule_unfreezes_after_n_epochs(tiny, tmp_path):
     assert [e.step for e in acc.Tensors("epoch_loss")] == [0, 1]  # no duplicated steps
     saved = json.loads((tmp_path / "tuned" / "metrics.json").read_text())
     assert saved["epochs_completed"] == 2 and saved["encoder"] == "mobilenet_v2"
+
+
+def test_backbone_batch_norms_follow_training_quickly():
+    """Keras applications use momentum 0.99-0.999: a short run would validate with the initial
+    statistics and predict one class everywhere (seen: 0.1958 mIoU, the constant score)."""
+    model = build_model(num_classes=2, in_channels=3, encoder="mobilenet_v2")
+    momenta = {layer.momentum for layer in encoder_of(model).layers
+               if isinstance(layer, keras.layers.BatchNormalization)}
+    assert momenta == {0.9}

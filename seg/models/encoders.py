@@ -81,6 +81,11 @@ def backbone_encoder(x, name: str, *, weights=None, freeze: bool = False,
     x = BackbonePreprocess(mode, name=f"{name}_preprocess")(x)
     base = getattr(keras.applications, app)(include_top=False, weights=weights,
                                             input_shape=(input_size, input_size, 3))
+    for layer in base.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            # Keras' applications use momentum 0.99-0.999; like our own blocks (see NORMS),
+            # 0.9 lets the inference statistics follow training within tens of steps.
+            layer.momentum = 0.9
     encoder = keras.Model(base.input, [base.get_layer(n).output for n in layers],
                           name=f"{name}_encoder")
     encoder.trainable = not freeze
