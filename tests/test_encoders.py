@@ -5,7 +5,6 @@ import json
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from seg.losses import SegmentationLoss
 from seg.models import ICNR, BACKBONES, DepthToSpace, build_model, encoder_of, forward_flops
