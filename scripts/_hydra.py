@@ -44,9 +44,10 @@ def to_dict(cfg: DictConfig) -> dict:
 def refusal_types() -> tuple:
     from seg.data import DataError
     from seg.diagnostics import PreflightError
+    from seg.inference import LoadError
     from seg.train import ConfigError
     from omegaconf.errors import OmegaConfBaseException
-    return ConfigError, DataError, PreflightError, OmegaConfBaseException
+    return ConfigError, DataError, PreflightError, LoadError, OmegaConfBaseException
 
 
 def compose_dict(overrides: list[str]) -> dict:
@@ -76,3 +77,41 @@ def fail(error: Exception, code: int = 2):
     kind = type(error).__name__
     print(f"\nseg: {kind}:\n{error}", file=sys.stderr, flush=True)
     sys.exit(code)
+
+
+def apply_overrides(cfg: dict, overrides: list[str]) -> dict:
+    """A run's saved config (config.json) with key=value overrides; unknown keys are refused."""
+    from seg.train import ConfigError
+
+    bad = [o for o in overrides if "=" not in o or o.startswith(("+", "~"))]
+    if bad:
+        raise ConfigError(f"overrides must be key=value on the run's config, got {bad}")
+    base = OmegaConf.create(cfg)
+    OmegaConf.set_struct(base, True)  # a typo is an error, not a new key
+    return to_dict(OmegaConf.merge(base, OmegaConf.from_dotlist(list(overrides))))
+
+
+try:
+    from hydra.experimental.callback import Callback
+except ImportError:  # pragma: no cover (hydra-core < 1.1)
+    Callback = object
+
+
+class SweepSummary(Callback):
+    """At the end of a sweep: every job's result, every failed job and why (hydra.callbacks).
+
+    Also writes SWEEP_DIR/summary.md and summary.json. `python scripts/compare.py SWEEP_DIR`
+    gives the full comparison table.
+    """
+
+    def on_multirun_end(self, config, **kwargs):
+        from seg import compare
+
+        sweep_dir = Path(config.hydra.sweep.dir)
+        if not sweep_dir.is_dir():
+            return
+        runs = compare.find_runs(sweep_dir)
+        text = compare.sweep_summary(runs, sweep_dir)
+        (sweep_dir / "summary.md").write_text(text + "\n")
+        (sweep_dir / "summary.json").write_text(compare.summary_json(runs))
+        print("\n" + text, flush=True)

@@ -1,7 +1,13 @@
 """Train a segmentation model: python scripts/train.py [+decoder=deconv] [key=value ...]
 
-Returns the validation mean IoU, so Hydra sweepers can maximise it.
+Returns the validation mean IoU, so Hydra sweepers (+sweep=optuna) can maximise it. In a sweep
+(-m, +sweep=...), a job that fails writes failure.json into its folder and the sweep goes on;
+the summary at the end lists every failed job and why.
 """
+
+import json
+import traceback
+from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -17,12 +23,24 @@ def main(cfg) -> float:
     hc = HydraConfig.get()
     try:
         metrics = run(_hydra.to_dict(cfg), hc.runtime.output_dir,
-                      run_name=_hydra._run_name(hc.job.override_dirname))
-    except _hydra.refusal_types() as e:
-        if hc.mode == RunMode.MULTIRUN:  # one refused job must not stop the sweep
-            print(f"seg: job {hc.job.num} refused: {e}")
-            return float("nan")
-        _hydra.fail(e)
+                      run_name=_hydra._run_name(hc.job.override_dirname),
+                      overrides=list(hc.overrides.task))
+    except Exception as e:
+        if hc.mode != RunMode.MULTIRUN:
+            if isinstance(e, _hydra.refusal_types()):
+                _hydra.fail(e)
+            raise
+        # One failed job must not stop the sweep: record why, and let the next job run.
+        refused = isinstance(e, _hydra.refusal_types())
+        failure = {"job": hc.job.num, "overrides": list(hc.overrides.task),
+                   "error": type(e).__name__, "refused": refused, "message": str(e),
+                   "traceback": "" if refused else traceback.format_exc()}
+        out = Path(hc.runtime.output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "failure.json").write_text(json.dumps(failure, indent=2))
+        print(f"\nseg: job {hc.job.num} failed ({type(e).__name__}): {str(e)[:2000]}\n"
+              f"seg: details in {out / 'failure.json'}; the sweep goes on", flush=True)
+        return float("nan")
     print(f"\nval mIoU {metrics['val_mean_iou']:.4f} ({metrics['decoder']} decoder, "
           f"{metrics['epochs_completed']} epochs, {metrics['wall_time_s']:.0f} s); "
           f"run folder {hc.runtime.output_dir}")

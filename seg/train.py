@@ -15,7 +15,7 @@ from pathlib import Path
 import keras
 
 from seg import callbacks as seg_callbacks
-from seg import diagnostics
+from seg import diagnostics, hparams
 from seg.data import AUDITS, SOURCES, DataError, pipeline
 from seg.losses import SegmentationLoss
 from seg.metrics import make_metrics
@@ -183,7 +183,8 @@ def check_data(cfg: dict, progress: bool = True):
     return _call(AUDITS[name], "data", {**kwargs, "progress": progress}) if name in AUDITS else None
 
 
-def run(cfg: dict, output_dir: str | Path, run_name: str | None = None) -> dict:
+def run(cfg: dict, output_dir: str | Path, run_name: str | None = None,
+        overrides: list[str] = ()) -> dict:
     """Train the configured model and write everything about the run into output_dir.
 
     Args:
@@ -191,6 +192,7 @@ def run(cfg: dict, output_dir: str | Path, run_name: str | None = None) -> dict:
         output_dir: the run folder; receives config.json, tb/, checkpoints/, panels/,
             diagnostics/ and metrics.json.
         run_name: a readable name (the overrides that made the run), recorded in metrics.json.
+        overrides: the command-line overrides; the keys they set join the logged hparams.
 
     Returns:
         The metrics written to metrics.json.
@@ -234,6 +236,8 @@ def run(cfg: dict, output_dir: str | Path, run_name: str | None = None) -> dict:
         model.compile(optimizer=optimizer, loss=loss, metrics=metrics)
 
     compile_model()
+    hparams.log_hparams(out / "tb", hparams.hparams_of(cfg, overrides, model.count_params()),
+                        trial_id=run_name)
     ckpt = out / "checkpoints"
     ckpt.mkdir(exist_ok=True)
     monitor = seg_callbacks.CollapseMonitor(
@@ -319,6 +323,7 @@ def run(cfg: dict, output_dir: str | Path, run_name: str | None = None) -> dict:
     if source.skipped:
         print(f"seg: {len(source.skipped)} sample(s) skipped (data.on_bad_sample=skip), listed "
               f"in metrics.json: " + ", ".join(list(source.skipped)[:5]), flush=True)
+    hparams.log_final(out / "tb", metrics_out, step=len(epochs_run))
     (out / "metrics.json").write_text(json.dumps(metrics_out, indent=2, default=float))
     return metrics_out
 

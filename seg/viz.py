@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
@@ -120,4 +122,103 @@ def panel(images, truths, preds, confidences, *, class_names: list[str], ignore_
     canvas.paste(Image.fromarray(bar), (4, y + 2))
     draw.text((130, y + 1), "confidence 0 -> 1   error: red = wrong, white = ignored",
               fill=(0, 0, 0), font=small)
+    return np.asarray(canvas)
+
+
+def confusion_picture(cm: np.ndarray, class_names: list[str], title: str = "",
+                      cell: int = 64) -> np.ndarray:
+    """A confusion matrix as a picture: rows true class, columns predicted, each row normalised.
+
+    Every cell shows the share of the true class's pixels (colour and %) and the pixel count.
+    """
+    cm = np.asarray(cm, np.float64)
+    rows = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+    font, small = _font(14), _font(11)
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    left = 12 + max(int(probe.textlength(n, font=font)) for n in class_names)
+    cell = max(cell, 8 + max(int(probe.textlength(n, font=small)) for n in class_names))
+    top = 44 + (22 if title else 0)
+    k = len(class_names)
+    canvas = Image.new("RGB", (left + k * cell + 10, top + k * cell + 40), (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    if title:
+        draw.text((4, 2), title, fill=(0, 0, 0), font=font)
+    draw.text((left, top - 40), "predicted ->", fill=(0, 0, 0), font=small)
+    colours = ramp(rows)
+    for j, name in enumerate(class_names):
+        draw.text((left + j * cell + 2, top - 22), name, fill=(0, 0, 0), font=small)
+    for i, name in enumerate(class_names):
+        draw.text((4, top + i * cell + cell // 2 - 8), name, fill=(0, 0, 0), font=font)
+        for j in range(k):
+            x0, y0 = left + j * cell, top + i * cell
+            draw.rectangle([x0, y0, x0 + cell - 2, y0 + cell - 2],
+                           fill=tuple(int(c) for c in colours[i, j]))
+            ink = (0, 0, 0) if rows[i, j] > 0.6 else (255, 255, 255)
+            draw.text((x0 + 4, y0 + cell // 2 - 14), f"{100 * rows[i, j]:.1f}%", fill=ink,
+                      font=font)
+            draw.text((x0 + 4, y0 + cell // 2 + 4), f"{int(cm[i, j]):,}", fill=ink, font=small)
+    draw.text((4, top + k * cell + 12), "rows: true class (each row sums to 100%)",
+              fill=(0, 0, 0), font=small)
+    return np.asarray(canvas)
+
+
+def comparison(images, truths, predictions: dict[str, list], *, class_names: list[str],
+               ignore_index: int = 255, title: str = "", cell: int = 128) -> np.ndarray:
+    """Rows of input | ground truth | one prediction per named model, for the same images.
+
+    Args:
+        images: float [H, W, C] in [0, 1]. truths: int [H, W]. predictions: model label ->
+            one int [H, W] per image. Labels are wrapped on commas over the column's width.
+    """
+    font, small = _font(13), _font(11)
+    names = ["input", "ground truth"] + list(predictions)
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+
+    def wrap(label):  # greedy, breaking after commas, spaces and '=' where it can
+        lines, line = [], ""
+        for token in re.split(r"(?<=[, =])", label):
+            while token:
+                fit = len(token)
+                while fit > 1 and probe.textlength(line + token[:fit], font=small) > cell - 4:
+                    fit -= 1
+                if fit < len(token) and line:  # does not fit: start a new line first
+                    lines.append(line)
+                    line = ""
+                    continue
+                line, token = line + token[:fit], token[fit:]
+        return [x for x in lines + [line] if x]
+
+    labels = [wrap(n) for n in names]
+    head = 6 + 14 * max(len(lines) for lines in labels) + (22 if title else 0)
+    pad = 4
+    tiles_per_row = []
+    for i, (image, true) in enumerate(zip(images, truths)):
+        tiles = [to_rgb(image), colourise(true, ignore_index)]
+        tiles += [colourise(preds[i], ignore_index) for preds in predictions.values()]
+        h, w = true.shape
+        scale = cell / max(h, w)
+        size = (max(int(w * scale), 1), max(int(h * scale), 1))
+        tiles_per_row.append([np.asarray(Image.fromarray(t).resize(size, Image.NEAREST))
+                              for t in tiles])
+    height = head + sum(row[0].shape[0] + pad for row in tiles_per_row) + 30
+    canvas = Image.new("RGB", (len(names) * (cell + pad) + pad, height), (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    y = 2
+    if title:
+        draw.text((pad, y), title, fill=(0, 0, 0), font=font)
+        y += 22
+    for j, lines in enumerate(labels):
+        for n, line in enumerate(lines):
+            draw.text((pad + j * (cell + pad), y + 14 * n), line, fill=(0, 0, 0), font=small)
+    y = head
+    for row in tiles_per_row:
+        for j, tile in enumerate(row):
+            canvas.paste(Image.fromarray(tile), (pad + j * (cell + pad), y))
+        y += row[0].shape[0] + pad
+    x = pad
+    for k, name in enumerate(class_names):
+        draw.rectangle([x, y + 6, x + 12, y + 18], fill=tuple(int(c) for c in PALETTE[k % len(PALETTE)]),
+                       outline=(0, 0, 0))
+        draw.text((x + 16, y + 6), name, fill=(0, 0, 0), font=small)
+        x += 26 + int(draw.textlength(name, font=small))
     return np.asarray(canvas)

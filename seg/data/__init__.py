@@ -26,6 +26,17 @@ class Source:
     description: str
     audit: Callable | None = None  # (k=None, progress=False) -> AuditReport, for files on disk
     skipped: dict[str, str] = field(default_factory=dict)  # file -> why it was left out
+    names: dict[str, list[str]] = field(default_factory=dict)  # split -> file of every element
+
+    def split(self, name: str) -> tuple[tf.data.Dataset, list[str]]:
+        """("train" or "val") -> (unbatched uint8 pairs, their file names).
+
+        With data.on_bad_sample=skip, files left out are in self.skipped once the dataset has
+        been read through; the other elements keep the order of the names.
+        """
+        if name not in ("train", "val"):
+            raise ValueError(f"split={name!r}: use 'train' or 'val'")
+        return (self.train if name == "train" else self.val), list(self.names.get(name, []))
 
 
 def shapes_source(*, num_classes: int, image_size: int, channels: int = 3, num_train: int = 1024,
@@ -43,7 +54,9 @@ def shapes_source(*, num_classes: int, image_size: int, channels: int = 3, num_t
 
     return Source(pipeline.from_arrays(*train), pipeline.from_arrays(*val), num_train, num_val,
                   shapes.class_names(num_classes), channels, sample_masks,
-                  f"built-in shapes, {num_train} train / {num_val} val, {image_size}x{image_size}")
+                  f"built-in shapes, {num_train} train / {num_val} val, {image_size}x{image_size}",
+                  names={"train": [f"shapes:train[{i}]" for i in range(num_train)],
+                         "val": [f"shapes:val[{i}]" for i in range(num_val)]})
 
 
 def folder_source(*, root: str, num_classes: int, channels: int = 3, images_dir: str = "images",
@@ -98,6 +111,7 @@ def folder_source(*, root: str, num_classes: int, channels: int = 3, images_dir:
         len(listing.train), len(listing.val), names, channels, sample_masks,
         f"folder {root}, {len(listing.train)} train / {len(listing.val)} val")
     source.audit, source.skipped = audit_fn, skipped
+    source.names = {"train": [p.image for p in listing.train], "val": [p.image for p in listing.val]}
     return source
 
 

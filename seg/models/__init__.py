@@ -11,8 +11,8 @@ import keras
 
 from seg.models.decoders import DECODERS, decoder_kwargs
 from seg.models.encoders import BACKBONES, ENCODERS, NORMS, backbone_encoder, conv_block, unet_encoder
-from seg.models.layers import (ICNR, BackbonePreprocess, BilinearUpsampleInit, CropLike,
-                               DepthToSpace, PadToMultiple)
+from seg.models.layers import (ICNR, ArgMax, BackbonePreprocess, BilinearUpsampleInit,
+                               ClassProbabilities, CropLike, DepthToSpace, PadToMultiple)
 
 
 def build_model(*, num_classes: int, in_channels: int, encoder: str = "unet",
@@ -130,6 +130,7 @@ def _all_layers(model):
             yield layer
 
 
-__all__ = ["BACKBONES", "DECODERS", "ENCODERS", "ICNR", "BackbonePreprocess",
+__all__ = ["BACKBONES", "DECODERS", "ENCODERS", "ICNR", "ArgMax", "BackbonePreprocess",
+           "ClassProbabilities",
            "BilinearUpsampleInit", "CropLike", "DepthToSpace", "PadToMultiple", "build_model",
            "build_unet", "encoder_of", "forward_flops", "level_sizes"]

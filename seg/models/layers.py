@@ -139,3 +139,40 @@ class ICNR(keras.initializers.Initializer):
 
     def get_config(self):
         return {"scale": self.scale, "seed": self.seed}
+
+
+@keras.saving.register_keras_serializable(package="seg")
+class ClassProbabilities(keras.layers.Layer):
+    """Model outputs -> class probabilities [B, H, W, K], always in float32.
+
+    Softmax over the channels of logits; a 1-channel head gives K = 2 ([1 - p, p]). With
+    from_logits=False the outputs are taken as probabilities already.
+    """
+
+    def __init__(self, from_logits: bool = True, **kwargs):
+        super().__init__(**kwargs)
+        self.from_logits = bool(from_logits)
+
+    def call(self, x):
+        x = ops.cast(x, "float32")
+        if x.shape[-1] == 1:
+            p = ops.sigmoid(x) if self.from_logits else x
+            return ops.concatenate([1 - p, p], axis=-1)
+        return ops.softmax(x, axis=-1) if self.from_logits else x
+
+    def compute_output_shape(self, shape):
+        return shape[:-1] + (2 if shape[-1] == 1 else shape[-1],)
+
+    def get_config(self):
+        return {**super().get_config(), "from_logits": self.from_logits}
+
+
+@keras.saving.register_keras_serializable(package="seg")
+class ArgMax(keras.layers.Layer):
+    """Class probabilities [B, H, W, K] -> class index [B, H, W] (int32)."""
+
+    def call(self, x):
+        return ops.cast(ops.argmax(x, axis=-1), "int32")
+
+    def compute_output_shape(self, shape):
+        return shape[:-1]

@@ -1,0 +1,62 @@
+"""Compare the runs under a folder: python scripts/compare.py DIR
+
+Prints a Markdown table of the runs under DIR (a sweep folder, or outputs/) grouped by the
+settings that differ, seeds aside: val mIoU mean, spread and range over seeds, per-class IoU,
+the monitors' alarms, epochs and wall time, then the runs without a result and which config
+is best (with a Welch t-test when there are repeats). Writes DIR/compare.csv (one row per
+config), DIR/compare_runs.csv (one row per run), DIR/compare.md, and DIR/compare.png: the same
+validation images predicted by the best run of every config side by side, also logged to
+TensorBoard as the run "compare".
+"""
+
+import argparse
+from pathlib import Path
+
+import _hydra
+
+
+def main(argv=None) -> str:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("dir", help="a folder of runs (a sweep folder, outputs/, ...)")
+    p.add_argument("--csv", help="where the per-config CSV goes (default DIR/compare.csv)")
+    p.add_argument("--images", type=int, default=4, help="validation images in the picture")
+    p.add_argument("--no-picture", action="store_true", help="skip the prediction picture")
+    args = p.parse_args(argv)
+    from seg import compare
+
+    root = Path(args.dir)
+    try:
+        runs = compare.find_runs(root)
+    except FileNotFoundError as e:
+        _hydra.fail(e)
+    if not runs:
+        _hydra.fail(FileNotFoundError(f"{root}: no run folders (with config.json) under it"))
+    groups, keys = compare.group_runs(runs)
+    text = compare.markdown(groups, runs)
+    print(f"{len(runs)} run(s) under {root}; settings that differ: "
+          f"{', '.join(keys) or 'none'}\n\n{text}\n")
+    csv_path = Path(args.csv) if args.csv else root / "compare.csv"
+    compare.write_csv(csv_path, compare.rows(groups))
+    compare.write_csv(csv_path.with_name(csv_path.stem + "_runs.csv"),
+                      compare.run_records(runs, keys))
+    (root / "compare.md").write_text(text + "\n")
+    written = [str(csv_path), str(csv_path.with_name(csv_path.stem + "_runs.csv")),
+               str(root / "compare.md")]
+    if not args.no_picture and any(g.done for g in groups):
+        import tensorflow as tf
+        from PIL import Image
+
+        picture, notes = compare.prediction_picture(groups, args.images)
+        for note in notes:
+            print(f"picture: {note}")
+        Image.fromarray(picture).save(root / "compare.png")
+        with tf.summary.create_file_writer(str(root / "compare")).as_default():
+            tf.summary.image("compare/predictions", picture[None], step=0)
+            tf.summary.text("compare/table", text, step=0)
+        written.append(str(root / "compare.png"))
+    print("written: " + ", ".join(written))
+    return text
+
+
+if __name__ == "__main__":
+    _hydra.refusing(main)

@@ -1,0 +1,103 @@
+"""Evaluate a trained model on a split: python scripts/evaluate.py RUN_DIR_OR_CHECKPOINT [key=value]
+
+Scores whole images (tiled sliding-window inference for images larger than --tile), and writes
+evaluation.json (mean IoU, per-class IoU, pixel accuracy, Dice, confusion matrix, every image's
+mean IoU), confusion_matrix.png and panels of the worst images into
+RUN_DIR/evaluation/SPLIT/ (or --out), and the pictures to the run's TensorBoard.
+key=value overrides change the run's saved config, e.g. data.root=/new/place/of/the/data.
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import _hydra
+
+
+def parse(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run", help="a run folder (uses checkpoints/best.keras) or a .keras file")
+    p.add_argument("overrides", nargs="*", help="key=value changes to the run's config")
+    p.add_argument("--split", default="val", choices=["val", "train"])
+    p.add_argument("--tile", type=int, default=512,
+                   help="images with a side longer than this are predicted in overlapping "
+                        "tiles of this size (0: always whole images; default 512)")
+    p.add_argument("--overlap", type=float, default=0.25, help="tile overlap (0..0.9)")
+    p.add_argument("--flip", action="store_true", help="also predict mirrored images, average")
+    p.add_argument("--worst", type=int, default=4, help="panels of this many worst images")
+    p.add_argument("--out", help="output folder (default RUN/evaluation/SPLIT)")
+    p.add_argument("--no-progress", action="store_true")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> dict:
+    args = parse(argv)
+    import numpy as np
+    from PIL import Image
+
+    from seg import inference, viz
+    from seg.train import open_data
+
+    trained = inference.load(args.run)
+    if trained.config is None:
+        raise inference.LoadError(f"{trained.checkpoint}: no config.json of its run beside it, "
+                                  "so the data set is unknown (evaluate a run folder)")
+    cfg = _hydra.apply_overrides(trained.config, args.overrides)
+    cfg.pop("class_names", None)
+    data = cfg["data"]
+    source, _ = open_data(data)
+    dataset, names = source.split(args.split)
+    tile = max(args.tile, data.get("image_size") or 0) if args.tile else 0
+    print(f"evaluate: {trained.checkpoint} on {args.split} ({source.description}); "
+          + (f"tiles of {tile} px for larger images" if tile else "whole images"), flush=True)
+    result = inference.evaluate(
+        trained, dataset, names, num_classes=data["num_classes"],
+        ignore_index=data["ignore_index"], tile=tile, overlap=args.overlap, flip=args.flip,
+        worst=args.worst, skipped=source.skipped,
+        progress=not args.no_progress and sys.stdout.isatty())
+    out = Path(args.out) if args.out else (
+        (trained.run_dir or trained.checkpoint.parent) / "evaluation" / args.split)
+    out.mkdir(parents=True, exist_ok=True)
+    class_names = source.class_names
+    pictures = {"confusion_matrix": viz.confusion_picture(
+        np.array(result["confusion_matrix"]), class_names,
+        title=f"{args.split}: mIoU {result['mean_iou']:.4f}")}
+    for n, entry in enumerate(result["worst"], 1):
+        pictures[f"worst_{n:02d}"] = inference.worst_panel(entry, class_names, data["ignore_index"])
+    for name, picture in pictures.items():
+        Image.fromarray(picture).save(out / f"{name}.png")
+    if trained.run_dir is not None:  # beside the training curves in TensorBoard
+        import tensorflow as tf
+
+        with tf.summary.create_file_writer(str(trained.run_dir / "tb" / "evaluation")).as_default():
+            for name, picture in pictures.items():
+                tf.summary.image(f"evaluation/{args.split}/{name}", picture[None], step=0)
+    report = {
+        "checkpoint": str(trained.checkpoint), "split": args.split, "tile": tile,
+        "overlap": args.overlap, "flip": args.flip, "overrides": args.overrides,
+        "images": result["images"], "mean_iou": result["mean_iou"],
+        "pixel_accuracy": result["pixel_accuracy"], "dice": result["dice"],
+        "iou_per_class": dict(zip(class_names, result["iou_per_class"])),
+        "confusion_matrix": result["confusion_matrix"], "class_names": class_names,
+        "worst": [{"file": e["file"], "mean_iou": e["mean_iou"],
+                   "panel": str(out / f"worst_{n:02d}.png")}
+                  for n, e in enumerate(result["worst"], 1)],
+        "per_image": result["per_image"],
+        "skipped": dict(source.skipped),
+    }
+    (out / "evaluation.json").write_text(json.dumps(report, indent=2))
+    width = max(len(n) for n in class_names)
+    print(f"\n{args.split}: {result['images']} images, mean IoU {result['mean_iou']:.4f}, "
+          f"pixel accuracy {result['pixel_accuracy']:.4f}, Dice {result['dice']:.4f}")
+    for name, iou in zip(class_names, result["iou_per_class"]):
+        print(f"  IoU {name:<{width}}  {iou:.4f}")
+    for e in report["worst"]:
+        print(f"  worst: {e['file']} (mIoU {e['mean_iou']:.3f})")
+    print(f"written: {out}/evaluation.json, confusion_matrix.png, worst_*.png")
+    return report
+
+
+if __name__ == "__main__":
+    _hydra.refusing(main)

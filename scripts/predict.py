@@ -1,0 +1,126 @@
+"""Predict masks for new images: python scripts/predict.py CHECKPOINT INPUTS... --out DIR
+
+CHECKPOINT is a run folder (its checkpoints/best.keras) or a .keras file; INPUTS are image files
+or folders (searched recursively). For every image, DIR receives NAME_mask.png (a palette PNG:
+its pixel values are the class indices, viewers show the class colours) and NAME_overlay.png
+(the colours blended over the image). Images of the same size are predicted in batches; images
+larger than --tile are predicted in overlapping tiles. A file that cannot be read is reported
+by name and the others are still predicted (exit code 1 at the end).
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+import _hydra
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp"}
+
+
+def parse(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("checkpoint", help="a run folder or a .keras file")
+    p.add_argument("inputs", nargs="+", help="image files or folders")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--tile", type=int, default=512,
+                   help="images with a side longer than this are predicted in overlapping tiles "
+                        "(0: whole images)")
+    p.add_argument("--overlap", type=float, default=0.25)
+    p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity of the mask colours")
+    return p.parse_args(argv)
+
+
+def collect(inputs: list[str]) -> list[tuple[Path, Path]]:
+    """(image file, output stem relative to --out) for every input, folders searched."""
+    found = []
+    for given in map(Path, inputs):
+        if given.is_dir():
+            for f in sorted(given.rglob("*")):
+                if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES:
+                    found.append((f, f.relative_to(given).with_suffix("")))
+        elif given.is_file():
+            found.append((given, Path(given.stem)))
+        else:
+            raise FileNotFoundError(f"{given}: no such file or folder")
+    stems = {}
+    for f, stem in found:
+        if stem in stems:
+            raise ValueError(f"{f} and {stems[stem]} would both be written as {stem}_mask.png; "
+                             "predict them in separate runs or rename one")
+        stems[stem] = f
+    return found
+
+
+def main(argv=None) -> int:
+    args = parse(argv)
+    import keras
+    import numpy as np
+    from PIL import Image
+
+    from seg import inference, viz
+    from seg.data.folder import DataError, read_image
+
+    trained = inference.load(args.checkpoint)
+    try:
+        files = collect(args.inputs)
+    except (FileNotFoundError, ValueError) as e:
+        _hydra.fail(e)
+    if not files:
+        _hydra.fail(FileNotFoundError(f"no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) "
+                                      f"in {' '.join(args.inputs)}"))
+    train_size = ((trained.config or {}).get("data") or {}).get("image_size") or 0
+    tile = max(args.tile, train_size) if args.tile else 0
+    out = Path(args.out)
+    palette = np.zeros((256, 3), np.uint8)
+    palette[: len(viz.PALETTE)] = viz.PALETTE
+    failed, done = {}, 0
+    bar = keras.utils.Progbar(len(files), unit_name="image")
+    print(f"predict: {len(files)} image(s) with {trained.checkpoint} -> {out}", flush=True)
+
+    def write(batch):
+        images = np.stack([image for _, _, image in batch]).astype(np.float32) / 255.0
+        probs = inference.predict_probs(trained.model, images, from_logits=trained.from_logits,
+                                        tile=tile, overlap=args.overlap,
+                                        batch_size=args.batch_size)
+        for (f, stem, image), p in zip(batch, probs):
+            labels = p.argmax(-1).astype(np.uint8)
+            target = out / stem
+            target.parent.mkdir(parents=True, exist_ok=True)
+            mask = Image.fromarray(labels, mode="P")
+            mask.putpalette(palette.flatten().tolist())
+            mask.save(f"{target}_mask.png")
+            rgb = image if image.shape[-1] == 3 else np.repeat(image, 3, axis=-1)
+            overlay = (1 - args.alpha) * rgb + args.alpha * viz.colourise(labels, 256)
+            Image.fromarray(overlay.round().astype(np.uint8)).save(f"{target}_overlay.png")
+
+    pending: dict[tuple, list] = {}  # same-size images wait for a full batch
+    for f, stem in files:
+        try:
+            image = read_image(str(f), trained.channels)
+        except DataError as e:
+            failed[str(f)] = str(e)
+            print(f"\npredict: skipped {e}", flush=True)
+            bar.add(1)
+            continue
+        group = pending.setdefault(image.shape, [])
+        group.append((f, stem, image))
+        if len(group) == args.batch_size:
+            write(pending.pop(image.shape))
+            done += len(group)
+            bar.add(len(group))
+    for group in pending.values():
+        write(group)
+        done += len(group)
+        bar.add(len(group))
+    print(f"predict: {done} mask(s) and overlay(s) written to {out}")
+    if failed:
+        print(f"predict: {len(failed)} file(s) could not be read:\n  "
+              + "\n  ".join(failed.values()), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_hydra.refusing(main))

@@ -1,0 +1,303 @@
+"""Compare runs: which settings differ, what they scored over seeds, and what they predict.
+
+A run is a folder with config.json (and metrics.json once it finished, or failure.json when a
+sweep job failed). Runs are grouped by the settings that differ between them, seeds aside, so
+a decoder x seed sweep gives one row per decoder with the mean and spread over seeds.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+SEED_KEYS = ("seed",)  # differences in these make repeats of a config, not another config
+
+
+@dataclass
+class Run:
+    path: Path
+    name: str
+    config: dict | None
+    metrics: dict | None
+    failure: dict | None
+
+    @property
+    def status(self) -> str:
+        if self.metrics is not None:
+            return "ok"
+        return "failed" if self.failure is not None else "incomplete"
+
+    @property
+    def miou(self) -> float:
+        return float((self.metrics or {}).get("val_mean_iou", float("nan")))
+
+    @property
+    def why(self) -> str:
+        """Why a run has no result, in one line."""
+        if self.failure:
+            first = (self.failure.get("message") or "").strip().splitlines() or [""]
+            return f"{self.failure.get('error')}: {first[0][:300]}"
+        return "no metrics.json (still running, or killed before the end)"
+
+
+def _read(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text()) if path.is_file() else None
+    except (OSError, ValueError):
+        return None
+
+
+def find_runs(root: str | Path) -> list[Run]:
+    """Every run folder under root (root itself included), in folder-name order."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: no such folder")
+    folders = set()
+    for marker in ("config.json", "failure.json", ".hydra"):
+        folders |= {p.parent for p in root.rglob(marker)}
+    runs = []
+    for folder in sorted(folders, key=lambda p: _natural(str(p.relative_to(root)))):
+        if any(parent in folders for parent in folder.parents):
+            continue  # a folder inside a run
+        runs.append(Run(folder, str(folder.relative_to(root)) or folder.name,
+                        _read(folder / "config.json"), _read(folder / "metrics.json"),
+                        _read(folder / "failure.json")))
+    return runs
+
+
+def _natural(text: str):
+    """Sort key where job 10 comes after job 9."""
+    head = text.split("_", 1)[0]
+    return (int(head), text) if head.isdigit() else (1 << 30, text)
+
+
+def flatten(tree: dict, prefix: str = "") -> dict:
+    """{"a": {"b": 1}} -> {"a.b": 1}; lists become their JSON text."""
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = json.dumps(value) if isinstance(value, list) else value
+    return out
+
+
+def differing_keys(runs: list[Run]) -> list[str]:
+    """Config keys whose values are not the same in every run that has a config."""
+    flat = [flatten(r.config) for r in runs if r.config]
+    keys = sorted(set().union(*flat)) if flat else []
+    return [k for k in keys if len({repr(f.get(k)) for f in flat}) > 1]
+
+
+@dataclass
+class Group:
+    label: str
+    runs: list[Run]
+
+    @property
+    def done(self) -> list[Run]:
+        return [r for r in self.runs if r.status == "ok"]
+
+    def values(self, fn) -> np.ndarray:
+        return np.array([fn(r) for r in self.done], np.float64)
+
+    @property
+    def best(self) -> Run | None:
+        return max(self.done, key=lambda r: r.miou, default=None)
+
+
+def group_runs(runs: list[Run]) -> tuple[list[Group], list[str]]:
+    """Runs grouped by the differing settings (seeds aside), best mean val mIoU first."""
+    keys = [k for k in differing_keys(runs) if k not in SEED_KEYS]
+    groups: dict[str, Group] = {}
+    for run in runs:
+        if run.config is None:
+            label = ",".join(o.lstrip("+") for o in (run.failure or {}).get("overrides", [])
+                             if not o.lstrip("+").startswith(SEED_KEYS)) or run.name
+        else:
+            flat = flatten(run.config)
+            label = ",".join(f"{k}={flat.get(k)}" for k in keys) or "all runs"
+        groups.setdefault(label, Group(label, [])).runs.append(run)
+    ordered = sorted(groups.values(), key=lambda g: -np.nanmean(g.values(lambda r: r.miou))
+                     if g.done else math.inf)
+    return ordered, keys
+
+
+def _mean_std(values: np.ndarray) -> tuple[float, float]:
+    if not len(values):
+        return float("nan"), float("nan")
+    return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else float("nan")
+
+
+def _alarms(run: Run) -> list[str]:
+    diag = (run.metrics or {}).get("diagnostics", {})
+    final = {a["alarm"].split(":")[0] for a in diag.get("alarms", [])
+             if a.get("epoch") == (run.metrics or {}).get("epochs_completed")}
+    if diag.get("constant_output"):
+        final.add("constant output")
+    if diag.get("class_vanished"):
+        final.add("class vanished")
+    return sorted(final)
+
+
+def rows(groups: list[Group]) -> list[dict]:
+    """One dict per group: the figures of the comparison table."""
+    out = []
+    for g in groups:
+        miou, spread = _mean_std(g.values(lambda r: r.miou))
+        names = next((r.metrics.get("class_names") for r in g.done), None) or []
+        row = {"config": g.label, "runs": len(g.runs), "finished": len(g.done),
+               "seeds": ",".join(str((r.config or {}).get("seed")) for r in g.done),
+               "val_mean_iou": miou, "val_mean_iou_std": spread,
+               "val_mean_iou_min": float(np.min(g.values(lambda r: r.miou))) if g.done else None,
+               "val_mean_iou_max": float(np.max(g.values(lambda r: r.miou))) if g.done else None}
+        for k, name in enumerate(names):
+            row[f"iou_{name}"] = _mean_std(g.values(
+                lambda r: r.metrics["val_iou_per_class"][k]))[0]
+        alarmed = [r for r in g.done if _alarms(r)]
+        kinds = sorted({a for r in alarmed for a in _alarms(r)})
+        row["alarms"] = f"{len(alarmed)}/{len(g.done)}: {', '.join(kinds)}" if alarmed else "none"
+        row["epochs"] = _mean_std(g.values(lambda r: r.metrics.get("epochs_completed", 0)))[0]
+        row["wall_time_s"] = _mean_std(g.values(lambda r: r.metrics.get("wall_time_s", 0)))[0]
+        row["failed"] = len([r for r in g.runs if r.status == "failed"])
+        out.append(row)
+    return out
+
+
+def verdict(groups: list[Group]) -> str:
+    """Which config is best, and whether the gap to the next is beyond the seed spread."""
+    ranked = [g for g in groups if g.done]
+    if len(ranked) < 2:
+        return ""
+    a, b = ranked[0], ranked[1]
+    va, vb = a.values(lambda r: r.miou), b.values(lambda r: r.miou)
+    gap = va.mean() - vb.mean()
+    text = (f"Best: {a.label} (val mIoU {va.mean():.4f} over {len(va)} run(s)), "
+            f"{gap:+.4f} ahead of {b.label}")
+    if len(va) > 1 and len(vb) > 1:
+        from scipy import stats
+
+        p = stats.ttest_ind(va, vb, equal_var=False).pvalue
+        clear = gap > va.std(ddof=1) + vb.std(ddof=1)
+        text += (f"; Welch t-test p = {p:.3g}: "
+                 + ("the gap is larger than the seed spread." if clear and p < 0.05 else
+                    "not distinguishable from seed noise with these runs."))
+    else:
+        text += "; one run each: repeat with seeds (seed=0,1,2) to tell a gap from noise."
+    return text
+
+
+def _fmt(value, digits=4):
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def markdown(groups: list[Group], runs: list[Run]) -> str:
+    """The comparison table, failed jobs and the verdict, as Markdown."""
+    table = rows(groups)
+    ious = list(dict.fromkeys(k for row in table for k in row if k.startswith("iou_")))
+    head = (["config", "runs", "val mIoU", "± std", "min-max"] + [f"IoU {k[4:]}" for k in ious]
+            + ["alarms", "epochs", "wall s"])
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in table:
+        cells = [row["config"], f"{row['finished']}/{row['runs']}", _fmt(row["val_mean_iou"]),
+                 _fmt(row["val_mean_iou_std"]),
+                 f"{_fmt(row['val_mean_iou_min'])}-{_fmt(row['val_mean_iou_max'])}"
+                 if row["finished"] else "-"]
+        cells += [_fmt(row.get(k)) for k in ious]
+        cells += [row["alarms"], _fmt(row["epochs"], 1), _fmt(row["wall_time_s"], 0)]
+        lines.append("| " + " | ".join(cells) + " |")
+    failed = [r for r in runs if r.status != "ok"]
+    if failed:
+        lines += ["", f"{len(failed)} run(s) without a result:"]
+        lines += [f"- {r.name}: {r.status}: {r.why}" for r in failed]
+    text = verdict(groups)
+    return "\n".join(lines + ([f"\n{text}"] if text else []))
+
+
+def write_csv(path: Path, records: list[dict]):
+    keys = list(dict.fromkeys(k for r in records for k in r))
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(records)
+
+
+def run_records(runs: list[Run], keys: list[str]) -> list[dict]:
+    """One dict per run: the differing settings, the seed, status and figures."""
+    out = []
+    for r in runs:
+        flat = flatten(r.config) if r.config else {}
+        rec = {"run": r.name, "status": r.status, **{k: flat.get(k) for k in keys},
+               "seed": flat.get("seed"), "val_mean_iou": r.miou if r.metrics else None}
+        if r.metrics:
+            for name, iou in zip(r.metrics.get("class_names", []),
+                                 r.metrics.get("val_iou_per_class", [])):
+                rec[f"iou_{name}"] = iou
+            rec.update(alarms="; ".join(_alarms(r)) or "none",
+                       epochs=r.metrics.get("epochs_completed"),
+                       wall_time_s=r.metrics.get("wall_time_s"))
+        else:
+            rec["error"] = r.why
+        out.append(rec)
+    return out
+
+
+def sweep_summary(runs: list[Run], root: Path) -> str:
+    """The end-of-sweep summary: each job's result, and every failed job with why."""
+    ok = [r for r in runs if r.status == "ok"]
+    bad = [r for r in runs if r.status != "ok"]
+    lines = [f"Sweep {root}: {len(runs)} job(s), {len(ok)} finished, {len(bad)} failed"]
+    lines += [f"  ok      {r.miou:.4f}  {r.name}" for r in ok]
+    lines += [f"  FAILED          {r.name}\n          {r.why}" for r in bad]
+    lines += [f"Compare: python scripts/compare.py {root}",
+              f"TensorBoard: tensorboard --logdir {root}"]
+    return "\n".join(lines)
+
+
+def summary_json(runs: list[Run]) -> str:
+    return json.dumps([{"run": r.name, "status": r.status,
+                        "val_mean_iou": r.miou if r.metrics else None,
+                        "error": None if r.status == "ok" else r.why} for r in runs], indent=2)
+
+
+def prediction_picture(groups: list[Group], num_images: int = 4) -> tuple[np.ndarray, list[str]]:
+    """The same validation images predicted by each group's best run, side by side.
+
+    Returns the picture and notes on groups left out (no checkpoint, other input channels).
+    The images come from the data config of the first group's best run.
+    """
+    from seg import inference, viz
+    from seg.train import open_data
+
+    best = [(g, g.best) for g in groups if g.best is not None]
+    if not best:
+        raise ValueError("no finished run to show")
+    data = best[0][1].config["data"]
+    source, _ = open_data(data)
+    samples = [(x.astype(np.float32) / 255.0, y)
+               for x, y in source.val.take(num_images).as_numpy_iterator()]
+    predictions, notes = {}, []
+    for group, run in best:
+        try:
+            trained = inference.load(run.path)
+        except inference.LoadError as e:
+            notes.append(f"{group.label}: {e}")
+            continue
+        if trained.channels != samples[0][0].shape[-1]:
+            notes.append(f"{group.label}: takes {trained.channels}-channel images, left out")
+            continue
+        label = f"{group.label} ({run.miou:.3f})"
+        predictions[label] = [
+            inference.predict_probs(trained.model, x[None], from_logits=trained.from_logits)[0]
+            .argmax(-1) for x, _ in samples]
+    picture = viz.comparison([x for x, _ in samples], [y for _, y in samples], predictions,
+                             class_names=source.class_names, ignore_index=data["ignore_index"],
+                             title="same validation images, best run of each config (val mIoU)")
+    return picture, notes

@@ -1,0 +1,238 @@
+"""Using a trained model: load a run, predict whole or tiled images, evaluate a split, export.
+
+Models are only ever loaded from .keras files with Keras' safe mode on (no Lambda layers, no
+pickled code); the run's config.json says how the model was trained.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from seg import viz
+from seg.callbacks import probabilities
+from seg.metrics import confusion_matrix
+
+
+class LoadError(ValueError):
+    """A run folder or checkpoint that cannot be used; the message names the path."""
+
+
+@dataclass
+class Trained:
+    """A trained model with the config of the run that made it."""
+
+    model: keras.Model
+    config: dict | None
+    checkpoint: Path
+    run_dir: Path | None
+
+    @property
+    def from_logits(self) -> bool:
+        return True if self.config is None else bool(self.config["loss"]["from_logits"])
+
+    @property
+    def channels(self) -> int:
+        return int(self.model.input_shape[-1])
+
+    @property
+    def class_names(self) -> list[str]:
+        k = self.model.output_shape[-1]
+        k = 2 if k == 1 else k
+        names = (self.config or {}).get("class_names")
+        return list(names) if names and len(names) == k else [f"class_{i}" for i in range(k)]
+
+
+def find_checkpoint(path: str | Path) -> tuple[Path, Path | None]:
+    """(checkpoint, run folder or None) for a run folder or a .keras file."""
+    path = Path(path)
+    if path.is_dir():
+        for name in ("best.keras", "last.keras"):
+            if (path / "checkpoints" / name).is_file():
+                return path / "checkpoints" / name, path
+        raise LoadError(f"{path}: no checkpoints/best.keras or checkpoints/last.keras in this "
+                        "folder (is it a run folder? runs are under outputs/)")
+    if not path.exists():
+        raise LoadError(f"{path}: no such file or folder")
+    if path.suffix != ".keras":
+        raise LoadError(f"{path}: only .keras model files are loaded (safe mode); "
+                        f"'{path.suffix}' files can carry code")
+    run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+    return path, run_dir if (run_dir / "config.json").is_file() else None
+
+
+def load(path: str | Path) -> Trained:
+    """Load a run folder's best checkpoint (or a .keras file) and its run's config.json."""
+    checkpoint, run_dir = find_checkpoint(path)
+    import seg.models  # noqa: F401  (registers seg's layers with Keras)
+    import seg.losses  # noqa: F401
+    import seg.metrics  # noqa: F401
+
+    try:
+        model = keras.saving.load_model(checkpoint, compile=False, safe_mode=True)
+    except Exception as e:  # Keras raises ValueError, OSError, zipfile errors, ...
+        raise LoadError(f"{checkpoint}: cannot load this model file ({type(e).__name__}: "
+                        f"{str(e).splitlines()[0] if str(e) else ''})") from e
+    config = None
+    if run_dir is not None:
+        config = json.loads((run_dir / "config.json").read_text())
+        metrics_file = run_dir / "metrics.json"
+        if metrics_file.is_file():  # the class names of folder data sets live in metrics.json
+            config["class_names"] = json.loads(metrics_file.read_text()).get("class_names")
+    return Trained(model, config, checkpoint, run_dir)
+
+
+def _window(n: int) -> np.ndarray:
+    """Blending weights along one tile side: a Gaussian that favours the tile's centre."""
+    x = np.arange(n) - (n - 1) / 2
+    return np.exp(-0.5 * (x / (n / 4)) ** 2) + 1e-3
+
+
+def _starts(length: int, tile: int, stride: int) -> list[int]:
+    if length <= tile:
+        return [0]
+    starts = list(range(0, length - tile, stride))
+    return starts + [length - tile]
+
+
+def predict_probs(model, images: np.ndarray, *, from_logits: bool, tile: int = 0,
+                  overlap: float = 0.25, batch_size: int = 8, flip: bool = False) -> np.ndarray:
+    """Class probabilities [B, H, W, K] for float images [B, H, W, C] in [0, 1].
+
+    Images with a side longer than `tile` (> 0) are predicted in tile x tile windows that overlap
+    by `overlap`, blended with weights that favour each window's centre, so no seam shows and
+    any image size fits in memory. tile=0 predicts whole images. flip=True also predicts the
+    left-right mirrored images and averages (test-time augmentation).
+    """
+    images = np.asarray(images, np.float32)
+    b, h, w, _ = images.shape
+
+    def forward(x):
+        out = []
+        for i in range(0, len(x), batch_size):
+            chunk = x[i:i + batch_size]
+            p = probabilities(np.asarray(model(chunk, training=False)), from_logits)
+            if flip:
+                mirrored = np.asarray(model(chunk[:, :, ::-1], training=False))
+                p = 0.5 * (p + probabilities(mirrored, from_logits)[:, :, ::-1])
+            out.append(p)
+        return np.concatenate(out)
+
+    if not tile or (h <= tile and w <= tile):
+        return forward(images)
+    th, tw = min(tile, h), min(tile, w)
+    stride_h, stride_w = max(int(th * (1 - overlap)), 1), max(int(tw * (1 - overlap)), 1)
+    weight = np.outer(_window(th), _window(tw))[None, :, :, None]
+    total, norm = None, np.zeros((1, h, w, 1))
+    for y in _starts(h, th, stride_h):
+        for x in _starts(w, tw, stride_w):
+            p = forward(images[:, y:y + th, x:x + tw])
+            if total is None:
+                total = np.zeros((b, h, w, p.shape[-1]))
+            total[:, y:y + th, x:x + tw] += p * weight
+            norm[:, y:y + th, x:x + tw] += weight
+    return (total / norm).astype(np.float32)
+
+
+def scores(cm: np.ndarray) -> dict:
+    """mean IoU (over classes present in truth or prediction), per-class IoU, accuracy, Dice."""
+    cm = cm.astype(np.float64)
+    tp, true, pred = np.diag(cm), cm.sum(1), cm.sum(0)
+    union = true + pred - tp
+    present = union > 0
+    iou = np.divide(tp, union, out=np.zeros_like(tp), where=present)
+    dice = np.divide(2 * tp, true + pred, out=np.zeros_like(tp), where=present)
+    return {"mean_iou": float(iou[present].mean()) if present.any() else float("nan"),
+            "iou_per_class": iou.tolist(),
+            "pixel_accuracy": float(tp.sum() / max(cm.sum(), 1)),
+            "dice": float(dice[present].mean()) if present.any() else float("nan")}
+
+
+def evaluate(trained: Trained, dataset, names: list[str], *, num_classes: int, ignore_index: int,
+             tile: int = 0, overlap: float = 0.25, flip: bool = False, worst: int = 4,
+             skipped: dict | None = None, progress: bool = True) -> dict:
+    """Metrics of a model on whole images of a dataset of unbatched (uint8 image, int mask).
+
+    `names` are the files of the dataset's elements in order; files in `skipped` (filled while
+    the dataset is read, with data.on_bad_sample=skip) have no element and are passed over.
+
+    Returns the split's scores, the confusion matrix, every image's mean IoU and the `worst`
+    images' arrays (image, truth, prediction, confidence) for their panels.
+    """
+    cm = np.zeros((num_classes, num_classes), np.int64)
+    per_image, kept = [], []
+    skipped = {} if skipped is None else skipped
+    name_at = 0
+    bar = keras.utils.Progbar(len(names) or None, unit_name="image") if progress else None
+    for i, (image, mask) in enumerate(dataset.as_numpy_iterator()):
+        x = image[None].astype(np.float32) / 255.0
+        probs = predict_probs(trained.model, x, from_logits=trained.from_logits, tile=tile,
+                              overlap=overlap, flip=flip)[0]
+        pred = probs.argmax(-1)
+        image_cm = confusion_matrix(mask, pred, num_classes, ignore_index)
+        cm += image_cm
+        miou = scores(image_cm)["mean_iou"]
+        while name_at < len(names) and names[name_at] in skipped:
+            name_at += 1  # a skipped file: its element was left out of the dataset
+        name = names[name_at] if name_at < len(names) else f"#{i}"
+        name_at += 1
+        per_image.append({"file": name, "mean_iou": miou})
+        if worst and np.isfinite(miou):  # keep the `worst` lowest: a heap with the highest on top
+            heapq.heappush(kept, (-miou, -i, {"file": name, "mean_iou": miou, "image": x[0],
+                                              "truth": mask, "prediction": pred,
+                                              "confidence": probs.max(-1)}))
+            if len(kept) > worst:
+                heapq.heappop(kept)
+        if bar:
+            bar.update(i + 1)
+    return {**scores(cm), "confusion_matrix": cm.tolist(), "images": len(per_image),
+            "per_image": per_image,
+            "worst": [e for _, _, e in sorted(kept, key=lambda k: (-k[0], -k[1]))]}
+
+
+def worst_panel(entry: dict, class_names: list[str], ignore_index: int) -> np.ndarray:
+    """The side-by-side panel of one image from evaluate()'s `worst` list."""
+    return viz.panel([entry["image"]], [entry["truth"]], [entry["prediction"]],
+                     [entry["confidence"]], class_names=class_names, ignore_index=ignore_index,
+                     title=f"{entry['file']}: mIoU {entry['mean_iou']:.3f}", cell=256)
+
+
+def serving_model(trained: Trained) -> keras.Model:
+    """The trained network with its pre- and post-processing inside, for serving.
+
+    Input: raw uint8 images [B, H, W, C] of any size. Outputs: "probabilities" [B, H, W, K]
+    (float32) and "labels" [B, H, W] (int32 class index).
+    """
+    from seg.models.layers import ArgMax, ClassProbabilities
+
+    raw = keras.Input((None, None, trained.channels), dtype="uint8", name="image")
+    x = keras.layers.Rescaling(1 / 255.0, name="to_unit_range")(raw)
+    probs = ClassProbabilities(trained.from_logits, name="probabilities")(trained.model(x))
+    labels = ArgMax(name="labels")(probs)
+    return keras.Model(raw, {"probabilities": probs, "labels": labels},
+                       name=f"{trained.model.name}_serving")
+
+
+def export(trained: Trained, out_dir: str | Path) -> dict:
+    """Write out_dir/model.keras and out_dir/saved_model (signature 'serve') for raw images."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model = serving_model(trained)
+    model.save(out / "model.keras")
+    import tensorflow as tf
+
+    model.export(str(out / "saved_model"), format="tf_saved_model", verbose=False,
+                 input_signature=[tf.TensorSpec([None, None, None, trained.channels], tf.uint8,
+                                                name="image")])
+    info = {"keras": str(out / "model.keras"), "saved_model": str(out / "saved_model"),
+            "input": f"uint8 [batch, height, width, {trained.channels}], any size",
+            "outputs": {"probabilities": "float32 [batch, height, width, classes]",
+                        "labels": "int32 [batch, height, width]"},
+            "class_names": trained.class_names, "source_checkpoint": str(trained.checkpoint)}
+    (out / "export.json").write_text(json.dumps(info, indent=2))
+    return info
