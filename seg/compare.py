@@ -255,7 +255,11 @@ def sweep_summary(runs: list[Run], root: Path) -> str:
     bad = [r for r in runs if r.status != "ok"]
     lines = [f"Sweep {root}: {len(runs)} job(s), {len(ok)} finished, {len(bad)} failed"]
     lines += [f"  ok      {r.miou:.4f}  {r.name}" for r in ok]
-    lines += [f"  FAILED          {r.name}\n          {r.why}" for r in bad]
+    for r in bad:
+        lines.append(f"  FAILED          {r.name}")
+        if r.failure and r.failure.get("overrides"):
+            lines.append(f"          overrides: {' '.join(r.failure['overrides'])}")
+        lines.append(f"          {r.why}")
     lines += [f"Compare: python scripts/compare.py {root}",
               f"TensorBoard: tensorboard --logdir {root}"]
     return "\n".join(lines)

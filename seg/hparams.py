@@ -17,6 +17,7 @@ HPARAM_KEYS = ("decoder.name", "model.encoder", "model.depth", "model.base_filte
                "model.out_channels", "loss.name", "trainer.optimizer", "trainer.learning_rate",
                "trainer.schedule", "trainer.batch_size", "trainer.epochs", "data.name",
                "data.image_size", "seed")
+SKIP_OVERRIDES = ("sweep",)  # +sweep=NAME only launches the sweep
 FINAL_METRICS = ("val_mean_iou", "val_pixel_accuracy", "val_dice", "val_loss",
                  "epochs_completed", "wall_time_s")
 
@@ -48,17 +49,15 @@ def hparams_of(cfg: dict, overrides: list[str] = (), parameters: int | None = No
     keys = list(HPARAM_KEYS)
     for override in overrides:
         key, _, value = override.lstrip("+~").partition("=")
-        if key.startswith("hydra.") or key in keys:
+        if key.startswith("hydra.") or key in keys or key in SKIP_OVERRIDES:
             continue
         try:
             leaf = lookup(cfg, key)
-        except KeyError:  # a group choice such as experiment=isbi_membrane
+        except KeyError:  # a group that is not a config section, such as experiment=...
             out[key] = value
             continue
-        if not isinstance(leaf, dict):
-            keys.append(key)
-        else:
-            out[key] = value
+        if not isinstance(leaf, dict):  # a section chosen as a group (+decoder=deconv) is
+            keys.append(key)            # logged through its keys (decoder.name)
     for key in keys:
         try:
             out[key] = _scalar(lookup(cfg, key))

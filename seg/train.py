@@ -237,7 +237,7 @@ def run(cfg: dict, output_dir: str | Path, run_name: str | None = None,
 
     compile_model()
     hparams.log_hparams(out / "tb", hparams.hparams_of(cfg, overrides, model.count_params()),
-                        trial_id=run_name)
+                        trial_id=out.name)  # the HPARAMS tab names each run by its folder
     ckpt = out / "checkpoints"
     ckpt.mkdir(exist_ok=True)
     monitor = seg_callbacks.CollapseMonitor(

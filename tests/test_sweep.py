@@ -1,0 +1,139 @@
+"""A real sweep through Hydra's multirun, read back through a real TensorBoard server, then
+compared and evaluated with the scripts a user runs."""
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+
+import pytest
+
+from conftest import ROOT
+
+pytestmark = pytest.mark.slow
+TINY = ["data.num_train=32", "data.num_val=8", "data.image_size=32", "trainer.batch_size=8",
+        "trainer.epochs=2", "trainer.verbose=0", "logging.num_panels=2", "diagnostics.probes=false"]
+
+
+def _script(name, *args, cwd=ROOT):
+    return subprocess.run([sys.executable, str(ROOT / "scripts" / name), *map(str, args)],
+                          capture_output=True, text=True, cwd=cwd, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    """Two decoders x seeds 0, 1 and -1; seed -1 crashes (numpy refuses negative seeds)."""
+    out = tmp_path_factory.mktemp("sweep") / "multirun"
+    done = _script("train.py", "-m", "+decoder=upsample,deconv", "seed=0,1,-1", *TINY,
+                   f"hydra.sweep.dir={out}")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return out, done.stdout
+
+
+def test_failed_jobs_do_not_stop_the_sweep_and_are_summarised(sweep):
+    out, stdout = sweep
+    summary = stdout[stdout.index("Sweep "):]
+    assert "6 job(s), 4 finished, 2 failed" in summary
+    assert summary.count("FAILED") == 2 and "seed=-1" in summary and "ValueError" in summary
+    failures = sorted(out.glob("*/failure.json"))
+    assert len(failures) == 2
+    assert "Traceback" in json.loads(failures[0].read_text())["traceback"]
+    assert len(list(out.glob("*/metrics.json"))) == 4
+    assert json.loads((out / "summary.json").read_text())[0]["status"] == "ok"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _get(url, data=None):
+    headers = {"X-XSRF-Protected": "1", "Content-Type": "application/json"}
+    body = None if data is None else json.dumps(data).encode()
+    with urllib.request.urlopen(urllib.request.Request(url, body, headers), timeout=30) as r:
+        raw = r.read()
+    return raw if raw[:4] == b"\x89PNG" else json.loads(raw)
+
+
+def test_tensorboard_serves_scalars_prediction_images_and_hparams(sweep):
+    out, _ = sweep
+    port = _free_port()
+    server = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir", str(out),
+                               "--host", "127.0.0.1", "--port", str(port), "--load_fast=false"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    base = f"http://127.0.0.1:{port}/data"
+    try:
+        deadline, runs = time.time() + 120, []
+        while time.time() < deadline and len(runs) < 12:  # 4 jobs x tb, tb/train, tb/validation
+            try:
+                runs = _get(f"{base}/runs")
+            except OSError:
+                pass
+            time.sleep(1)
+        assert len(runs) == 12, runs
+        job = next(r[: -len("/tb")] for r in runs if r.endswith("/tb") and "deconv" in r)
+        assert job.startswith(("0_", "1_", "2_", "3_", "4_", "5_")) and "seed=" in job
+
+        q = urllib.parse.urlencode({"run": f"{job}/tb/validation", "tag": "epoch_mean_iou"})
+        points = _get(f"{base}/plugin/scalars/scalars?{q}")
+        assert [step for _, step, _ in points] == [0, 1]
+
+        q = urllib.parse.urlencode({"run": f"{job}/tb/validation", "tag": "predictions"})
+        images = _get(f"{base}/plugin/images/images?{q}")
+        assert len(images) == 2  # one panel per epoch
+        png = _get(f"{base}/plugin/images/individualImage?{images[-1]['query']}")
+        assert png[:4] == b"\x89PNG"
+
+        experiment = _get(f"{base}/plugin/hparams/experiment", {"experimentName": ""})
+        infos = {h["name"]: h for h in experiment["hparamInfos"]}
+        assert sorted(infos["decoder.name"]["domainDiscrete"]) == ["deconv", "upsample"]
+        assert {"seed", "trainer.learning_rate", "loss.name", "model.parameters"} <= set(infos)
+        groups = _get(f"{base}/plugin/hparams/session_groups", {
+            "experimentName": "", "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS"],
+            "colParams": [], "startIndex": 0, "sliceSize": 100})["sessionGroups"]
+        assert len(groups) == 4
+        for group in groups:
+            metrics = json.loads((out / group["name"] / "metrics.json").read_text())
+            final = next(m["value"] for m in group["metricValues"]
+                         if m["name"]["tag"] == "hparams/val_mean_iou")
+            assert final == pytest.approx(metrics["val_mean_iou"], abs=1e-6)
+            assert group["hparams"]["decoder.name"] == metrics["decoder"]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_compare_answers_which_decoder_is_better(sweep):
+    out, _ = sweep
+    done = _script("compare.py", out, "--images", "2")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "settings that differ: decoder.name" in done.stdout
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| decoder.name=")]
+    assert len(rows) == 2 and all(" 2/3 | " in row for row in rows)  # 2 seeds done, 1 failed
+    assert "Best: decoder.name=" in done.stdout and "seed=-1" in done.stdout
+    assert len((out / "compare.csv").read_text().splitlines()) == 3
+    assert len((out / "compare_runs.csv").read_text().splitlines()) == 7
+    from PIL import Image
+
+    assert Image.open(out / "compare.png").size[0] > 4 * 128  # input, truth, two decoders
+
+
+def test_evaluate_reproduces_the_training_figure_and_writes_its_report(sweep):
+    out, _ = sweep
+    run = sorted(p.parent for p in out.glob("*/metrics.json"))[0]
+    done = _script("evaluate.py", run, "--tile", "0", "--worst", "2")
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((run / "evaluation" / "val" / "evaluation.json").read_text())
+    trained = json.loads((run / "metrics.json").read_text())
+    assert report["images"] == 8
+    assert report["mean_iou"] == pytest.approx(trained["val_mean_iou"], abs=1e-5)
+    assert list(report["iou_per_class"].values()) == pytest.approx(
+        trained["val_iou_per_class"], abs=1e-5)
+    assert len(report["worst"]) == 2 and report["worst"][0]["file"].startswith("shapes:val[")
+    assert (run / "evaluation" / "val" / "confusion_matrix.png").is_file()
+    refused = _script("evaluate.py", run, "data.no_such_key=1")
+    assert refused.returncode == 2 and "no_such_key" in refused.stderr
