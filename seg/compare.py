@@ -218,7 +218,11 @@ def markdown(groups: list[Group], runs: list[Run]) -> str:
         lines += ["", f"{len(failed)} run(s) without a result:"]
         lines += [f"- {r.name}: {r.status}: {r.why}" for r in failed]
     text = verdict(groups)
-    return "\n".join(lines + ([f"\n{text}"] if text else []))
+    best = max((r for r in runs if r.status == "ok"), key=lambda r: r.miou, default=None)
+    if best is not None:
+        text += (f"\nBest single run: {best.name} (val mIoU {best.miou:.4f}); predict with it:\n"
+                 f"    python scripts/predict.py {best.path} IMAGES... --out DIR")
+    return "\n".join(lines + [f"\n{text.strip()}"])
 
 
 def write_csv(path: Path, records: list[dict]):
