@@ -73,10 +73,12 @@ def to_dict(cfg: DictConfig) -> dict:
 def refusal_types() -> tuple:
     from seg.data import DataError
     from seg.diagnostics import PreflightError
+    from seg.checkpoints import CheckpointError
     from seg.inference import LoadError
     from seg.train import ConfigError
     from omegaconf.errors import OmegaConfBaseException
-    return ConfigError, DataError, PreflightError, LoadError, OmegaConfBaseException
+    return (ConfigError, DataError, PreflightError, LoadError, CheckpointError,
+            OmegaConfBaseException)
 
 
 def compose_dict(overrides: list[str]) -> dict:

@@ -3,9 +3,15 @@
 Returns the validation mean IoU, so Hydra sweepers (+sweep=optuna) can maximise it. In a sweep
 (-m, +sweep=...), a job that fails writes failure.json into its folder and the sweep goes on;
 the summary at the end lists every failed job and why.
+
+Exit codes: 0 done; 1 a crash (traceback); 2 a refused set-up or an unwritable run folder (the
+message names the key, file or path); 3 the loss became NaN/Inf (the step is named; the last
+good checkpoint is kept); 75 stopped by SIGTERM/SIGINT after writing a checkpoint: run the same
+command (with the same hydra.run.dir) to resume.
 """
 
 import json
+import sys
 import traceback
 from pathlib import Path
 
@@ -18,6 +24,7 @@ import _hydra
 
 @hydra.main(config_path=_hydra.CONFIG_DIR, config_name="train", version_base="1.3")
 def main(cfg) -> float:
+    from seg.callbacks import Interrupted, NonFiniteLoss
     from seg.train import run
 
     hc = HydraConfig.get()
@@ -25,10 +32,15 @@ def main(cfg) -> float:
         metrics = run(_hydra.to_dict(cfg), hc.runtime.output_dir,
                       run_name=_hydra._run_name(hc.job.override_dirname),
                       overrides=list(hc.overrides.task))
+    except Interrupted as e:  # the whole sweep stops too: the next start resumes
+        print(f"\nseg: interrupted: {e}\nseg: run the same command to resume", flush=True)
+        sys.exit(Interrupted.exit_code)
     except Exception as e:
         if hc.mode != RunMode.MULTIRUN:
             if isinstance(e, _hydra.refusal_types()):
                 _hydra.fail(e)
+            if isinstance(e, NonFiniteLoss):
+                _hydra.fail(e, code=3)
             raise
         # One failed job must not stop the sweep: record why, and let the next job run.
         refused = isinstance(e, _hydra.refusal_types())

@@ -111,11 +111,25 @@ class CollapseMonitor(keras.callbacks.Callback):
         self.seen: set[int] = set()  # classes the network has predicted at some epoch
         self._epoch, self._final = 0, False
         self._writer = None
+        self.defer_writes = False  # True: TensorBoard/print happen in write_pending() (resume)
+        self._pending: list = []
+
+    def get_state(self) -> dict:
+        return {"alarms": self.alarms, "seen": sorted(self.seen), "last_stats": self.last_stats,
+                "current_alarms": self.current_alarms, "epoch": self._epoch}
+
+    def set_state(self, state: dict):
+        self.alarms, self.seen = list(state["alarms"]), set(state["seen"])
+        self.last_stats, self.current_alarms = state["last_stats"], list(state["current_alarms"])
+        self._epoch = state["epoch"]
+
+    total_epochs: int | None = None  # set by the trainer when training is split in fit() calls
 
     def on_epoch_end(self, epoch, logs=None):
         if not self.enabled:
             return
-        self._check(epoch, logs, final=epoch + 1 >= self.params.get("epochs", epoch + 1))
+        total = self.total_epochs or self.params.get("epochs", epoch + 1)
+        self._check(epoch, logs, final=epoch + 1 >= total)
 
     def on_train_end(self, logs=None):
         # Stopped before the last epoch (early stopping, collapse): judge the last state as final.
@@ -148,21 +162,29 @@ class CollapseMonitor(keras.callbacks.Callback):
             logs["val_output_spread"] = stats["spread"]
             logs["val_output_entropy"] = stats["entropy"]
             logs["val_alarms"] = float(len(self.current_alarms))
-        if self._writer is None:
-            self._writer = tf.summary.create_file_writer(self.log_dir)
-        with self._writer.as_default(step=epoch):
-            for k, name in enumerate(self.class_names):
-                tf.summary.scalar(f"diagnostics/pred_share/{name}", stats["pred_share"][k])
-                tf.summary.scalar(f"diagnostics/true_share/{name}", stats["true_share"][k])
-            text = "\n".join(f"* {a}" for a in self.current_alarms) or "no alarm"
-            tf.summary.text("diagnostics/alarms", text)
-        self._writer.flush()
-        for message in self.current_alarms:
-            print(f"\n[seg monitor] epoch {epoch + 1}: {message}", flush=True)
+        self._pending.append((epoch, stats, list(self.current_alarms)))
+        if not self.defer_writes:
+            self.write_pending()
         if self.stop_on_collapse and not final and any(
                 a.startswith(("constant", "non-finite")) for a in self.current_alarms):
             print("[seg monitor] stopping: diagnostics.stop_on_collapse=true", flush=True)
             self.model.stop_training = True
+
+    def write_pending(self):
+        """Write the checked epochs' figures and alarms to TensorBoard and the log."""
+        for epoch, stats, alarms in self._pending:
+            if self._writer is None:
+                self._writer = tf.summary.create_file_writer(self.log_dir)
+            with self._writer.as_default(step=epoch):
+                for k, name in enumerate(self.class_names):
+                    tf.summary.scalar(f"diagnostics/pred_share/{name}", stats["pred_share"][k])
+                    tf.summary.scalar(f"diagnostics/true_share/{name}", stats["true_share"][k])
+                text = "\n".join(f"* {a}" for a in alarms) or "no alarm"
+                tf.summary.text("diagnostics/alarms", text)
+            self._writer.flush()
+            for message in alarms:
+                print(f"\n[seg monitor] epoch {epoch + 1}: {message}", flush=True)
+        self._pending = []
 
     def summary(self) -> dict:
         """The 'diagnostics' entry of metrics.json."""
@@ -190,6 +212,12 @@ class Throughput(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if self._steps:
             self.rates.append(self._steps * self.batch_size / max(self._end - self._start, 1e-9))
+
+    def get_state(self) -> dict:
+        return {"rates": self.rates}
+
+    def set_state(self, state: dict):
+        self.rates = list(state["rates"])
 
     def images_per_s(self) -> float | None:
         """Median over the epochs after the first (which includes tracing and compilation)."""
@@ -224,8 +252,10 @@ class PredictionPanels(keras.callbacks.Callback):
                          class_names=self.class_names, ignore_index=self.ignore_index,
                          title=f"epoch {epoch + 1}", banner=banner.split(" (the")[0])
 
+    total_epochs: int | None = None
+
     def on_epoch_end(self, epoch, logs=None):
-        last = epoch + 1 >= self.params.get("epochs", epoch + 1)
+        last = epoch + 1 >= (self.total_epochs or self.params.get("epochs", epoch + 1))
         if (epoch + 1) % self.every and not last and not self.model.stop_training:
             return
         picture = self.render(epoch)
@@ -236,3 +266,119 @@ class PredictionPanels(keras.callbacks.Callback):
         with self._writer.as_default(step=epoch):
             tf.summary.image("predictions", picture[None], max_outputs=1)
         self._writer.flush()
+
+
+class Interrupted(BaseException):
+    """SIGTERM or SIGINT: a checkpoint was written; the same command resumes the run.
+
+    A BaseException, like KeyboardInterrupt, so that a sweep stops instead of going on.
+    """
+
+    exit_code = 75  # EX_TEMPFAIL: try again (the same command resumes)
+
+
+class NonFiniteLoss(RuntimeError):
+    """The training loss became NaN or Inf; the message names the step."""
+
+
+class Checkpointer(keras.callbacks.Callback):
+    """At every epoch end: best.keras (by val mIoU), last.keras and the resume state, atomically.
+
+    Keeps the history and best value itself, and the state of the `stateful` callbacks
+    (get_state/set_state), so a resumed run carries on exactly where the committed state was.
+    Non-finite weights are never saved (seg.checkpoints raises NonFiniteWeights).
+    """
+
+    def __init__(self, folder: str | Path, *, monitor: str = "val_mean_iou",
+                 stateful: dict | None = None, after_commit=()):
+        super().__init__()
+        self.folder = Path(folder)
+        self.monitor, self.stateful = monitor, dict(stateful or {})
+        self.after_commit = list(after_commit)  # called after each commit (deferred writes)
+        self.history: dict[str, list] = {}
+        self.best, self.best_epoch = -math.inf, None
+        self.last_committed: Path | None = None
+        self.position: tuple[int, int] | None = None  # (epoch, step in it) last committed
+        self.extra = lambda: {}  # more JSON state from the trainer (resumes, elapsed time)
+
+    def state(self, epoch: int, step_in_epoch: int) -> dict:
+        return {"epoch": epoch, "step_in_epoch": step_in_epoch,
+                "global_step": int(self.model.optimizer.iterations.numpy()),
+                "history": self.history, "best": self.best, "best_epoch": self.best_epoch,
+                "callbacks": {name: cb.get_state() for name, cb in self.stateful.items()},
+                **self.extra()}
+
+    def restore(self, state: dict):
+        self.history = {k: list(v) for k, v in state["history"].items()}
+        self.best = float(state["best"]) if state["best"] is not None else -math.inf
+        self.best_epoch = state["best_epoch"]
+        for name, cb_state in state["callbacks"].items():
+            if name in self.stateful:
+                self.stateful[name].set_state(cb_state)
+
+    def commit(self, epoch: int, step_in_epoch: int = 0) -> Path:
+        from seg import checkpoints
+
+        self.last_committed = checkpoints.save_state(self.model, self.folder / "resume",
+                                                     self.state(epoch, step_in_epoch))
+        self.position = (epoch, step_in_epoch)
+        return self.last_committed
+
+    def on_epoch_end(self, epoch, logs=None):
+        from seg import checkpoints
+
+        logs = logs or {}
+        for key, value in logs.items():
+            self.history.setdefault(key, []).append(float(value))
+        value = float(logs.get(self.monitor, float("nan")))
+        if math.isfinite(value) and value > self.best:
+            checkpoints.save_keras(self.model, self.folder / "best.keras")
+            self.best, self.best_epoch = value, epoch + 1
+        checkpoints.save_keras(self.model, self.folder / "last.keras")
+        self.commit(epoch + 1)
+        for fn in self.after_commit:
+            fn()
+
+
+class Guard(keras.callbacks.Callback):
+    """Stops on a NaN/Inf loss (naming the step) and on SIGTERM/SIGINT (after a checkpoint).
+
+    Signals are only noted by the handler; the current step finishes, the resume state is
+    written at that step, TensorBoard is flushed, and Interrupted is raised. A second SIGINT
+    stops at once (KeyboardInterrupt).
+    """
+
+    def __init__(self, checkpointer: Checkpointer, flush=()):
+        super().__init__()
+        self.checkpointer, self.flush = checkpointer, list(flush)
+        self.signal: int | None = None
+        self.epoch, self.offset = 0, 0  # offset: steps of this epoch done before this fit
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.offset = 0
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self.signal is None:
+            return
+        position = (self.epoch, self.offset + batch)  # the steps done so far
+        path = self.checkpointer.last_committed
+        if position != self.checkpointer.position and position != (0, 0):
+            path = self.checkpointer.commit(*position)
+        for fn in self.flush:
+            fn()
+        raise Interrupted(f"signal {self.signal}: stopped after step "
+                          f"{int(self.model.optimizer.iterations.numpy())}; resume state {path}")
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = float((logs or {}).get("loss", 0.0))
+        if not math.isfinite(loss):
+            step = int(self.model.optimizer.iterations.numpy())
+            last = self.checkpointer.last_committed
+            raise NonFiniteLoss(
+                f"the training loss became {loss} at step {step} (epoch {self.epoch + 1}, batch "
+                f"{self.offset + batch + 1}); nothing was saved after it. Last good state: "
+                f"{last or 'none yet'}. Lower trainer.learning_rate, or check the data for "
+                "NaN/Inf values")

@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import json
 import math
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
 import keras
+import tensorflow as tf
 
 from seg import callbacks as seg_callbacks
-from seg import diagnostics, hparams
+from seg import checkpoints, diagnostics, hparams
 from seg.data import AUDITS, SOURCES, DataError, pipeline
 from seg.losses import SegmentationLoss
 from seg.metrics import make_metrics
@@ -73,8 +76,7 @@ def check_sections(cfg: dict):
         raise ConfigError(f"config sections: unknown {unknown}, missing {missing}")
     known = {"trainer": {"epochs", "batch_size", "steps_per_epoch", "optimizer", "learning_rate",
                          "weight_decay", "momentum", "schedule", "early_stopping_patience",
-                         "unfreeze_encoder_after",
-                         "verbose"},
+                         "unfreeze_encoder_after", "verbose", "deterministic", "resume"},
              "logging": {"panels_every", "num_panels"},
              "diagnostics": {"preflight", "label_audit_samples", "probes", "overfit_steps",
                              "monitor", "stop_on_collapse", "constant_share", "constant_spread",
@@ -129,16 +131,24 @@ def prepare(cfg: dict) -> dict:
     keras.utils.set_random_seed(cfg["seed"])
     trainer, data = cfg["trainer"], cfg["data"]
     source, pipe = open_data(data)
-    train_ds = pipeline.training(
-        source.train, num_examples=source.num_train, batch_size=trainer["batch_size"],
-        image_size=pipe["image_size"], augment_data=pipe["augment"],
-        scale_range=tuple(pipe["scale_range"]), ignore_index=pipe["ignore_index"],
-        seed=cfg["seed"], cache=pipe["cache"])
+    def train_stream(start_batch: int = 0):
+        return pipeline.training(
+            source.train, num_examples=source.num_train, batch_size=trainer["batch_size"],
+            image_size=pipe["image_size"], augment_data=pipe["augment"],
+            scale_range=tuple(pipe["scale_range"]), ignore_index=pipe["ignore_index"],
+            seed=cfg["seed"], cache=pipe["cache"], start_batch=start_batch)
+
+    train_ds = train_stream()
     val_ds = pipeline.validation(source.val, batch_size=trainer["batch_size"],
                                  ignore_index=pipe["ignore_index"], cache=pipe["cache"])
+    # Batches of same-size images: their number is known only after one pass (which also fills
+    # the cache). Told to Keras, it stops warning that validation "ran out of data".
+    val_batches = int(val_ds.reduce(0, lambda n, _: n + 1))
+    val_ds = val_ds.apply(tf.data.experimental.assert_cardinality(val_batches))
     model, loss, metrics = build(cfg, source)
     steps = trainer["steps_per_epoch"] or max(source.num_train // trainer["batch_size"], 1)
     return {"source": source, "image_size": pipe["image_size"], "train_ds": train_ds,
+            "train_stream": train_stream,
             "val_ds": val_ds, "model": model, "loss": loss, "metrics": metrics, "steps": steps}
 
 
@@ -183,9 +193,73 @@ def check_data(cfg: dict, progress: bool = True):
     return _call(AUDITS[name], "data", {**kwargs, "progress": progress}) if name in AUDITS else None
 
 
+class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+    """Keras' EarlyStopping whose patience counter survives fit() calls and resumes."""
+
+    _restored: dict | None = None
+    _started = False
+
+    def on_train_begin(self, logs=None):
+        if not self._started:  # Keras resets the counter at every fit(); only the first counts
+            super().on_train_begin(logs)
+            self._started = True
+        if self._restored is not None:
+            self.wait, self.best = self._restored["wait"], self._restored["best"]
+            self.best_epoch = self._restored["best_epoch"]
+            self._restored = None
+
+    def get_state(self) -> dict:
+        best = None if self.best is None else float(self.best)
+        return {"wait": self.wait, "best": best, "best_epoch": self.best_epoch}
+
+    def set_state(self, state: dict):
+        self._restored = state
+
+
+def _prepare_folder(cfg: dict, out: Path) -> bool:
+    """Check the run folder and decide whether this run resumes; returns True if it does."""
+    checkpoints.check_writable(out)
+    ckpt, resume_dir = out / "checkpoints", out / "checkpoints" / "resume"
+    stray = checkpoints.clean_partial(resume_dir)
+    if stray:
+        print(f"seg: removed {len(stray)} file(s) of a resume state whose write never finished "
+              f"(a crash during a save): {', '.join(f.name for f in stray[:4])}", flush=True)
+    for name in ("best.keras", "last.keras"):
+        problem = (ckpt / name).exists() and checkpoints.keras_problem(ckpt / name)
+        if problem:
+            (ckpt / name).rename(ckpt / f"{name}.corrupt")
+            print(f"seg: {ckpt / name} is unusable ({problem}); moved aside as {name}.corrupt",
+                  flush=True)
+    states = checkpoints.committed(resume_dir)
+    if not states:
+        return False
+    if not cfg["trainer"]["resume"]:
+        for sidecar in states:
+            checkpoints._remove(resume_dir, sidecar)
+        print(f"seg: trainer.resume=false: starting over in {out}", flush=True)
+        return False
+    old_file = out / "config.json"
+    if old_file.is_file():
+        old = json.loads(old_file.read_text())
+        problems = checkpoints.incompatibilities(old, cfg)
+        if problems:
+            raise ConfigError(
+                f"{out} holds a run that cannot continue with this config:\n  "
+                + "\n  ".join(problems) + "\nUse another run folder (hydra.run.dir=...) or "
+                "trainer.resume=false to start over in this one.")
+        changed = checkpoints.other_differences(old, cfg)
+        if changed:
+            print("seg: resuming with changed settings: " + "; ".join(changed), flush=True)
+    return True
+
+
 def run(cfg: dict, output_dir: str | Path, run_name: str | None = None,
-        overrides: list[str] = ()) -> dict:
+        overrides: list[str] = (), callbacks: list = ()) -> dict:
     """Train the configured model and write everything about the run into output_dir.
+
+    A run folder that already holds a resume state (checkpoints/resume/) is continued where
+    it stopped: weights, optimizer and schedule, epoch, best value, callbacks' state and the
+    position in the data stream (trainer.resume=false starts over instead).
 
     Args:
         cfg: the resolved config tree as plain dicts (see configs/train.yaml).
@@ -193,21 +267,28 @@ def run(cfg: dict, output_dir: str | Path, run_name: str | None = None,
             diagnostics/ and metrics.json.
         run_name: a readable name (the overrides that made the run), recorded in metrics.json.
         overrides: the command-line overrides; the keys they set join the logged hparams.
+        callbacks: extra Keras callbacks (after seg's own).
 
     Returns:
         The metrics written to metrics.json.
 
     Raises:
         ConfigError, DataError, diagnostics.PreflightError: set-ups that cannot work.
+        checkpoints.CheckpointError: the run folder cannot be written.
+        seg.callbacks.NonFiniteLoss: the loss became NaN/Inf (the step is named).
+        seg.callbacks.Interrupted: SIGTERM/SIGINT; the same command resumes.
     """
     start = time.time()
     keras.utils.clear_session(free_memory=True)  # release earlier jobs' models (multirun)
+    check_sections(cfg)
+    trainer, data = cfg["trainer"], cfg["data"]
+    if trainer["deterministic"]:
+        tf.config.experimental.enable_op_determinism()
     out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    resuming = _prepare_folder(cfg, out)
     (out / "config.json").write_text(json.dumps(cfg, indent=2))
     parts = prepare(cfg)
-    trainer, data = cfg["trainer"], cfg["data"]
-    source, train_ds, val_ds = parts["source"], parts["train_ds"], parts["val_ds"]
+    source, val_ds = parts["source"], parts["val_ds"]
     model, loss, metrics, steps = parts["model"], parts["loss"], parts["metrics"], parts["steps"]
     print(f"seg: {source.description}; model {model.name}, {model.count_params():,} parameters; "
           f"run folder {out}", flush=True)
@@ -226,8 +307,8 @@ def run(cfg: dict, output_dir: str | Path, run_name: str | None = None,
     else:
         report = diagnostics.Report()
 
-    schedule = make_schedule(trainer["schedule"], float(trainer["learning_rate"]),
-                             trainer["epochs"] * steps)
+    epochs = trainer["epochs"]
+    schedule = make_schedule(trainer["schedule"], float(trainer["learning_rate"]), epochs * steps)
 
     def compile_model(done_steps: int = 0):
         optimizer = make_optimizer(trainer["optimizer"], schedule, trainer["weight_decay"],
@@ -235,67 +316,123 @@ def run(cfg: dict, output_dir: str | Path, run_name: str | None = None,
         optimizer.iterations.assign(done_steps)  # the schedule continues where it was
         model.compile(optimizer=optimizer, loss=loss, metrics=metrics)
 
-    compile_model()
-    hparams.log_hparams(out / "tb", hparams.hparams_of(cfg, overrides, model.count_params()),
-                        trial_id=out.name)  # the HPARAMS tab names each run by its folder
+    # Fine-tuning: with a frozen encoder and unfreeze_encoder_after=N, train the decoder for N
+    # epochs, then everything. Keras needs a new compile (and optimizer) to see new trainable
+    # weights; the callbacks carry over, so checkpoints and TensorBoard continue.
+    after = trainer["unfreeze_encoder_after"]
+    encoder = encoder_of(model)
+    unfreeze_at = min(after, epochs) if after and encoder is not None and not encoder.trainable \
+        else None
+    phases = [(0, unfreeze_at), (unfreeze_at, epochs)] if unfreeze_at else [(0, epochs)]
     ckpt = out / "checkpoints"
-    ckpt.mkdir(exist_ok=True)
+    resume_dir = ckpt / "resume"
+    if resuming and unfreeze_at is not None:  # restore into the optimizer of the right phase
+        newest = json.loads(checkpoints.committed(resume_dir)[0].read_text())
+        if newest["epoch"] >= unfreeze_at:
+            encoder.trainable = True
+    compile_model()
+
     monitor = seg_callbacks.CollapseMonitor(
         val_ds, num_classes=data["num_classes"], class_names=source.class_names,
         ignore_index=data["ignore_index"], from_logits=cfg["loss"]["from_logits"],
         log_dir=out / "tb" / "validation", **{k: v for k, v in cfg["diagnostics"].items()
                                               if k in seg_callbacks.MONITOR_KEYS})
-    callbacks = [
-        monitor,  # first, so its figures are in the logs the others see
-        keras.callbacks.TensorBoard(log_dir=str(out / "tb"), write_graph=False),
-        keras.callbacks.ModelCheckpoint(str(ckpt / "best.keras"), monitor="val_mean_iou",
-                                        mode="max", save_best_only=True),
-        keras.callbacks.ModelCheckpoint(str(ckpt / "last.keras")),
-    ]
+    monitor.defer_writes = True  # written after the epoch is committed: no duplicate steps
+    monitor.total_epochs = epochs
+    throughput = seg_callbacks.Throughput(trainer["batch_size"])
+    stateful = {"monitor": monitor, "throughput": throughput}
+    early = None
+    if trainer["early_stopping_patience"]:
+        early = ResumableEarlyStopping(monitor="val_mean_iou", mode="max",
+                                       patience=trainer["early_stopping_patience"])
+        stateful["early_stopping"] = early
+    checkpointer = seg_callbacks.Checkpointer(ckpt, stateful=stateful,
+                                              after_commit=[monitor.write_pending])
+    tensorboard = keras.callbacks.TensorBoard(log_dir=str(out / "tb"), write_graph=False)
+    guard = seg_callbacks.Guard(checkpointer, flush=[
+        monitor.write_pending, lambda: getattr(tensorboard, "_close_writers", lambda: None)()])
+    fit_callbacks = [monitor, throughput] + ([early] if early else []) + [checkpointer,
+                                                                          tensorboard]
     if cfg["logging"]["panels_every"]:
-        callbacks.append(seg_callbacks.PredictionPanels(
+        panels = seg_callbacks.PredictionPanels(
             source.val, num_images=cfg["logging"]["num_panels"],
             every=cfg["logging"]["panels_every"], num_classes=data["num_classes"],
             class_names=source.class_names, ignore_index=data["ignore_index"],
             from_logits=cfg["loss"]["from_logits"], monitor=monitor,
-            log_dir=out / "tb" / "validation", png_dir=out / "panels"))
-    throughput = seg_callbacks.Throughput(trainer["batch_size"])
-    callbacks.append(throughput)
-    if trainer["early_stopping_patience"]:
-        callbacks.append(keras.callbacks.EarlyStopping(
-            monitor="val_mean_iou", mode="max", patience=trainer["early_stopping_patience"]))
+            log_dir=out / "tb" / "validation", png_dir=out / "panels")
+        panels.total_epochs = epochs
+        fit_callbacks.append(panels)
+    fit_callbacks += [guard, *callbacks]
+
+    state = None
+    if resuming:
+        model.optimizer.build(model.trainable_variables)
+        state = checkpoints.restore_latest(model, resume_dir)
+    if state is not None:
+        checkpointer.restore(state)
+        checkpointer.position = (state["epoch"], state["step_in_epoch"])
+        print(f"seg: resuming {out} from {state['checkpoint']}: epoch {state['epoch']}, "
+              f"step {state['step_in_epoch']} of {steps} in it (global step "
+              f"{state['global_step']})", flush=True)
+    else:
+        hparams.log_hparams(out / "tb", hparams.hparams_of(cfg, overrides, model.count_params()),
+                            trial_id=out.name)  # the HPARAMS tab names each run by its folder
+    start_epoch, start_step = (state["epoch"], state["step_in_epoch"]) if state else (0, 0)
+    resumes = (state or {}).get("resumes", []) + ([{"epoch": start_epoch, "step": start_step}]
+                                                  if state else [])
+    elapsed_before = (state or {}).get("elapsed_s", 0.0)
+    checkpointer.extra = lambda: {"resumes": resumes,
+                                  "elapsed_s": elapsed_before + time.time() - start}
+
     verbose = trainer["verbose"]
     if verbose == "auto":
         verbose = 1 if sys.stdout.isatty() else 2  # a progress bar only where it can redraw
-    # Fine-tuning: with a frozen encoder and unfreeze_encoder_after=N, train the decoder for N
-    # epochs, then everything. Keras needs a new compile (and optimizer) to see new trainable
-    # weights; the callbacks carry over, so checkpoints and TensorBoard continue.
-    phases = [(0, trainer["epochs"])]
-    after = trainer["unfreeze_encoder_after"]
-    if after and encoder_of(model) is not None and not encoder_of(model).trainable:
-        phases = [(0, min(after, trainer["epochs"])), (min(after, trainer["epochs"]), trainer["epochs"])]
-    history: dict[str, list] = {}
-    epochs_run: list[int] = []
-    for start_epoch, end_epoch in phases:
-        if start_epoch:
-            if model.stop_training or len(epochs_run) < start_epoch:
-                break  # stopped early in the frozen phase
-            encoder_of(model).trainable = True
-            compile_model(start_epoch * steps)
-            print(f"seg: epoch {start_epoch}: encoder unfrozen, {model.count_params():,} "
-                  "parameters now train", flush=True)
-        if end_epoch <= start_epoch:
-            continue
-        fitted = model.fit(train_ds, validation_data=val_ds, initial_epoch=start_epoch,
-                           epochs=end_epoch, steps_per_epoch=steps, callbacks=callbacks,
-                           verbose=verbose, shuffle=False)
-        epochs_run += fitted.epoch
-        for key, values in fitted.history.items():
-            history.setdefault(key, []).extend(values)
-    train_time = time.time() - start
+
+    def fit(first: int, last: int, skip_steps: int = 0):
+        """Epochs first..last-1 (the first of them from step skip_steps on)."""
+        guard.offset = skip_steps
+        train_ds = parts["train_stream"](first * steps + skip_steps)
+        model.fit(train_ds, validation_data=val_ds, initial_epoch=first, epochs=last,
+                  steps_per_epoch=steps - skip_steps if last == first + 1 else steps,
+                  callbacks=fit_callbacks, verbose=verbose, shuffle=False)
+        return not model.stop_training
+
+    def on_signal(signum, frame):
+        if guard.signal is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop now
+        guard.signal = signum
+        print(f"\nseg: signal {signum}: stopping after the current step; a checkpoint follows",
+              flush=True)
+
+    handled = (signal.SIGTERM, signal.SIGINT)
+    previous = ({sig: signal.signal(sig, on_signal) for sig in handled}
+                if threading.current_thread() is threading.main_thread() else {})
+    try:
+        for a, b in phases:
+            if b <= start_epoch:
+                continue
+            first = max(a, start_epoch)
+            if a and not encoder.trainable:  # entering the unfrozen phase now
+                encoder.trainable = True
+                compile_model(a * steps)
+                print(f"seg: epoch {a}: encoder unfrozen, {model.count_params():,} parameters now "
+                      "train", flush=True)
+            go_on = True
+            if first == start_epoch and start_step:  # the rest of an interrupted epoch
+                go_on = fit(first, first + 1, start_step)
+                first += 1
+            if go_on and first < b:
+                go_on = fit(first, b)
+            if not go_on:
+                break
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    history = checkpointer.history
+    train_time = elapsed_before + time.time() - start
 
     best_path = ckpt / "best.keras"
-    best = keras.saving.load_model(best_path) if best_path.exists() else model
+    best = keras.saving.load_model(best_path, safe_mode=True) if best_path.exists() else model
     final = best.evaluate(val_ds, return_dict=True, verbose=0)
     val_miou = history.get("val_mean_iou", [float("nan")])
     metrics_out = {
@@ -307,7 +444,7 @@ def run(cfg: dict, output_dir: str | Path, run_name: str | None = None,
         "val_loss": final["loss"],
         "val_iou_per_class": [final[f"iou_{k}"] for k in range(data["num_classes"])],
         "class_names": source.class_names,
-        "epochs_completed": len(epochs_run),
+        "epochs_completed": len(history.get("loss", [])),
         "best_epoch": int(max(range(len(val_miou)), key=lambda i: (val_miou[i], -i))) + 1
         if not all(math.isnan(v) for v in val_miou) else None,
         "history": {k: [float(v) for v in vals] for k, vals in history.items()},
@@ -317,14 +454,19 @@ def run(cfg: dict, output_dir: str | Path, run_name: str | None = None,
         "parameters": model.count_params(),
         "diagnostics": {**monitor.summary(), "preflight": report.as_dict()},
         "checkpoint": str(best_path),
+        "resumes": resumes,
         "skipped_samples": [{"file": f, "reason": r} for f, r in source.skipped.items()],
         "skipped_count": len(source.skipped),
     }
     if source.skipped:
         print(f"seg: {len(source.skipped)} sample(s) skipped (data.on_bad_sample=skip), listed "
               f"in metrics.json: " + ", ".join(list(source.skipped)[:5]), flush=True)
-    hparams.log_final(out / "tb", metrics_out, step=len(epochs_run))
-    (out / "metrics.json").write_text(json.dumps(metrics_out, indent=2, default=float))
+    if state is None or start_epoch < epochs:  # not again when a finished run is re-run
+        hparams.log_final(out / "tb", metrics_out, step=metrics_out["epochs_completed"])
+    metrics_file = out / "metrics.json"
+    tmp = metrics_file.with_name(".tmp-metrics.json")
+    tmp.write_text(json.dumps(metrics_out, indent=2, default=float))
+    tmp.replace(metrics_file)
     return metrics_out
 
 

@@ -106,13 +106,24 @@ def augment(image, mask, seed, *, size: int, scale_range=(0.8, 1.25), ignore_ind
 
 def training(ds: tf.data.Dataset, *, num_examples: int, batch_size: int, image_size: int,
              augment_data: bool = True, scale_range=(0.8, 1.25), ignore_index: int = 255,
-             seed: int = 0, cache: bool = False) -> tf.data.Dataset:
-    """An endless, shuffled, augmented stream of fixed-size batches (image, mask)."""
+             seed: int = 0, cache: bool = False, start_batch: int = 0) -> tf.data.Dataset:
+    """An endless, shuffled, augmented stream of fixed-size batches (image, mask).
+
+    The stream of the first iterator of the returned dataset is a function of the seed alone:
+    the passes over the data are shuffled in a fixed sequence, and element i of the stream is
+    augmented with the i-th seed of Dataset.random(seed). So `start_batch=n` gives exactly the
+    stream an uninterrupted run sees from its n-th batch on (what a resumed run needs); the
+    skipped elements are not augmented. Make one dataset per training run (a second iterator
+    of the same object continues the shuffle sequence).
+    """
     if cache:
-        ds = ds.cache()  # decoded pixels; augmentation stays random per epoch
-    ds = ds.shuffle(min(num_examples, 10_000), seed=seed, reshuffle_each_iteration=True).repeat()
+        ds = ds.cache()  # decoded pixels, shared by every pass; augmentation stays random
+    buffer = min(num_examples, 10_000)
+    # A new Dataset object per call: its shuffle seeds pass 0, 1, 2, ... from `seed` alone.
+    passes = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True).repeat()
     seeds = tf.data.Dataset.random(seed=seed).batch(2)
-    ds = tf.data.Dataset.zip((ds, seeds)).map(
+    ds = tf.data.Dataset.zip((passes, seeds)).skip(start_batch * batch_size)
+    ds = ds.map(
         lambda pair, s: augment(pair[0], pair[1], s, size=image_size, scale_range=scale_range,
                                 ignore_index=ignore_index, random=augment_data),
         num_parallel_calls=AUTOTUNE, deterministic=True)

@@ -1,0 +1,237 @@
+"""Crash-safe checkpoints and exact resume.
+
+Every file is written elsewhere, verified, then renamed into place (os.replace is atomic on
+POSIX), so a crash at any moment leaves the previous good file. A run folder holds:
+
+    checkpoints/best.keras, last.keras     the models (Keras format, safe to load)
+    checkpoints/resume/state-NNNNNNNN.*    weights + optimizer state (a TensorFlow checkpoint)
+                                           after global step NNNNNNNN, and its .json sidecar:
+                                           epoch, step in the epoch, history, best so far and
+                                           the callbacks' state
+
+A resume state counts only once its sidecar exists; the sidecar is written last, after the
+TensorFlow files were read back. The two newest states are kept: if the newest one turns out
+unreadable at start, the one before it is used, with a message naming the bad one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+KERAS_MEMBERS = {"config.json", "metadata.json", "model.weights.h5"}
+KEEP_STATES = 2
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be written or read; the message names the path."""
+
+
+class NonFiniteWeights(CheckpointError):
+    """Weights with NaN or Inf, which are never saved."""
+
+
+def finite(model) -> bool:
+    return all(np.isfinite(np.asarray(w)).all() for w in model.weights)
+
+
+def _fsync_dir(folder: Path):
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _commit(tmp: Path, path: Path):
+    """fsync tmp, rename it onto path, fsync the folder."""
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def keras_problem(path: str | Path) -> str | None:
+    """Why a .keras file cannot be loaded (missing, truncated, corrupt), or None if it is sound.
+
+    Checks the zip structure and every member's CRC: what a crash during a write breaks.
+    """
+    path = Path(path)
+    try:
+        with zipfile.ZipFile(path) as z:
+            missing = KERAS_MEMBERS - set(z.namelist())
+            if missing:
+                return f"missing {sorted(missing)}"
+            bad = z.testzip()
+            return f"corrupt member {bad}" if bad else None
+    except FileNotFoundError:
+        return "missing"
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
+        return f"not a readable .keras file ({e})"
+
+
+def save_keras(model, path: str | Path):
+    """Save model to path atomically: write a temporary file beside it, verify, rename.
+
+    Raises NonFiniteWeights (nothing written) for NaN/Inf weights and CheckpointError naming
+    the path when the folder is read-only or full; the previous file is untouched either way.
+    """
+    path = Path(path)
+    if not finite(model):
+        raise NonFiniteWeights(f"{path}: not saved, the weights contain NaN or Inf")
+    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        model.save(tmp)
+        problem = keras_problem(tmp)
+        if problem:
+            raise CheckpointError(f"{path}: the new file did not verify ({problem}); "
+                                  "the previous one is kept")
+        _commit(tmp, path)
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot write the checkpoint ({e.strerror or e}); the "
+                              "previous file is kept") from e
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _write_json(path: Path, data: dict):
+    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+    try:
+        tmp.write_text(json.dumps(data, indent=1, default=float))
+        _commit(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _tf_checkpoint(model):
+    import tensorflow as tf
+
+    return tf.train.Checkpoint(model=model, optimizer=model.optimizer)
+
+
+def save_state(model, folder: str | Path, state: dict) -> Path:
+    """Write the resume state (weights, optimizer, and the JSON `state`) after the current step.
+
+    state must hold "global_step". Returns the sidecar's path.
+    """
+    import tensorflow as tf
+
+    folder = Path(folder)
+    if not finite(model):
+        raise NonFiniteWeights(f"{folder}: resume state not saved, the weights contain NaN/Inf")
+    prefix = folder / f"state-{int(state['global_step']):08d}"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        _tf_checkpoint(model).write(str(prefix))
+        stored = len(tf.train.list_variables(str(prefix)))  # read the index back
+        if stored < len(model.weights):
+            raise CheckpointError(f"{prefix}: only {stored} variables read back")
+        _write_json(prefix.with_suffix(".json"), {**state, "checkpoint": prefix.name})
+    except (OSError, tf.errors.OpError) as e:
+        raise CheckpointError(f"{prefix}: cannot write the resume state ({e}); the previous "
+                              "one is kept") from e
+    for old in committed(folder)[KEEP_STATES:]:
+        _remove(folder, old)
+    return prefix.with_suffix(".json")
+
+
+def _remove(folder: Path, sidecar: Path):
+    sidecar.unlink(missing_ok=True)  # first: without it the files no longer count
+    for f in folder.glob(sidecar.stem + ".*"):
+        f.unlink(missing_ok=True)
+
+
+def committed(folder: str | Path) -> list[Path]:
+    """The resume states' sidecars, newest first."""
+    folder = Path(folder)
+    return sorted(folder.glob("state-*.json"), reverse=True) if folder.is_dir() else []
+
+
+def clean_partial(folder: str | Path) -> list[Path]:
+    """Delete files of states that were never committed (a crash during a write)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    sidecars = {p.stem for p in committed(folder)}
+    stray = [f for f in folder.iterdir()
+             if f.name.startswith(".tmp-") or (f.name.startswith("state-")
+                                                and f.name.split(".")[0] not in sidecars)]
+    for f in stray:
+        f.unlink(missing_ok=True)
+    return stray
+
+
+def restore_latest(model, folder: str | Path, log=print) -> dict | None:
+    """Restore the newest readable resume state into model (and its built optimizer).
+
+    Returns its JSON state, or None when there is none. A state that cannot be read is named,
+    moved aside (suffix .corrupt) and the one before it is tried.
+    """
+    folder = Path(folder)
+    for sidecar in committed(folder):
+        try:
+            state = json.loads(sidecar.read_text())
+            prefix = folder / state["checkpoint"]
+            _tf_checkpoint(model).read(str(prefix)).assert_existing_objects_matched()
+            if not finite(model):
+                raise CheckpointError("NaN/Inf weights")
+            return state
+        except Exception as e:  # noqa: BLE001 - TensorFlow raises many kinds for bad files
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            log(f"seg: resume state {sidecar} is unreadable ({first[:200]}); moved aside, "
+                "trying the one before it")
+            for f in folder.glob(sidecar.stem + ".*"):
+                f.rename(f.with_name(f.name + ".corrupt"))
+    return None
+
+
+def check_writable(folder: str | Path):
+    """Fail early, naming the folder, when it cannot be written (read-only, missing rights)."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".tmp-{os.getpid()}-write-test"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as e:
+        raise CheckpointError(f"{folder}: the run folder cannot be written ({e.strerror or e}); "
+                              "choose another with hydra.run.dir=...") from e
+
+
+# What may change between a run and its resumption: everything but what makes the weights.
+ARCHITECTURE_KEYS = ("model", "decoder", "data.num_classes", "data.channels")
+
+
+def incompatibilities(old: dict, new: dict) -> list[str]:
+    """The differences in classes, architecture or input channels between two configs."""
+    from seg.compare import flatten
+
+    a, b = flatten(old), flatten(new)
+    keys = sorted(k for k in set(a) | set(b)
+                  if any(k == p or k.startswith(p + ".") for p in ARCHITECTURE_KEYS))
+    return [f"{k}: {a.get(k, '(absent)')!r} in the run, {b.get(k, '(absent)')!r} now"
+            for k in keys if a.get(k) != b.get(k)]
+
+
+def other_differences(old: dict, new: dict) -> list[str]:
+    from seg.compare import flatten
+
+    a, b = flatten(old), flatten(new)
+    return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b))
+            if a.get(k) != b.get(k)
+            and not any(k == p or k.startswith(p + ".") for p in ARCHITECTURE_KEYS)]
+
+
+def is_nan(value) -> bool:
+    return isinstance(value, float) and math.isnan(value)
