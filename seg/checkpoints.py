@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import zipfile
 from pathlib import Path
 
@@ -105,10 +106,11 @@ def save_keras(model, path: str | Path):
         tmp.unlink(missing_ok=True)
 
 
-def _write_json(path: Path, data: dict):
+def write_json(path: Path, data: dict):
+    """Write JSON atomically (temporary file, fsync, rename)."""
     tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
     try:
-        tmp.write_text(json.dumps(data, indent=1, default=float))
+        tmp.write_text(json.dumps(data, indent=2, default=float))
         _commit(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -137,16 +139,16 @@ def save_state(model, folder: str | Path, state: dict) -> Path:
         stored = len(tf.train.list_variables(str(prefix)))  # read the index back
         if stored < len(model.weights):
             raise CheckpointError(f"{prefix}: only {stored} variables read back")
-        _write_json(prefix.with_suffix(".json"), {**state, "checkpoint": prefix.name})
+        write_json(prefix.with_suffix(".json"), {**state, "checkpoint": prefix.name})
     except (OSError, tf.errors.OpError) as e:
         raise CheckpointError(f"{prefix}: cannot write the resume state ({e}); the previous "
                               "one is kept") from e
     for old in committed(folder)[KEEP_STATES:]:
-        _remove(folder, old)
+        remove_state(folder, old)
     return prefix.with_suffix(".json")
 
 
-def _remove(folder: Path, sidecar: Path):
+def remove_state(folder: Path, sidecar: Path):
     sidecar.unlink(missing_ok=True)  # first: without it the files no longer count
     for f in folder.glob(sidecar.stem + ".*"):
         f.unlink(missing_ok=True)
@@ -159,16 +161,19 @@ def committed(folder: str | Path) -> list[Path]:
 
 
 def clean_partial(folder: str | Path) -> list[Path]:
-    """Delete files of states that were never committed (a crash during a write)."""
+    """Delete files of states that were never committed (a crash during a write).
+
+    Files moved aside as .corrupt stay, for whoever wants to look at them.
+    """
     folder = Path(folder)
     if not folder.is_dir():
         return []
     sidecars = {p.stem for p in committed(folder)}
-    stray = [f for f in folder.iterdir()
-             if f.name.startswith(".tmp-") or (f.name.startswith("state-")
-                                                and f.name.split(".")[0] not in sidecars)]
-    for f in stray:
-        f.unlink(missing_ok=True)
+    stray = [f for f in folder.iterdir() if not f.name.endswith(".corrupt") and (
+        f.name.startswith(".tmp-")
+        or (f.name.startswith("state-") and f.name.split(".")[0] not in sidecars))]
+    for f in stray:  # files, and the *_temp folders TensorFlow writes shards into
+        shutil.rmtree(f, ignore_errors=True) if f.is_dir() else f.unlink(missing_ok=True)
     return stray
 
 

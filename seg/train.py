@@ -221,6 +221,10 @@ def _prepare_folder(cfg: dict, out: Path) -> bool:
     checkpoints.check_writable(out)
     ckpt, resume_dir = out / "checkpoints", out / "checkpoints" / "resume"
     stray = checkpoints.clean_partial(resume_dir)
+    for folder in (out, ckpt):  # temporary files of writes a crash cut short
+        stray += [f for f in folder.glob(".tmp-*") if f.is_file()]
+        for f in folder.glob(".tmp-*"):
+            f.unlink(missing_ok=True)
     if stray:
         print(f"seg: removed {len(stray)} file(s) of a resume state whose write never finished "
               f"(a crash during a save): {', '.join(f.name for f in stray[:4])}", flush=True)
@@ -235,12 +239,16 @@ def _prepare_folder(cfg: dict, out: Path) -> bool:
         return False
     if not cfg["trainer"]["resume"]:
         for sidecar in states:
-            checkpoints._remove(resume_dir, sidecar)
+            checkpoints.remove_state(resume_dir, sidecar)
         print(f"seg: trainer.resume=false: starting over in {out}", flush=True)
         return False
-    old_file = out / "config.json"
-    if old_file.is_file():
-        old = json.loads(old_file.read_text())
+    try:
+        old = json.loads((out / "config.json").read_text())
+    except (OSError, ValueError) as e:
+        old = None
+        print(f"seg: {out / 'config.json'} unreadable ({e}); resuming without comparing "
+              "configs", flush=True)
+    if old is not None:
         problems = checkpoints.incompatibilities(old, cfg)
         if problems:
             raise ConfigError(
@@ -286,7 +294,7 @@ def run(cfg: dict, output_dir: str | Path, run_name: str | None = None,
         tf.config.experimental.enable_op_determinism()
     out = Path(output_dir)
     resuming = _prepare_folder(cfg, out)
-    (out / "config.json").write_text(json.dumps(cfg, indent=2))
+    checkpoints.write_json(out / "config.json", cfg)  # atomic: a kill leaves old or new
     parts = prepare(cfg)
     source, val_ds = parts["source"], parts["val_ds"]
     model, loss, metrics, steps = parts["model"], parts["loss"], parts["metrics"], parts["steps"]

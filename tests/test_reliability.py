@@ -32,6 +32,8 @@ def _model():
 def _weights(path):
     import keras
 
+    import seg  # noqa: F401  (registers seg's layers, losses and metrics)
+
     return keras.saving.load_model(path, safe_mode=True).get_weights()
 
 
@@ -272,9 +274,9 @@ def _unloadable(run_dir) -> list[str]:
     from seg import checkpoints
 
     ckpt = Path(run_dir) / "checkpoints"
-    bad = [f"{p}: {checkpoints.keras_problem(p)}" for p in ckpt.glob("*.keras")
-           if checkpoints.keras_problem(p)]
-    for p in ckpt.glob("*.keras"):
+    files = [p for p in ckpt.glob("*.keras") if not p.name.startswith(".tmp-")]  # temporaries
+    bad = [f"{p}: {checkpoints.keras_problem(p)}" for p in files if checkpoints.keras_problem(p)]
+    for p in files:
         try:
             _weights(p)
         except Exception as e:  # noqa: BLE001 - any failure counts
@@ -316,6 +318,8 @@ def test_sigterm_checkpoints_mid_epoch_and_the_same_command_resumes(tmp_path):
 def test_ten_kill_9_at_random_moments_all_resume_to_the_same_weights(tmp_path):
     """The headline figure: kills survived out of kills tried, unloadable checkpoints found,
     and the largest weight difference to an uninterrupted run (deterministic ops)."""
+    from seg import checkpoints
+
     args = ["trainer.epochs=60", "trainer.steps_per_epoch=2", "trainer.deterministic=true",
             "logging.panels_every=0"]
     reference = _train(tmp_path / "reference", *args)
@@ -323,16 +327,29 @@ def test_ten_kill_9_at_random_moments_all_resume_to_the_same_weights(tmp_path):
     assert reference.returncode == 0, out[-3000:]
 
     rng, run_dir = random.Random(7), tmp_path / "killed"
-    kills, unloadable = 0, []
+    kills, unloadable, killed_at = 0, [], []
     while kills < 10:
+        started = time.time()
         proc = _train(run_dir, *args)
-        time.sleep(rng.uniform(4.0, 10.0))
+        config = run_dir / "config.json"  # rewritten when run() starts, after the imports
+        while proc.poll() is None and not (config.exists() and config.stat().st_mtime > started):
+            time.sleep(0.05)
+        if kills % 2:  # a random moment of the training proper (after this start's 1st save)
+            resume = run_dir / "checkpoints" / "resume"
+            while proc.poll() is None and not any(
+                    f.stat().st_mtime > started for f in resume.glob("state-*.json")):
+                time.sleep(0.05)
+            time.sleep(rng.uniform(0.0, 2.0))
+        else:  # any moment: start-up, graph tracing, preflight, training, a save
+            time.sleep(rng.uniform(0.0, 8.0))
         if proc.poll() is not None:
             break  # finished before this kill: not counted
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         kills += 1
         unloadable += _unloadable(run_dir)
+        states = checkpoints.committed(run_dir / "checkpoints" / "resume")
+        killed_at.append(json.loads(states[0].read_text())["epoch"] if states else 0)
     final = _train(run_dir, *args)
     out, _ = final.communicate(timeout=900)
     assert final.returncode == 0, out[-3000:]
@@ -341,8 +358,39 @@ def test_ten_kill_9_at_random_moments_all_resume_to_the_same_weights(tmp_path):
     a = json.loads((tmp_path / "reference" / "metrics.json").read_text())
     b = json.loads((run_dir / "metrics.json").read_text())
     print(f"\nkill -9: {kills} kills survived of {kills} tried; unloadable checkpoints found: "
-          f"{len(unloadable)}; resumes recorded: {len(b['resumes'])}; largest weight "
-          f"difference to the uninterrupted run: {diff}")
+          f"{len(unloadable)}; committed epochs at the kills {killed_at}; resumes recorded: "
+          f"{len(b['resumes'])}; largest weight difference to the uninterrupted run: {diff}")
     assert kills == 10 and unloadable == []
+    assert not list(run_dir.rglob(".tmp-*"))  # the next start cleans up cut-short writes
+    assert len(set(killed_at)) >= 4 and len(b["resumes"]) >= 5  # kills all along the run
     assert diff == 0.0
     assert b["val_mean_iou"] == a["val_mean_iou"] and b["history"] == a["history"]
+
+
+def test_sigterm_in_the_middle_of_an_epoch_resumes_that_epoch_to_the_same_bits(tmp_path, compose):
+    """The signal arrives during step 7 (epoch 2 of 4 steps each): the state is written after
+    that step, Interrupted is raised, and the resumed run ends with the uninterrupted weights."""
+    import keras
+
+    from seg.callbacks import Interrupted
+    from seg.train import run
+
+    class SigtermAtStep7(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if int(self.model.optimizer.iterations.numpy()) == 7:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    cfg = compose(*SMALL, "trainer.epochs=3", "trainer.deterministic=true")
+    straight = run(cfg, tmp_path / "straight")
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(Interrupted, match="stopped after step 7"):
+        run(cfg, tmp_path / "stopped", callbacks=[SigtermAtStep7()])
+    assert signal.getsignal(signal.SIGTERM) is before  # the handlers are given back
+    resumed = run(cfg, tmp_path / "stopped")
+    assert resumed["resumes"] == [{"epoch": 1, "step": 3}]
+    diff = _max_diff(_weights(tmp_path / "straight" / "checkpoints" / "last.keras"),
+                     _weights(tmp_path / "stopped" / "checkpoints" / "last.keras"))
+    assert diff == 0.0
+    assert resumed["val_mean_iou"] == straight["val_mean_iou"]
+    assert resumed["history"]["val_mean_iou"] == straight["history"]["val_mean_iou"]
+    _assert_tensorboard_steps(tmp_path / "stopped", 3)
