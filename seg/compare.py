@@ -258,7 +258,9 @@ def sweep_summary(runs: list[Run], root: Path) -> str:
     ok = [r for r in runs if r.status == "ok"]
     bad = [r for r in runs if r.status != "ok"]
     lines = [f"Sweep {root}: {len(runs)} job(s), {len(ok)} finished, {len(bad)} failed"]
-    lines += [f"  ok      {r.miou:.4f}  {r.name}" for r in ok]
+    lines += [f"  ok      {r.miou:.4f}  {r.name}"
+              + (f"  ({r.metrics['rss_mb_at_end']:.0f} MB)" if r.metrics.get("rss_mb_at_end")
+                 else "") for r in ok]
     for r in bad:
         lines.append(f"  FAILED          {r.name}")
         if r.failure and r.failure.get("overrides"):

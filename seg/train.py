@@ -193,6 +193,17 @@ def check_data(cfg: dict, progress: bool = True):
     return _call(AUDITS[name], "data", {**kwargs, "progress": progress}) if name in AUDITS else None
 
 
+def _rss_mb() -> float | None:
+    """The process's resident memory now, in MB (Linux), or None where unknown."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return None
+
+
 class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
     """Keras' EarlyStopping whose patience counter survives fit() calls and resumes."""
 
@@ -216,8 +227,8 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
         self._restored = state
 
 
-def _prepare_folder(cfg: dict, out: Path) -> bool:
-    """Check the run folder and decide whether this run resumes; returns True if it does."""
+def _prepare_folder(cfg: dict, out: Path) -> tuple[bool, bool]:
+    """Check the run folder; (whether this run resumes, whether best.keras was lost)."""
     checkpoints.check_writable(out)
     ckpt, resume_dir = out / "checkpoints", out / "checkpoints" / "resume"
     stray = checkpoints.clean_partial(resume_dir)
@@ -228,20 +239,22 @@ def _prepare_folder(cfg: dict, out: Path) -> bool:
     if stray:
         print(f"seg: removed {len(stray)} file(s) of a resume state whose write never finished "
               f"(a crash during a save): {', '.join(f.name for f in stray[:4])}", flush=True)
+    best_lost = False
     for name in ("best.keras", "last.keras"):
         problem = (ckpt / name).exists() and checkpoints.keras_problem(ckpt / name)
         if problem:
             (ckpt / name).rename(ckpt / f"{name}.corrupt")
             print(f"seg: {ckpt / name} is unusable ({problem}); moved aside as {name}.corrupt",
                   flush=True)
+            best_lost |= name == "best.keras"
     states = checkpoints.committed(resume_dir)
     if not states:
-        return False
+        return False, False
     if not cfg["trainer"]["resume"]:
         for sidecar in states:
             checkpoints.remove_state(resume_dir, sidecar)
         print(f"seg: trainer.resume=false: starting over in {out}", flush=True)
-        return False
+        return False, False
     try:
         old = json.loads((out / "config.json").read_text())
     except (OSError, ValueError) as e:
@@ -258,7 +271,7 @@ def _prepare_folder(cfg: dict, out: Path) -> bool:
         changed = checkpoints.other_differences(old, cfg)
         if changed:
             print("seg: resuming with changed settings: " + "; ".join(changed), flush=True)
-    return True
+    return True, best_lost or not (ckpt / "best.keras").exists()
 
 
 def run(cfg: dict, output_dir: str | Path, run_name: str | None = None,
@@ -293,7 +306,7 @@ def run(cfg: dict, output_dir: str | Path, run_name: str | None = None,
     if trainer["deterministic"]:
         tf.config.experimental.enable_op_determinism()
     out = Path(output_dir)
-    resuming = _prepare_folder(cfg, out)
+    resuming, best_lost = _prepare_folder(cfg, out)
     checkpoints.write_json(out / "config.json", cfg)  # atomic: a kill leaves old or new
     parts = prepare(cfg)
     source, val_ds = parts["source"], parts["val_ds"]
@@ -382,6 +395,10 @@ def run(cfg: dict, output_dir: str | Path, run_name: str | None = None,
         print(f"seg: resuming {out} from {state['checkpoint']}: epoch {state['epoch']}, "
               f"step {state['step_in_epoch']} of {steps} in it (global step "
               f"{state['global_step']})", flush=True)
+        if best_lost and checkpointer.best_epoch is not None:
+            print(f"seg: best.keras (epoch {checkpointer.best_epoch}) was lost; the best of the "
+                  "epochs from here on will be kept instead", flush=True)
+            checkpointer.best, checkpointer.best_epoch = -math.inf, None
     else:
         hparams.log_hparams(out / "tb", hparams.hparams_of(cfg, overrides, model.count_params()),
                             trial_id=out.name)  # the HPARAMS tab names each run by its folder
@@ -420,6 +437,8 @@ def run(cfg: dict, output_dir: str | Path, run_name: str | None = None,
             if b <= start_epoch:
                 continue
             first = max(a, start_epoch)
+            if first >= b:
+                continue
             if a and not encoder.trainable:  # entering the unfrozen phase now
                 encoder.trainable = True
                 compile_model(a * steps)
@@ -463,6 +482,7 @@ def run(cfg: dict, output_dir: str | Path, run_name: str | None = None,
         "diagnostics": {**monitor.summary(), "preflight": report.as_dict()},
         "checkpoint": str(best_path),
         "resumes": resumes,
+        "rss_mb_at_end": _rss_mb(),  # the process's memory after the run (flat across sweep jobs)
         "skipped_samples": [{"file": f, "reason": r} for f, r in source.skipped.items()],
         "skipped_count": len(source.skipped),
     }

@@ -130,10 +130,10 @@ def test_a_crash_at_an_epoch_boundary_resumes_to_the_same_bits(tmp_path, compose
     straight = run(cfg, tmp_path / "straight")
     with pytest.raises(RuntimeError, match="injected crash after epoch 2"):
         run(cfg, tmp_path / "crashed", callbacks=[_CrashAfterEpoch(2)])
-    (tmp_path / "crashed" / "checkpoints" / "best.keras").write_bytes(b"planted garbage")
+    (tmp_path / "crashed" / "checkpoints" / "last.keras").write_bytes(b"planted garbage")
     resumed = run(cfg, tmp_path / "crashed")
     assert resumed["resumes"] == [{"epoch": 2, "step": 0}]
-    assert (tmp_path / "crashed" / "checkpoints" / "best.keras.corrupt").exists()
+    assert (tmp_path / "crashed" / "checkpoints" / "last.keras.corrupt").exists()
     diff = _max_diff(_weights(tmp_path / "straight" / "checkpoints" / "last.keras"),
                      _weights(tmp_path / "crashed" / "checkpoints" / "last.keras"))
     assert diff == 0.0
