@@ -14,6 +14,7 @@ from pathlib import Path
 
 import _hydra
 
+MAX_PENDING_VALUES = 64_000_000  # pixel values held while same-size batches fill up
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp"}
 
 
@@ -104,12 +105,20 @@ def main(argv=None) -> int:
             print(f"\npredict: skipped {e}", flush=True)
             bar.add(1)
             continue
+        if tile and max(image.shape[:2]) > tile:  # tiled on its own, at once
+            write([(f, stem, image)])
+            done += 1
+            bar.add(1)
+            continue
         group = pending.setdefault(image.shape, [])
         group.append((f, stem, image))
-        if len(group) == args.batch_size:
-            write(pending.pop(image.shape))
-            done += len(group)
-            bar.add(len(group))
+        waiting = sum(x.size for g in pending.values() for _, _, x in g)
+        if len(group) == args.batch_size or waiting > MAX_PENDING_VALUES:
+            for shape in [image.shape] if len(group) == args.batch_size else list(pending):
+                batch = pending.pop(shape)
+                write(batch)
+                done += len(batch)
+                bar.add(len(batch))
     for group in pending.values():
         write(group)
         done += len(group)

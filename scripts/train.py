@@ -33,7 +33,10 @@ def main(cfg) -> float:
                       run_name=_hydra._run_name(hc.job.override_dirname),
                       overrides=list(hc.overrides.task))
     except Interrupted as e:  # the whole sweep stops too: the next start resumes
-        print(f"\nseg: interrupted: {e}\nseg: run the same command to resume", flush=True)
+        folder = (f"hydra.sweep.dir={hc.sweep.dir}" if hc.mode == RunMode.MULTIRUN
+                  else f"hydra.run.dir={hc.runtime.output_dir}")
+        print(f"\nseg: interrupted: {e}\nseg: run the same command to resume, with {folder}",
+              flush=True)
         sys.exit(Interrupted.exit_code)
     except Exception as e:
         if hc.mode != RunMode.MULTIRUN:

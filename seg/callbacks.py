@@ -133,6 +133,11 @@ class CollapseMonitor(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         # Stopped before the last epoch (early stopping, collapse): judge the last state as final.
+        # The end of a fit() that training goes on after (a fine-tune phase, the rest of an
+        # interrupted epoch) is not the end of training.
+        more = self.total_epochs and self._epoch + 1 < self.total_epochs
+        if more and not self.model.stop_training:
+            return
         if self.enabled and not self._final and self.last_stats is not None:
             self.current_alarms = alarms_for(self.last_stats, class_names=self.class_names,
                                              final=True, seen=self.seen, **self.thresholds)
@@ -300,10 +305,13 @@ class Checkpointer(keras.callbacks.Callback):
         self.last_committed: Path | None = None
         self.position: tuple[int, int] | None = None  # (epoch, step in it) last committed
         self.extra = lambda: {}  # more JSON state from the trainer (resumes, elapsed time)
+        self.encoder_trainable = lambda: None  # the fine-tuning phase the optimizer belongs to
 
     def state(self, epoch: int, step_in_epoch: int) -> dict:
         return {"epoch": epoch, "step_in_epoch": step_in_epoch,
                 "global_step": int(self.model.optimizer.iterations.numpy()),
+                "stopped": bool(self.model.stop_training) and step_in_epoch == 0,
+                "encoder_trainable": self.encoder_trainable(),
                 "history": self.history, "best": self.best, "best_epoch": self.best_epoch,
                 "callbacks": {name: cb.get_state() for name, cb in self.stateful.items()},
                 **self.extra()}
@@ -327,6 +335,12 @@ class Checkpointer(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         from seg import checkpoints
 
+        if not checkpoints.finite(self.model):  # the last step's loss was still finite
+            raise NonFiniteLoss(
+                f"the weights became NaN/Inf by step {int(self.model.optimizer.iterations.numpy())}"
+                f" (end of epoch {epoch + 1}); nothing was saved after it. Last good state: "
+                f"{self.last_committed or 'none yet'}. Lower trainer.learning_rate, or check the "
+                "data for NaN/Inf values")
         logs = logs or {}
         for key, value in logs.items():
             self.history.setdefault(key, []).append(float(value))

@@ -180,11 +180,15 @@ def clean_partial(folder: str | Path) -> list[Path]:
 def restore_latest(model, folder: str | Path, log=print) -> dict | None:
     """Restore the newest readable resume state into model (and its built optimizer).
 
-    Returns its JSON state, or None when there is none. A state that cannot be read is named,
-    moved aside (suffix .corrupt) and the one before it is tried.
+    Returns its JSON state, or None when there is none. A state that cannot be read (truncated,
+    corrupt) is named, moved aside (suffix .corrupt) and the one before it is tried; a sound
+    state that does not fit the model or optimizer is refused (CheckpointError), not moved.
     """
+    import tensorflow as tf
+
     folder = Path(folder)
-    for sidecar in committed(folder):
+    tried = committed(folder)
+    for sidecar in tried:
         try:
             state = json.loads(sidecar.read_text())
             prefix = folder / state["checkpoint"]
@@ -192,13 +196,29 @@ def restore_latest(model, folder: str | Path, log=print) -> dict | None:
             if not finite(model):
                 raise CheckpointError("NaN/Inf weights")
             return state
-        except Exception as e:  # noqa: BLE001 - TensorFlow raises many kinds for bad files
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            log(f"seg: resume state {sidecar} is unreadable ({first[:200]}); moved aside, "
-                "trying the one before it")
-            for f in folder.glob(sidecar.stem + ".*"):
-                f.rename(f.with_name(f.name + ".corrupt"))
+        except (AssertionError, ValueError) as e:
+            if isinstance(e, json.JSONDecodeError):
+                corrupt = e
+            else:  # a sound file that does not fit this model or optimizer: nothing to move
+                raise CheckpointError(
+                    f"{sidecar}: this resume state does not fit the model and optimizer of "
+                    f"this config ({_first_line(e)}). Resume with the run's own settings, or "
+                    "start over with trainer.resume=false") from e
+        except (OSError, KeyError, IndexError, CheckpointError, tf.errors.OpError) as e:
+            corrupt = e
+        log(f"seg: resume state {sidecar} is unreadable ({_first_line(corrupt)}); moved aside, "
+            "trying the one before it")
+        for f in folder.glob(sidecar.stem + ".*"):
+            f.rename(f.with_name(f.name + ".corrupt"))
+    if tried:
+        raise CheckpointError(f"{folder}: none of the {len(tried)} resume state(s) could be read "
+                              "(moved aside as .corrupt); run again to start over")
     return None
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return (text.splitlines()[0] if text else type(e).__name__)[:200]
 
 
 def check_writable(folder: str | Path):
@@ -214,12 +234,16 @@ def check_writable(folder: str | Path):
                               "choose another with hydra.run.dir=...") from e
 
 
-# What may change between a run and its resumption: everything but what makes the weights.
-ARCHITECTURE_KEYS = ("model", "decoder", "data.num_classes", "data.channels")
+# What may not change between a run and its resumption: what makes the weights and the
+# optimizer state, and what fixes the position in the data stream (batch, steps per epoch).
+ARCHITECTURE_KEYS = ("model", "decoder", "data.num_classes", "data.channels", "trainer.optimizer",
+                     "trainer.unfreeze_encoder_after", "trainer.batch_size",
+                     "trainer.steps_per_epoch")
 
 
 def incompatibilities(old: dict, new: dict) -> list[str]:
-    """The differences in classes, architecture or input channels between two configs."""
+    """The differences that stop a run from resuming (classes, architecture, input channels,
+    optimizer, fine-tuning schedule, batch size and steps per epoch) between two configs."""
     from seg.compare import flatten
 
     a, b = flatten(old), flatten(new)

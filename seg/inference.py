@@ -127,16 +127,16 @@ def predict_probs(model, images: np.ndarray, *, from_logits: bool, tile: int = 0
         return forward(images)
     th, tw = min(tile, h), min(tile, w)
     stride_h, stride_w = max(int(th * (1 - overlap)), 1), max(int(tw * (1 - overlap)), 1)
-    weight = np.outer(_window(th), _window(tw))[None, :, :, None]
-    total, norm = None, np.zeros((1, h, w, 1))
+    weight = np.outer(_window(th), _window(tw)).astype(np.float32)[None, :, :, None]
+    total, norm = None, np.zeros((1, h, w, 1), np.float32)
     for y in _starts(h, th, stride_h):
         for x in _starts(w, tw, stride_w):
             p = forward(images[:, y:y + th, x:x + tw])
             if total is None:
-                total = np.zeros((b, h, w, p.shape[-1]))
+                total = np.zeros((b, h, w, p.shape[-1]), np.float32)
             total[:, y:y + th, x:x + tw] += p * weight
             norm[:, y:y + th, x:x + tw] += weight
-    return (total / norm).astype(np.float32)
+    return total / norm
 
 
 def scores(cm: np.ndarray) -> dict:

@@ -250,10 +250,14 @@ def _prepare_folder(cfg: dict, out: Path) -> tuple[bool, bool]:
     states = checkpoints.committed(resume_dir)
     if not states:
         return False, False
-    if not cfg["trainer"]["resume"]:
-        for sidecar in states:
-            checkpoints.remove_state(resume_dir, sidecar)
-        print(f"seg: trainer.resume=false: starting over in {out}", flush=True)
+    if not cfg["trainer"]["resume"]:  # the old run's files go aside, none is deleted
+        aside = out / f"previous-{time.strftime('%Y-%m-%d_%H-%M-%S')}"
+        aside.mkdir()
+        for name in ("checkpoints", "tb", "panels", "diagnostics", "evaluation", "metrics.json"):
+            if (out / name).exists():
+                (out / name).rename(aside / name)
+        print(f"seg: trainer.resume=false: starting over in {out}; the previous run's files "
+              f"are in {aside}", flush=True)
         return False, False
     try:
         old = json.loads((out / "config.json").read_text())
@@ -348,8 +352,11 @@ def run(cfg: dict, output_dir: str | Path, run_name: str | None = None,
     ckpt = out / "checkpoints"
     resume_dir = ckpt / "resume"
     if resuming and unfreeze_at is not None:  # restore into the optimizer of the right phase
-        newest = json.loads(checkpoints.committed(resume_dir)[0].read_text())
-        if newest["epoch"] >= unfreeze_at:
+        try:
+            newest = json.loads(checkpoints.committed(resume_dir)[0].read_text())
+        except (OSError, ValueError):
+            newest = {}
+        if newest.get("encoder_trainable"):
             encoder.trainable = True
     compile_model()
 
@@ -369,6 +376,7 @@ def run(cfg: dict, output_dir: str | Path, run_name: str | None = None,
         stateful["early_stopping"] = early
     checkpointer = seg_callbacks.Checkpointer(ckpt, stateful=stateful,
                                               after_commit=[monitor.write_pending])
+    checkpointer.encoder_trainable = lambda: None if encoder is None else bool(encoder.trainable)
     tensorboard = keras.callbacks.TensorBoard(log_dir=str(out / "tb"), write_graph=False)
     guard = seg_callbacks.Guard(checkpointer, flush=[
         monitor.write_pending, lambda: getattr(tensorboard, "_close_writers", lambda: None)()])
@@ -390,8 +398,14 @@ def run(cfg: dict, output_dir: str | Path, run_name: str | None = None,
         model.optimizer.build(model.trainable_variables)
         state = checkpoints.restore_latest(model, resume_dir)
     if state is not None:
+        if state.get("steps_per_epoch", steps) != steps:
+            raise ConfigError(
+                f"{out}: the run made {state['steps_per_epoch']} steps per epoch, this config "
+                f"makes {steps} (has the training set changed?), so the position in the data "
+                "cannot be resumed; start over with trainer.resume=false or use another folder")
         checkpointer.restore(state)
         checkpointer.position = (state["epoch"], state["step_in_epoch"])
+        checkpointer.last_committed = resume_dir / f"{state['checkpoint']}.json"
         print(f"seg: resuming {out} from {state['checkpoint']}: epoch {state['epoch']}, "
               f"step {state['step_in_epoch']} of {steps} in it (global step "
               f"{state['global_step']})", flush=True)
@@ -399,14 +413,17 @@ def run(cfg: dict, output_dir: str | Path, run_name: str | None = None,
             print(f"seg: best.keras (epoch {checkpointer.best_epoch}) was lost; the best of the "
                   "epochs from here on will be kept instead", flush=True)
             checkpointer.best, checkpointer.best_epoch = -math.inf, None
-    else:
+    else:  # the HPARAMS tab names each run by its folder (and its sweep's folder)
         hparams.log_hparams(out / "tb", hparams.hparams_of(cfg, overrides, model.count_params()),
-                            trial_id=out.name)  # the HPARAMS tab names each run by its folder
+                            trial_id=f"{out.parent.name}/{out.name}")
     start_epoch, start_step = (state["epoch"], state["step_in_epoch"]) if state else (0, 0)
+    if state and state.get("stopped"):  # early stopping or a collapse stop had ended it
+        print(f"seg: the run had stopped at epoch {start_epoch}; only re-scoring it", flush=True)
+        start_epoch, start_step = epochs, 0
     resumes = (state or {}).get("resumes", []) + ([{"epoch": start_epoch, "step": start_step}]
                                                   if state else [])
     elapsed_before = (state or {}).get("elapsed_s", 0.0)
-    checkpointer.extra = lambda: {"resumes": resumes,
+    checkpointer.extra = lambda: {"resumes": resumes, "steps_per_epoch": steps,
                                   "elapsed_s": elapsed_before + time.time() - start}
 
     verbose = trainer["verbose"]

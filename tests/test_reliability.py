@@ -394,3 +394,38 @@ def test_sigterm_in_the_middle_of_an_epoch_resumes_that_epoch_to_the_same_bits(t
     assert resumed["val_mean_iou"] == straight["val_mean_iou"]
     assert resumed["history"]["val_mean_iou"] == straight["history"]["val_mean_iou"]
     _assert_tensorboard_steps(tmp_path / "stopped", 3)
+
+
+@pytest.mark.slow
+def test_a_crash_at_the_unfreeze_boundary_resumes_into_the_fine_tuning_phase(tmp_path, compose):
+    """State written at the end of the frozen phase (with the frozen phase's optimizer); the
+    resumed run must restore it, then unfreeze, and end where an uninterrupted run ends."""
+    from seg.train import run
+
+    cfg = compose(*SMALL, "model.encoder=mobilenet_v2", "model.freeze_encoder=true",
+                  "trainer.unfreeze_encoder_after=1", "trainer.epochs=2",
+                  "trainer.steps_per_epoch=2", "trainer.deterministic=true",
+                  "logging.panels_every=0")
+    straight = run(cfg, tmp_path / "straight")
+    with pytest.raises(RuntimeError, match="injected crash after epoch 1"):
+        run(cfg, tmp_path / "crashed", callbacks=[_CrashAfterEpoch(1)])
+    resumed = run(cfg, tmp_path / "crashed")
+    assert resumed["resumes"] == [{"epoch": 1, "step": 0}]
+    assert _max_diff(_weights(tmp_path / "straight" / "checkpoints" / "last.keras"),
+                     _weights(tmp_path / "crashed" / "checkpoints" / "last.keras")) == 0.0
+    for key, values in straight["history"].items():  # the training-set metric averages of
+        if key.startswith("val_") or key == "loss":  # the epoch after a re-compile differ
+            assert resumed["history"][key] == values, key
+    assert not list((tmp_path / "crashed" / "checkpoints" / "resume").glob("*.corrupt"))
+
+
+def test_a_resume_with_another_optimizer_is_refused_and_the_states_are_kept(tmp_path, compose):
+    from seg.train import ConfigError, run
+
+    run(compose(*SMALL, "trainer.epochs=1"), tmp_path / "r")
+    with pytest.raises(ConfigError, match="trainer.optimizer: 'adam' in the run, 'sgd' now"):
+        run(compose(*SMALL, "trainer.epochs=2", "trainer.optimizer=sgd"), tmp_path / "r")
+    assert len(list((tmp_path / "r" / "checkpoints" / "resume").glob("state-*.json"))) == 1
+    again = run(compose(*SMALL, "trainer.epochs=2", "trainer.resume=false"), tmp_path / "r")
+    assert again["resumes"] == [] and again["epochs_completed"] == 2
+    assert (next((tmp_path / "r").glob("previous-*")) / "metrics.json").is_file()

@@ -97,7 +97,9 @@ def test_tensorboard_serves_scalars_prediction_images_and_hparams(sweep):
             "colParams": [], "startIndex": 0, "sliceSize": 100})["sessionGroups"]
         assert len(groups) == 4
         for group in groups:
-            metrics = json.loads((out / group["name"] / "metrics.json").read_text())
+            sweep_name, job = group["name"].split("/", 1)  # named by sweep folder and job
+            assert sweep_name == out.name
+            metrics = json.loads((out / job / "metrics.json").read_text())
             final = next(m["value"] for m in group["metricValues"]
                          if m["name"]["tag"] == "hparams/val_mean_iou")
             assert final == pytest.approx(metrics["val_mean_iou"], abs=1e-6)
