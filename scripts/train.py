@@ -11,6 +11,7 @@ command (with the same hydra.run.dir) to resume.
 """
 
 import json
+import logging
 import sys
 import traceback
 from pathlib import Path
@@ -27,6 +28,9 @@ def main(cfg) -> float:
     from seg.callbacks import Interrupted, NonFiniteLoss
     from seg.train import run
 
+    # Hydra logs INFO to the console; TensorFlow's checkpoint writer (absl) would add a line
+    # per save.
+    logging.getLogger("absl").setLevel(logging.WARNING)
     hc = HydraConfig.get()
     try:
         metrics = run(_hydra.to_dict(cfg), hc.runtime.output_dir,
