@@ -324,11 +324,12 @@ class Checkpointer(keras.callbacks.Callback):
             if name in self.stateful:
                 self.stateful[name].set_state(cb_state)
 
-    def commit(self, epoch: int, step_in_epoch: int = 0) -> Path:
+    def commit(self, epoch: int, step_in_epoch: int = 0, *, check_finite: bool = True) -> Path:
         from seg import checkpoints
 
         self.last_committed = checkpoints.save_state(self.model, self.folder / "resume",
-                                                     self.state(epoch, step_in_epoch))
+                                                     self.state(epoch, step_in_epoch),
+                                                     check_finite=check_finite)
         self.position = (epoch, step_in_epoch)
         return self.last_committed
 
@@ -345,11 +346,11 @@ class Checkpointer(keras.callbacks.Callback):
         for key, value in logs.items():
             self.history.setdefault(key, []).append(float(value))
         value = float(logs.get(self.monitor, float("nan")))
-        if math.isfinite(value) and value > self.best:
-            checkpoints.save_keras(self.model, self.folder / "best.keras")
+        if math.isfinite(value) and value > self.best:  # weights checked above: no re-scan
+            checkpoints.save_keras(self.model, self.folder / "best.keras", check_finite=False)
             self.best, self.best_epoch = value, epoch + 1
-        checkpoints.save_keras(self.model, self.folder / "last.keras")
-        self.commit(epoch + 1)
+        checkpoints.save_keras(self.model, self.folder / "last.keras", check_finite=False)
+        self.commit(epoch + 1, check_finite=False)
         for fn in self.after_commit:
             fn()
 

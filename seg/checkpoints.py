@@ -81,14 +81,15 @@ def keras_problem(path: str | Path) -> str | None:
         return f"not a readable .keras file ({e})"
 
 
-def save_keras(model, path: str | Path):
+def save_keras(model, path: str | Path, *, check_finite: bool = True):
     """Save model to path atomically: write a temporary file beside it, verify, rename.
 
     Raises NonFiniteWeights (nothing written) for NaN/Inf weights and CheckpointError naming
     the path when the folder is read-only or full; the previous file is untouched either way.
+    check_finite=False skips the scan of the weights for a caller that has just made it.
     """
     path = Path(path)
-    if not finite(model):
+    if check_finite and not finite(model):
         raise NonFiniteWeights(f"{path}: not saved, the weights contain NaN or Inf")
     tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
     try:
@@ -122,15 +123,15 @@ def _tf_checkpoint(model):
     return tf.train.Checkpoint(model=model, optimizer=model.optimizer)
 
 
-def save_state(model, folder: str | Path, state: dict) -> Path:
+def save_state(model, folder: str | Path, state: dict, *, check_finite: bool = True) -> Path:
     """Write the resume state (weights, optimizer, and the JSON `state`) after the current step.
 
-    state must hold "global_step". Returns the sidecar's path.
+    state must hold "global_step". Returns the sidecar's path. check_finite as in save_keras.
     """
     import tensorflow as tf
 
     folder = Path(folder)
-    if not finite(model):
+    if check_finite and not finite(model):
         raise NonFiniteWeights(f"{folder}: resume state not saved, the weights contain NaN/Inf")
     prefix = folder / f"state-{int(state['global_step']):08d}"
     try:
@@ -160,19 +161,23 @@ def committed(folder: str | Path) -> list[Path]:
     return sorted(folder.glob("state-*.json"), reverse=True) if folder.is_dir() else []
 
 
-def clean_partial(folder: str | Path) -> list[Path]:
-    """Delete files of states that were never committed (a crash during a write).
+def clean_partial(run_dir: str | Path) -> list[Path]:
+    """Delete what writes cut short by a crash left in a run folder; returns what went.
 
+    That is `.tmp-*` files (run folder, checkpoints/, checkpoints/resume/), files of resume
+    states that were never committed, and the `*_temp` folders TensorFlow writes shards into.
     Files moved aside as .corrupt stay, for whoever wants to look at them.
     """
-    folder = Path(folder)
-    if not folder.is_dir():
-        return []
-    sidecars = {p.stem for p in committed(folder)}
-    stray = [f for f in folder.iterdir() if not f.name.endswith(".corrupt") and (
-        f.name.startswith(".tmp-")
-        or (f.name.startswith("state-") and f.name.split(".")[0] not in sidecars))]
-    for f in stray:  # files, and the *_temp folders TensorFlow writes shards into
+    run_dir = Path(run_dir)
+    resume = run_dir / "checkpoints" / "resume"
+    sidecars = {p.stem for p in committed(resume)}
+    stray = []
+    for folder in (run_dir, run_dir / "checkpoints", resume):
+        if folder.is_dir():
+            stray += [f for f in folder.iterdir() if not f.name.endswith(".corrupt") and (
+                f.name.startswith(".tmp-") or (folder == resume and f.name.startswith("state-")
+                                              and f.name.split(".")[0] not in sidecars))]
+    for f in stray:
         shutil.rmtree(f, ignore_errors=True) if f.is_dir() else f.unlink(missing_ok=True)
     return stray
 

@@ -231,11 +231,7 @@ def _prepare_folder(cfg: dict, out: Path) -> tuple[bool, bool]:
     """Check the run folder; (whether this run resumes, whether best.keras was lost)."""
     checkpoints.check_writable(out)
     ckpt, resume_dir = out / "checkpoints", out / "checkpoints" / "resume"
-    stray = checkpoints.clean_partial(resume_dir)
-    for folder in (out, ckpt):  # temporary files of writes a crash cut short
-        stray += [f for f in folder.glob(".tmp-*") if f.is_file()]
-        for f in folder.glob(".tmp-*"):
-            f.unlink(missing_ok=True)
+    stray = checkpoints.clean_partial(out)
     if stray:
         print(f"seg: removed {len(stray)} file(s) of a resume state whose write never finished "
               f"(a crash during a save): {', '.join(f.name for f in stray[:4])}", flush=True)
@@ -508,10 +504,7 @@ def run(cfg: dict, output_dir: str | Path, run_name: str | None = None,
               f"in metrics.json: " + ", ".join(list(source.skipped)[:5]), flush=True)
     if state is None or start_epoch < epochs:  # not again when a finished run is re-run
         hparams.log_final(out / "tb", metrics_out, step=metrics_out["epochs_completed"])
-    metrics_file = out / "metrics.json"
-    tmp = metrics_file.with_name(".tmp-metrics.json")
-    tmp.write_text(json.dumps(metrics_out, indent=2, default=float))
-    tmp.replace(metrics_file)
+    checkpoints.write_json(out / "metrics.json", metrics_out)
     return metrics_out
 
 

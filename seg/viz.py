@@ -52,6 +52,15 @@ def to_rgb(image: np.ndarray) -> np.ndarray:
     return (255 * image[..., :3]).astype(np.uint8)
 
 
+def scaled(tiles: list[np.ndarray], cell: int) -> list[np.ndarray]:
+    """Same-size pictures scaled (nearest neighbour: labels stay labels) so the longer side is
+    `cell` pixels."""
+    h, w = tiles[0].shape[:2]
+    scale = cell / max(h, w)
+    size = (max(int(w * scale), 1), max(int(h * scale), 1))
+    return [np.asarray(Image.fromarray(t).resize(size, Image.NEAREST)) for t in tiles]
+
+
 def _font(size: int):
     try:
         return ImageFont.load_default(size=size)
@@ -79,10 +88,8 @@ def panel(images, truths, preds, confidences, *, class_names: list[str], ignore_
     for image, true, pred, conf in zip(images, truths, preds, confidences):
         tiles = [to_rgb(image), colourise(true, ignore_index), colourise(pred, ignore_index),
                  error_map(true, pred, ignore_index), ramp(conf)]
-        h, w = true.shape
-        scale = cell / max(h, w)
-        size = (max(int(w * scale), 1), max(int(h * scale), 1))
-        tiles = [np.asarray(Image.fromarray(t).resize(size, Image.NEAREST)) for t in tiles]
+        tiles = scaled(tiles, cell)
+        size = (tiles[0].shape[1], tiles[0].shape[0])
         row = np.full((size[1], 5 * (size[0] + pad), 3), 255, np.uint8)
         for i, t in enumerate(tiles):
             row[:, i * (size[0] + pad): i * (size[0] + pad) + size[0]] = t
@@ -195,11 +202,7 @@ def comparison(images, truths, predictions: dict[str, list], *, class_names: lis
     for i, (image, true) in enumerate(zip(images, truths)):
         tiles = [to_rgb(image), colourise(true, ignore_index)]
         tiles += [colourise(preds[i], ignore_index) for preds in predictions.values()]
-        h, w = true.shape
-        scale = cell / max(h, w)
-        size = (max(int(w * scale), 1), max(int(h * scale), 1))
-        tiles_per_row.append([np.asarray(Image.fromarray(t).resize(size, Image.NEAREST))
-                              for t in tiles])
+        tiles_per_row.append(scaled(tiles, cell))
     height = head + sum(row[0].shape[0] + pad for row in tiles_per_row) + 30
     canvas = Image.new("RGB", (len(names) * (cell + pad) + pad, height), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
