@@ -296,9 +296,9 @@ def test_sigterm_checkpoints_mid_epoch_and_the_same_command_resumes(tmp_path):
     args = ["trainer.epochs=40", "trainer.steps_per_epoch=6"]
     proc = _train(run_dir, *args)
     resume = run_dir / "checkpoints" / "resume"
-    deadline = time.time() + 300
-    while time.time() < deadline and not list(resume.glob("state-*.json")):
-        time.sleep(0.2)
+    while proc.poll() is None and not list(resume.glob("state-*.json")):
+        time.sleep(0.2)  # until the first epoch has been saved
+    assert proc.poll() is None, proc.communicate()[0][-3000:]
     time.sleep(0.7)  # somewhere inside a later epoch
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=300)

@@ -5,7 +5,7 @@ import json
 import socket
 import subprocess
 import sys
-import time
+import threading
 import urllib.parse
 import urllib.request
 
@@ -62,18 +62,21 @@ def _get(url, data=None):
 def test_tensorboard_serves_scalars_prediction_images_and_hparams(sweep):
     out, _ = sweep
     port = _free_port()
+    # --reload_task=blocking with --reload_interval=0: the event files are read completely
+    # before the server starts listening, so what it serves does not depend on timing.
     server = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir", str(out),
-                               "--host", "127.0.0.1", "--port", str(port), "--load_fast=false"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                               "--host", "127.0.0.1", "--port", str(port), "--load_fast=false",
+                               "--reload_task=blocking", "--reload_interval=0"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     base = f"http://127.0.0.1:{port}/data"
     try:
-        deadline, runs = time.time() + 120, []
-        while time.time() < deadline and len(runs) < 12:  # 4 jobs x tb, tb/train, tb/validation
-            try:
-                runs = _get(f"{base}/runs")
-            except OSError:
-                pass
-            time.sleep(1)
+        for line in server.stderr:  # "TensorBoard x.y at http://127.0.0.1:PORT/ ..." once serving
+            if f"127.0.0.1:{port}" in line:
+                break
+        else:
+            pytest.fail(f"tensorboard exited with {server.wait()} before serving")
+        threading.Thread(target=server.stderr.read, daemon=True).start()  # keep the pipe open
+        runs = _get(f"{base}/runs")  # 4 jobs x tb, tb/train, tb/validation
         assert len(runs) == 12, runs
         job = next(r[: -len("/tb")] for r in runs if r.endswith("/tb") and "deconv" in r)
         assert job.startswith(("0_", "1_", "2_", "3_", "4_", "5_")) and "seed=" in job
