@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 import time
 from pathlib import Path
@@ -27,6 +28,25 @@ def probabilities(y_pred: np.ndarray, from_logits: bool) -> np.ndarray:
         e = np.exp(y_pred - y_pred.max(axis=-1, keepdims=True))
         return e / e.sum(axis=-1, keepdims=True)
     return y_pred
+
+
+def compiled_forward(model: keras.Model):
+    """model(x, training=False) as a TensorFlow graph, traced once per input shape.
+
+    Called eagerly, a U-Net dispatches op by op: 2-6x slower than the traced graph on a small
+    batch (scripts/benchmark.py prices the callbacks that call it every epoch).
+    """
+    return tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+
+
+def write_png_summary(name: str, png: bytes, width: int, height: int, step: int):
+    """An already encoded PNG to TensorBoard's image tab (tf.summary.image would encode it
+    again)."""
+    from tensorboard.plugins.image import metadata
+
+    tf.summary.write(name, tf.constant([str(width), str(height), png]), step=step,
+                     metadata=metadata.create_summary_metadata(display_name=None,
+                                                               description=None))
 
 
 def output_stats(probs: np.ndarray, truth: np.ndarray, *, num_classes: int,
@@ -113,6 +133,11 @@ class CollapseMonitor(keras.callbacks.Callback):
         self._writer = None
         self.defer_writes = False  # True: TensorBoard/print happen in write_pending() (resume)
         self._pending: list = []
+        self._forward = None
+
+    def set_model(self, model):
+        super().set_model(model)
+        self._forward = compiled_forward(model)
 
     def get_state(self) -> dict:
         return {"alarms": self.alarms, "seen": sorted(self.seen), "last_stats": self.last_stats,
@@ -150,7 +175,7 @@ class CollapseMonitor(keras.callbacks.Callback):
     def _check(self, epoch, logs, final: bool):
         self._epoch, self._final = epoch, final
         x, y = self.batch
-        probs = probabilities(np.asarray(self.model(x, training=False)), self.from_logits)
+        probs = probabilities(np.asarray(self._forward(x)), self.from_logits)
         stats = output_stats(probs, np.asarray(y), num_classes=self.num_classes,
                              ignore_index=self.ignore_index)
         self.last_stats = stats
@@ -211,7 +236,7 @@ class Throughput(keras.callbacks.Callback):
         self._start, self._steps = time.perf_counter(), 0
 
     def on_train_batch_end(self, batch, logs=None):
-        self._steps += 1
+        self._steps = batch + 1  # batch: the last step done (several with steps_per_execution)
         self._end = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
@@ -242,13 +267,16 @@ class PredictionPanels(keras.callbacks.Callback):
         self.every, self.num_classes, self.class_names = every, num_classes, class_names
         self.ignore_index, self.from_logits = ignore_index, from_logits
         self.log_dir, self.png_dir, self.monitor = str(log_dir), Path(png_dir), monitor
-        self._writer = None
+        self._writer = self._forward = None
+
+    def set_model(self, model):
+        super().set_model(model)
+        self._forward = compiled_forward(model)
 
     def render(self, epoch: int) -> np.ndarray:
         preds, confs = [], []
         for x, _ in self.samples:
-            probs = probabilities(np.asarray(self.model(x[None], training=False))[0],
-                                  self.from_logits)
+            probs = probabilities(np.asarray(self._forward(x[None]))[0], self.from_logits)
             preds.append(probs.argmax(-1))
             confs.append(probs.max(-1))
         alarms = self.monitor.current_alarms if self.monitor else []
@@ -265,11 +293,14 @@ class PredictionPanels(keras.callbacks.Callback):
             return
         picture = self.render(epoch)
         self.png_dir.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(picture).save(self.png_dir / f"epoch_{epoch + 1:03d}.png")
+        buffer = io.BytesIO()  # encoded once, for the file and for TensorBoard
+        Image.fromarray(picture).save(buffer, format="PNG", compress_level=3)
+        (self.png_dir / f"epoch_{epoch + 1:03d}.png").write_bytes(buffer.getvalue())
         if self._writer is None:
             self._writer = tf.summary.create_file_writer(self.log_dir)
-        with self._writer.as_default(step=epoch):
-            tf.summary.image("predictions", picture[None], max_outputs=1)
+        with self._writer.as_default():
+            write_png_summary("predictions", buffer.getvalue(), picture.shape[1],
+                              picture.shape[0], step=epoch)
         self._writer.flush()
 
 
@@ -397,3 +428,39 @@ class Guard(keras.callbacks.Callback):
                 f"{self.offset + batch + 1}); nothing was saved after it. Last good state: "
                 f"{last or 'none yet'}. Lower trainer.learning_rate, or check the data for "
                 "NaN/Inf values")
+
+
+class Timed(keras.callbacks.Callback):
+    """Runs a callback and adds the seconds each of its hooks takes to seconds[its class name].
+
+    What scripts/benchmark.py uses to put a price on monitors, image logging and checkpoints.
+    """
+
+    HOOKS = ("on_train_begin", "on_train_end", "on_epoch_begin", "on_epoch_end",
+             "on_train_batch_begin", "on_train_batch_end", "on_test_begin", "on_test_end",
+             "on_test_batch_begin", "on_test_batch_end")
+
+    def __init__(self, callback: keras.callbacks.Callback, seconds: dict):
+        super().__init__()
+        self.callback, self.seconds = callback, seconds
+        name = type(callback).__name__
+        seconds.setdefault(name, 0.0)
+        for hook in self.HOOKS:
+            setattr(self, hook, self._timed(name, getattr(callback, hook)))
+
+    def _timed(self, name, fn):
+        def hook(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.seconds[name] += time.perf_counter() - start
+        return hook
+
+    def set_model(self, model):
+        super().set_model(model)
+        self.callback.set_model(model)
+
+    def set_params(self, params):
+        super().set_params(params)
+        self.callback.set_params(params)

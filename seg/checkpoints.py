@@ -243,15 +243,18 @@ def check_writable(folder: str | Path):
 # optimizer state, and what fixes the position in the data stream (batch, steps per epoch).
 ARCHITECTURE_KEYS = ("model", "decoder", "data.num_classes", "data.channels", "trainer.optimizer",
                      "trainer.unfreeze_encoder_after", "trainer.batch_size",
-                     "trainer.steps_per_epoch")
+                     "trainer.steps_per_epoch", "trainer.precision")
+# Keys added since runs were first written: an older run's config counts as their default.
+_DEFAULTS = {"trainer.precision": "float32"}
 
 
 def incompatibilities(old: dict, new: dict) -> list[str]:
     """The differences that stop a run from resuming (classes, architecture, input channels,
-    optimizer, fine-tuning schedule, batch size and steps per epoch) between two configs."""
+    optimizer, fine-tuning schedule, batch size, steps per epoch and precision) between two
+    configs."""
     from seg.compare import flatten
 
-    a, b = flatten(old), flatten(new)
+    a, b = {**_DEFAULTS, **flatten(old)}, {**_DEFAULTS, **flatten(new)}
     keys = sorted(k for k in set(a) | set(b)
                   if any(k == p or k.startswith(p + ".") for p in ARCHITECTURE_KEYS))
     return [f"{k}: {a.get(k, '(absent)')!r} in the run, {b.get(k, '(absent)')!r} now"

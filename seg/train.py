@@ -69,6 +69,30 @@ def make_optimizer(optimizer: str, learning_rate, weight_decay: float, momentum:
     return optimizers[optimizer]()
 
 
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+
+
+def set_precision(precision: str):
+    """Keras' global dtype policy: layers compute in float16/bfloat16 and keep float32 weights.
+
+    The model's head (logits, activation) is float32 whatever the policy, so the loss and the
+    metrics see float32; mixed_float16 also gets Keras' loss scaling at compile.
+    """
+    if precision not in PRECISIONS:
+        raise ConfigError(f"trainer.precision={precision!r}: use one of {list(PRECISIONS)}")
+    keras.mixed_precision.set_global_policy(precision)
+
+
+def compile_options(trainer: dict) -> dict:
+    """model.compile's jit_compile (XLA) and steps_per_execution, checked."""
+    jit, spe = trainer["jit_compile"], trainer["steps_per_execution"]
+    if jit not in ("auto", True, False):
+        raise ConfigError(f"trainer.jit_compile={jit!r}: use auto (XLA on a GPU), true or false")
+    if not isinstance(spe, int) or isinstance(spe, bool) or spe < 1:
+        raise ConfigError(f"trainer.steps_per_execution={spe!r}: use a whole number >= 1")
+    return {"jit_compile": jit, "steps_per_execution": spe}
+
+
 def check_sections(cfg: dict):
     unknown = sorted(set(cfg) - set(SECTIONS))
     missing = sorted(set(SECTIONS) - set(cfg))
@@ -76,7 +100,8 @@ def check_sections(cfg: dict):
         raise ConfigError(f"config sections: unknown {unknown}, missing {missing}")
     known = {"trainer": {"epochs", "batch_size", "steps_per_epoch", "optimizer", "learning_rate",
                          "weight_decay", "momentum", "schedule", "early_stopping_patience",
-                         "unfreeze_encoder_after", "verbose", "deterministic", "resume"},
+                         "unfreeze_encoder_after", "verbose", "deterministic", "resume",
+                         "precision", "jit_compile", "steps_per_execution"},
              "logging": {"panels_every", "num_panels"},
              "diagnostics": {"preflight", "label_audit_samples", "probes", "overfit_steps",
                              "monitor", "stop_on_collapse", "constant_share", "constant_spread",
@@ -130,6 +155,8 @@ def prepare(cfg: dict) -> dict:
     check_sections(cfg)
     keras.utils.set_random_seed(cfg["seed"])
     trainer, data = cfg["trainer"], cfg["data"]
+    set_precision(trainer["precision"])
+    compile_options(trainer)
     source, pipe = open_data(data)
     def train_stream(start_batch: int = 0):
         return pipeline.training(
@@ -275,7 +302,7 @@ def _prepare_folder(cfg: dict, out: Path) -> tuple[bool, bool]:
 
 
 def run(cfg: dict, output_dir: str | Path, run_name: str | None = None,
-        overrides: list[str] = (), callbacks: list = ()) -> dict:
+        overrides: list[str] = (), callbacks: list = (), timings: dict | None = None) -> dict:
     """Train the configured model and write everything about the run into output_dir.
 
     A run folder that already holds a resume state (checkpoints/resume/) is continued where
@@ -289,6 +316,8 @@ def run(cfg: dict, output_dir: str | Path, run_name: str | None = None,
         run_name: a readable name (the overrides that made the run), recorded in metrics.json.
         overrides: the command-line overrides; the keys they set join the logged hparams.
         callbacks: extra Keras callbacks (after seg's own).
+        timings: a dict that receives the seconds spent in each of seg's callbacks, by class
+            name (scripts/benchmark.py).
 
     Returns:
         The metrics written to metrics.json.
@@ -335,7 +364,7 @@ def run(cfg: dict, output_dir: str | Path, run_name: str | None = None,
         optimizer = make_optimizer(trainer["optimizer"], schedule, trainer["weight_decay"],
                                    trainer["momentum"])
         optimizer.iterations.assign(done_steps)  # the schedule continues where it was
-        model.compile(optimizer=optimizer, loss=loss, metrics=metrics)
+        model.compile(optimizer=optimizer, loss=loss, metrics=metrics, **compile_options(trainer))
 
     # Fine-tuning: with a frozen encoder and unfreeze_encoder_after=N, train the decoder for N
     # epochs, then everything. Keras needs a new compile (and optimizer) to see new trainable
@@ -387,7 +416,10 @@ def run(cfg: dict, output_dir: str | Path, run_name: str | None = None,
             log_dir=out / "tb" / "validation", png_dir=out / "panels")
         panels.total_epochs = epochs
         fit_callbacks.append(panels)
-    fit_callbacks += [guard, *callbacks]
+    fit_callbacks.append(guard)
+    if timings is not None:
+        fit_callbacks = [seg_callbacks.Timed(cb, timings) for cb in fit_callbacks]
+    fit_callbacks += list(callbacks)
 
     state = None
     if resuming:
