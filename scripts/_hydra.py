@@ -76,8 +76,9 @@ def refusal_types() -> tuple:
     from seg.checkpoints import CheckpointError
     from seg.inference import LoadError
     from seg.train import ConfigError
+    from seg.distribute import StrategyError
     from omegaconf.errors import OmegaConfBaseException
-    return (ConfigError, DataError, PreflightError, LoadError, CheckpointError,
+    return (ConfigError, DataError, PreflightError, LoadError, CheckpointError, StrategyError,
             OmegaConfBaseException)
 
 

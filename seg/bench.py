@@ -16,6 +16,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from seg.callbacks import rss_mb
+
 # Dense peak FLOP/s of the chips we may be lent, for model FLOPs utilisation:
 # (name fragment, {precision: peak}); float32 runs on TF32 tensor cores.
 PEAKS = (("H200", {"bf16": 989e12, "fp16": 989e12, "tf32": 495e12}),
@@ -134,18 +136,6 @@ def forward_flops(model: keras.Model, image_size: int, channels: int) -> int:
     finally:
         tf.get_logger().setLevel(level)
     return int(info.total_float_ops)
-
-
-def rss_mb() -> float:
-    """The process's resident memory now, in MB (Linux), else its peak so far."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return round(int(line.split()[1]) / 1024, 1)
-    except OSError:
-        pass
-    return peak_rss_mb()
 
 
 def peak_rss_mb() -> float:

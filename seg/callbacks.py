@@ -224,12 +224,26 @@ class CollapseMonitor(keras.callbacks.Callback):
                 "alarms": self.alarms, "final_output_stats": self.last_stats}
 
 
+def rss_mb() -> float | None:
+    """The process's resident memory now, in MB (Linux), or None where unknown."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return None
+
+
 class Throughput(keras.callbacks.Callback):
-    """Training images per second of every epoch, the validation and callbacks excluded."""
+    """Training images per second of every epoch (validation and callbacks excluded), and the
+    process's memory at every epoch's end (flat, unless something leaks)."""
 
     def __init__(self, batch_size: int):
         super().__init__()
         self.batch_size, self.rates = batch_size, []
+        self.rss_mb: list[float | None] = []  # the process's memory at every epoch's end
         self._start, self._steps = 0.0, 0
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -242,12 +256,13 @@ class Throughput(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if self._steps:
             self.rates.append(self._steps * self.batch_size / max(self._end - self._start, 1e-9))
+        self.rss_mb.append(rss_mb())
 
     def get_state(self) -> dict:
-        return {"rates": self.rates}
+        return {"rates": self.rates, "rss_mb": self.rss_mb}
 
     def set_state(self, state: dict):
-        self.rates = list(state["rates"])
+        self.rates, self.rss_mb = list(state["rates"]), list(state.get("rss_mb", []))
 
     def images_per_s(self) -> float | None:
         """Median over the epochs after the first (which includes tracing and compilation)."""
@@ -399,6 +414,7 @@ class Guard(keras.callbacks.Callback):
         self.checkpointer, self.flush = checkpointer, list(flush)
         self.signal: int | None = None
         self.epoch, self.offset = 0, 0  # offset: steps of this epoch done before this fit
+        self.writes = True  # False on the workers of a multi-worker run other than the chief
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch
@@ -411,7 +427,7 @@ class Guard(keras.callbacks.Callback):
             return
         position = (self.epoch, self.offset + batch)  # the steps done so far
         path = self.checkpointer.last_committed
-        if position != self.checkpointer.position and position != (0, 0):
+        if self.writes and position != self.checkpointer.position and position != (0, 0):
             path = self.checkpointer.commit(*position)
         for fn in self.flush:
             fn()

@@ -17,6 +17,7 @@ from __future__ import annotations
 import warnings
 
 import keras
+import tensorflow as tf
 from keras import ops
 
 OWN = ("ce", "dice", "focal", "ce_dice")
@@ -51,6 +52,15 @@ class SegmentationLoss(keras.losses.Loss):
         self.num_classes, self.ignore_index = int(num_classes), int(ignore_index)
         self.from_logits, self.focal_gamma = bool(from_logits), float(focal_gamma)
         self.class_weights = None if class_weights is None else [float(w) for w in class_weights]
+
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        # call() reduces to a scalar itself (masked means, Dice over the batch), which Keras
+        # passes through unscaled; under a distribution strategy each replica's share must be
+        # 1/replicas of it, as Keras' own reductions do, or the summed gradients (and the
+        # logged loss) grow with the number of replicas.
+        loss = super().__call__(y_true, y_pred, sample_weight)
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        return loss / replicas if replicas > 1 else loss
 
     def call(self, y_true, y_pred):
         y_pred = ops.cast(y_pred, "float32")

@@ -6,6 +6,7 @@ into the plain dict this module reads.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import signal
@@ -18,7 +19,7 @@ import keras
 import tensorflow as tf
 
 from seg import callbacks as seg_callbacks
-from seg import checkpoints, diagnostics, hparams
+from seg import checkpoints, diagnostics, distribute, hparams
 from seg.data import AUDITS, SOURCES, DataError, pipeline
 from seg.losses import SegmentationLoss
 from seg.metrics import make_metrics
@@ -101,7 +102,8 @@ def check_sections(cfg: dict):
     known = {"trainer": {"epochs", "batch_size", "steps_per_epoch", "optimizer", "learning_rate",
                          "weight_decay", "momentum", "schedule", "early_stopping_patience",
                          "unfreeze_encoder_after", "verbose", "deterministic", "resume",
-                         "precision", "jit_compile", "steps_per_execution"},
+                         "precision", "jit_compile", "steps_per_execution", "strategy",
+                         "cpu_devices", "lr_scaling"},
              "logging": {"panels_every", "num_panels"},
              "diagnostics": {"preflight", "label_audit_samples", "probes", "overfit_steps",
                              "monitor", "stop_on_collapse", "constant_share", "constant_spread",
@@ -150,32 +152,41 @@ def build(cfg: dict, source) -> tuple:
     return model, loss, metrics
 
 
-def prepare(cfg: dict) -> dict:
-    """Data pipelines, model, loss and metrics for a config (no training)."""
+def prepare(cfg: dict, plan: distribute.Plan | None = None) -> dict:
+    """Data pipelines, model, loss and metrics for a config (no training).
+
+    With a distribution plan, the batches are global (trainer.batch_size per replica) and the
+    model's variables belong to the plan's strategy.
+    """
     check_sections(cfg)
     keras.utils.set_random_seed(cfg["seed"])
     trainer, data = cfg["trainer"], cfg["data"]
     set_precision(trainer["precision"])
     compile_options(trainer)
+    replicas = plan.replicas if plan else 1
+    batch_size = trainer["batch_size"] * replicas
+    shard = distribute.shard_by_data if plan and plan.workers > 1 else (lambda ds: ds)
     source, pipe = open_data(data)
+
     def train_stream(start_batch: int = 0):
-        return pipeline.training(
-            source.train, num_examples=source.num_train, batch_size=trainer["batch_size"],
+        return shard(pipeline.training(
+            source.train, num_examples=source.num_train, batch_size=batch_size,
             image_size=pipe["image_size"], augment_data=pipe["augment"],
             scale_range=tuple(pipe["scale_range"]), ignore_index=pipe["ignore_index"],
-            seed=cfg["seed"], cache=pipe["cache"], start_batch=start_batch)
+            seed=cfg["seed"], cache=pipe["cache"], start_batch=start_batch))
 
     train_ds = train_stream()
-    val_ds = pipeline.validation(source.val, batch_size=trainer["batch_size"],
-                                 ignore_index=pipe["ignore_index"], cache=pipe["cache"])
+    val_ds = shard(pipeline.validation(source.val, batch_size=batch_size,
+                                       ignore_index=pipe["ignore_index"], cache=pipe["cache"]))
     # Batches of same-size images: their number is known only after one pass (which also fills
     # the cache). Told to Keras, it stops warning that validation "ran out of data".
     val_batches = int(val_ds.reduce(0, lambda n, _: n + 1))
     val_ds = val_ds.apply(tf.data.experimental.assert_cardinality(val_batches))
-    model, loss, metrics = build(cfg, source)
-    steps = trainer["steps_per_epoch"] or max(source.num_train // trainer["batch_size"], 1)
+    with (plan.strategy.scope() if plan else contextlib.nullcontext()):
+        model, loss, metrics = build(cfg, source)
+    steps = trainer["steps_per_epoch"] or max(source.num_train // batch_size, 1)
     return {"source": source, "image_size": pipe["image_size"], "train_ds": train_ds,
-            "train_stream": train_stream,
+            "train_stream": train_stream, "batch_size": batch_size,
             "val_ds": val_ds, "model": model, "loss": loss, "metrics": metrics, "steps": steps}
 
 
@@ -218,17 +229,6 @@ def check_data(cfg: dict, progress: bool = True):
     check_sections(cfg)
     name, kwargs, _ = _data_kwargs(cfg["data"])
     return _call(AUDITS[name], "data", {**kwargs, "progress": progress}) if name in AUDITS else None
-
-
-def _rss_mb() -> float | None:
-    """The process's resident memory now, in MB (Linux), or None where unknown."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return round(int(line.split()[1]) / 1024, 1)
-    except OSError:
-        pass
-    return None
 
 
 class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
@@ -329,23 +329,41 @@ def run(cfg: dict, output_dir: str | Path, run_name: str | None = None,
         seg.callbacks.Interrupted: SIGTERM/SIGINT; the same command resumes.
     """
     start = time.time()
-    keras.utils.clear_session(free_memory=True)  # release earlier jobs' models (multirun)
     check_sections(cfg)
     trainer, data = cfg["trainer"], cfg["data"]
+    if trainer["lr_scaling"] not in ("linear", "none"):
+        raise ConfigError(f"trainer.lr_scaling={trainer['lr_scaling']!r}: use linear (learning "
+                          "rate x replicas) or none")
+    plan = distribute.make(trainer["strategy"], trainer["cpu_devices"])  # before any TF op
+    chief = plan.is_chief  # only the chief writes; the other workers train in lock-step
+    keras.utils.clear_session(free_memory=True)  # release earlier jobs' models (multirun)
     if trainer["deterministic"]:
         tf.config.experimental.enable_op_determinism()
     out = Path(output_dir)
-    resuming, best_lost = _prepare_folder(cfg, out)
-    checkpoints.write_json(out / "config.json", cfg)  # atomic: a kill leaves old or new
-    parts = prepare(cfg)
+    if chief:
+        resuming, best_lost = _prepare_folder(cfg, out)
+        checkpoints.write_json(out / "config.json", cfg)  # atomic: a kill leaves old or new
+    else:  # a worker reads the chief's state where the run folder is shared, writes nothing
+        resuming = trainer["resume"] and bool(checkpoints.committed(out / "checkpoints" /
+                                                                    "resume"))
+        best_lost = False
+    parts = prepare(cfg, plan)
     source, val_ds = parts["source"], parts["val_ds"]
     model, loss, metrics, steps = parts["model"], parts["loss"], parts["metrics"], parts["steps"]
+    batch_size = parts["batch_size"]
+    learning_rate = float(trainer["learning_rate"]) * (
+        plan.replicas if trainer["lr_scaling"] == "linear" else 1)
+    if plan.distributed:
+        print(f"seg: {plan.describe(trainer['batch_size'])}; learning rate {learning_rate:g}"
+              + (f" (x{plan.replicas}, trainer.lr_scaling=linear)"
+                 if learning_rate != float(trainer["learning_rate"]) else ""), flush=True)
     print(f"seg: {source.description}; model {model.name}, {model.count_params():,} parameters; "
           f"run folder {out}", flush=True)
-    if cfg["diagnostics"]["preflight"] != "off":
+    if cfg["diagnostics"]["preflight"] != "off":  # on every worker: all refuse, or none
         report = diagnose(cfg, parts)
-        report.save(out / "diagnostics")
-        print(report.text(), flush=True)
+        if chief:
+            report.save(out / "diagnostics")
+            print(report.text(), flush=True)
         if report.errors and cfg["diagnostics"]["preflight"] == "error":
             raise diagnostics.PreflightError(
                 report.text(errors_only=True) + "\n\nTraining refused before the first step. To "
@@ -358,13 +376,15 @@ def run(cfg: dict, output_dir: str | Path, run_name: str | None = None,
         report = diagnostics.Report()
 
     epochs = trainer["epochs"]
-    schedule = make_schedule(trainer["schedule"], float(trainer["learning_rate"]), epochs * steps)
+    schedule = make_schedule(trainer["schedule"], learning_rate, epochs * steps)
 
     def compile_model(done_steps: int = 0):
-        optimizer = make_optimizer(trainer["optimizer"], schedule, trainer["weight_decay"],
-                                   trainer["momentum"])
-        optimizer.iterations.assign(done_steps)  # the schedule continues where it was
-        model.compile(optimizer=optimizer, loss=loss, metrics=metrics, **compile_options(trainer))
+        with plan.strategy.scope():
+            optimizer = make_optimizer(trainer["optimizer"], schedule, trainer["weight_decay"],
+                                       trainer["momentum"])
+            optimizer.iterations.assign(done_steps)  # the schedule continues where it was
+            model.compile(optimizer=optimizer, loss=loss, metrics=metrics,
+                          **compile_options(trainer))
 
     # Fine-tuning: with a frozen encoder and unfreeze_encoder_after=N, train the decoder for N
     # epochs, then everything. Keras needs a new compile (and optimizer) to see new trainable
@@ -392,7 +412,7 @@ def run(cfg: dict, output_dir: str | Path, run_name: str | None = None,
                                               if k in seg_callbacks.MONITOR_KEYS})
     monitor.defer_writes = True  # written after the epoch is committed: no duplicate steps
     monitor.total_epochs = epochs
-    throughput = seg_callbacks.Throughput(trainer["batch_size"])
+    throughput = seg_callbacks.Throughput(batch_size)
     stateful = {"monitor": monitor, "throughput": throughput}
     early = None
     if trainer["early_stopping_patience"]:
@@ -405,9 +425,11 @@ def run(cfg: dict, output_dir: str | Path, run_name: str | None = None,
     tensorboard = keras.callbacks.TensorBoard(log_dir=str(out / "tb"), write_graph=False)
     guard = seg_callbacks.Guard(checkpointer, flush=[
         monitor.write_pending, lambda: getattr(tensorboard, "_close_writers", lambda: None)()])
-    fit_callbacks = [monitor, throughput] + ([early] if early else []) + [checkpointer,
-                                                                          tensorboard]
-    if cfg["logging"]["panels_every"]:
+    if not chief:
+        guard.writes, guard.flush = False, []
+    fit_callbacks = [monitor, throughput] + ([early] if early else []) + (
+        [checkpointer, tensorboard] if chief else [])
+    if cfg["logging"]["panels_every"] and chief:
         panels = seg_callbacks.PredictionPanels(
             source.val, num_images=cfg["logging"]["num_panels"],
             every=cfg["logging"]["panels_every"], num_classes=data["num_classes"],
@@ -425,6 +447,8 @@ def run(cfg: dict, output_dir: str | Path, run_name: str | None = None,
     if resuming:
         model.optimizer.build(model.trainable_variables)
         state = checkpoints.restore_latest(model, resume_dir)
+    if state is not None and not chief:
+        print(f"seg: worker {plan.worker}: resuming from {state['checkpoint']}", flush=True)
     if state is not None:
         if state.get("steps_per_epoch", steps) != steps:
             raise ConfigError(
@@ -441,7 +465,7 @@ def run(cfg: dict, output_dir: str | Path, run_name: str | None = None,
             print(f"seg: best.keras (epoch {checkpointer.best_epoch}) was lost; the best of the "
                   "epochs from here on will be kept instead", flush=True)
             checkpointer.best, checkpointer.best_epoch = -math.inf, None
-    else:  # the HPARAMS tab names each run by its folder (and its sweep's folder)
+    elif chief:  # the HPARAMS tab names each run by its folder (and its sweep's folder)
         hparams.log_hparams(out / "tb", hparams.hparams_of(cfg, overrides, model.count_params()),
                             trial_id=f"{out.parent.name}/{out.name}")
     start_epoch, start_step = (state["epoch"], state["step_in_epoch"]) if state else (0, 0)
@@ -502,6 +526,12 @@ def run(cfg: dict, output_dir: str | Path, run_name: str | None = None,
             signal.signal(sig, handler)
     history = checkpointer.history
     train_time = elapsed_before + time.time() - start
+    if not chief:  # the chief scores the best checkpoint and writes metrics.json
+        last = model.history.history if getattr(model, "history", None) else {}
+        return {"run_name": run_name, "decoder": cfg["decoder"]["name"], "worker": plan.worker,
+                "val_mean_iou": last.get("val_mean_iou", [float("nan")])[-1],
+                "epochs_completed": start_epoch + len(last.get("loss", [])),
+                "wall_time_s": round(train_time, 1)}
 
     best_path = ckpt / "best.keras"
     best = keras.saving.load_model(best_path, safe_mode=True) if best_path.exists() else model
@@ -527,7 +557,11 @@ def run(cfg: dict, output_dir: str | Path, run_name: str | None = None,
         "diagnostics": {**monitor.summary(), "preflight": report.as_dict()},
         "checkpoint": str(best_path),
         "resumes": resumes,
-        "rss_mb_at_end": _rss_mb(),  # the process's memory after the run (flat across sweep jobs)
+        "strategy": plan.name, "replicas": plan.replicas, "workers": plan.workers,
+        "global_batch_size": batch_size, "learning_rate": learning_rate,
+        "precision": trainer["precision"],
+        "rss_mb_per_epoch": throughput.rss_mb,
+        "rss_mb_at_end": seg_callbacks.rss_mb(),  # the process's memory after the run (flat across sweep jobs)
         "skipped_samples": [{"file": f, "reason": r} for f, r in source.skipped.items()],
         "skipped_count": len(source.skipped),
     }
