@@ -91,6 +91,7 @@ def make(name: str = "auto", cpu_devices: int | None = None) -> Plan:
         except ValueError as e:
             raise StrategyError(f"TF_CONFIG is not valid JSON ({e})") from e
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
+        _patch_keras_for_multi_worker()
         is_chief, worker, workers = _chief(strategy.cluster_resolver)
         return Plan(strategy, name, strategy.num_replicas_in_sync, is_chief, worker, workers)
     gpus = [d.name for d in tf.config.list_logical_devices("GPU")]
@@ -104,6 +105,63 @@ def make(name: str = "auto", cpu_devices: int | None = None) -> Plan:
     devices = gpus or [d.name for d in tf.config.list_logical_devices("CPU")]
     strategy = tf.distribute.MirroredStrategy(devices)
     return Plan(strategy, name, strategy.num_replicas_in_sync)
+
+
+def check_compile(plan: Plan, jit_compile, steps_per_execution: int):
+    """Refuse what Keras cannot do under a strategy of several replicas (errors deep in fit
+    otherwise)."""
+    if plan.replicas < 2:
+        return
+    if steps_per_execution > 1:
+        raise StrategyError(
+            f"trainer.steps_per_execution={steps_per_execution} with trainer.strategy="
+            f"{plan.name} ({plan.replicas} replicas): Keras 3 fails inside fit() with several "
+            "steps per execution under a distribution strategy (keras-team/keras#19246); use "
+            "trainer.steps_per_execution=1")
+    if jit_compile is True and not tf.config.list_logical_devices("GPU"):
+        raise StrategyError(
+            f"trainer.jit_compile=true with trainer.strategy={plan.name} on CPU devices: XLA "
+            "has no cross-device collectives on a CPU; use trainer.jit_compile=auto")
+
+
+def _patch_keras_for_multi_worker():
+    """Two Keras 3 bugs stop model.fit under MultiWorkerMirroredStrategy (keras-team/keras#20585):
+
+    1. The symbolic build reduces the first (x, y) batch with strategy.reduce("MEAN", (x, y)),
+       which the multi-worker strategy cannot do for a tuple. Only shapes and dtypes are
+       needed: this worker's own part of the batch is used, with no communication.
+    2. Step logs are reduced with strategy.reduce("MEAN", scalar, axis=0), invalid for a
+       scalar; axis=None averages them over the workers.
+    """
+    from keras.src.backend.tensorflow import trainer
+
+    if getattr(trainer, "_seg_multi_worker_patch", False):
+        return
+
+    def maybe_symbolic_build(self, iterator=None, data_batch=None):
+        if self._distribute_strategy is None:
+            return
+        if iterator is not None:
+            for _, _, it in iterator:
+                data_batch = tf.nest.map_structure(
+                    lambda v: self.distribute_strategy.experimental_local_results(v)[0]
+                    if isinstance(v, tf.distribute.DistributedValues) else v, next(it))
+                break
+        with self.distribute_strategy.scope():
+            self._symbolic_build(data_batch=data_batch)
+
+    original = trainer.reduce_per_replica
+
+    def reduce_per_replica(values, strategy, reduction):
+        if reduction in ("auto", "mean") and trainer._collective_all_reduce_multi_worker(strategy):
+            return tf.nest.map_structure(
+                lambda v: strategy.reduce("MEAN", v, axis=None)
+                if isinstance(v, tf.distribute.DistributedValues) else v, values)
+        return original(values, strategy, reduction)
+
+    trainer.TensorFlowTrainer._maybe_symbolic_build = maybe_symbolic_build
+    trainer.reduce_per_replica = reduce_per_replica
+    trainer._seg_multi_worker_patch = True
 
 
 def shard_by_data(ds: tf.data.Dataset) -> tf.data.Dataset:

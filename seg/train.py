@@ -182,9 +182,19 @@ def prepare(cfg: dict, plan: distribute.Plan | None = None) -> dict:
     # the cache). Told to Keras, it stops warning that validation "ran out of data".
     val_batches = int(val_ds.reduce(0, lambda n, _: n + 1))
     val_ds = val_ds.apply(tf.data.experimental.assert_cardinality(val_batches))
+    if plan and plan.replicas > 1:
+        distribute.check_compile(plan, trainer["jit_compile"], trainer["steps_per_execution"])
+        if cfg["model"]["norm"] == "batch":  # one set of batch statistics for all replicas
+            cfg = {**cfg, "model": {**cfg["model"], "norm": "sync_batch"}}
     with (plan.strategy.scope() if plan else contextlib.nullcontext()):
         model, loss, metrics = build(cfg, source)
     steps = trainer["steps_per_epoch"] or max(source.num_train // batch_size, 1)
+    per_call = trainer["steps_per_execution"]
+    if steps % per_call:  # Keras runs whole executions: an epoch would overrun into the next
+        rounded = max(steps // per_call, 1) * per_call
+        print(f"seg: {steps} steps per epoch is not a multiple of trainer.steps_per_execution="
+              f"{per_call}; training {rounded} steps per epoch", flush=True)
+        steps = rounded
     return {"source": source, "image_size": pipe["image_size"], "train_ds": train_ds,
             "train_stream": train_stream, "batch_size": batch_size,
             "val_ds": val_ds, "model": model, "loss": loss, "metrics": metrics, "steps": steps}

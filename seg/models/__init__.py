@@ -32,7 +32,7 @@ def build_model(*, num_classes: int, in_channels: int, encoder: str = "unet",
         freeze_encoder: train the decoder only (a backbone's batch norms stay in inference mode).
         depth, base_filters: U-Net levels and filters at level 0 (doubled per level); the
             decoder uses base_filters * 2**level at every level for every encoder.
-        norm: batch | group | layer | none. dropout: at the bottleneck. activation: Keras name.
+        norm: batch | sync_batch | group | layer | none. dropout: at the bottleneck. activation: Keras name.
         out_channels: None means num_classes; 1 is a binary sigmoid-style head.
         head_activation: None (logits, recommended), "sigmoid" or "softmax".
         decoder: upsample | deconv | pixelshuffle; interpolation (upsample), kernel_size and

@@ -33,6 +33,10 @@ NORMS = {
     # inference then follow the weights within tens of steps, so short runs and early epochs
     # do not validate (and look collapsed) with stale statistics.
     "batch": lambda name: keras.layers.BatchNormalization(momentum=0.9, name=name),
+    # batch statistics over the global batch, all-reduced between replicas (what a
+    # distributed run uses for "batch": every replica then keeps the same moving statistics)
+    "sync_batch": lambda name: keras.layers.BatchNormalization(momentum=0.9, synchronized=True,
+                                                               name=name),
     "group": lambda name: keras.layers.GroupNormalization(groups=8, name=name),
     "layer": lambda name: keras.layers.LayerNormalization(name=name),
     "none": None,
