@@ -1,8 +1,9 @@
 """Train a segmentation model: python scripts/train.py [+decoder=deconv] [key=value ...]
 
 Returns the validation mean IoU, so Hydra sweepers (+sweep=optuna) can maximise it. In a sweep
-(-m, +sweep=...), a job that fails writes failure.json into its folder and the sweep goes on;
-the summary at the end lists every failed job and why.
+(-m, +sweep=...), every job trains in a process of its own (memory stays flat across jobs), a
+job that fails writes failure.json into its folder and the sweep goes on; the summary at the
+end lists every failed job and why.
 
 Exit codes: 0 done; 1 a crash (traceback); 2 a refused set-up or an unwritable run folder (the
 message names the key, file or path); 3 the loss became NaN/Inf (the step is named; the last
@@ -32,10 +33,12 @@ def main(cfg) -> float:
     # per save.
     logging.getLogger("absl").setLevel(logging.WARNING)
     hc = HydraConfig.get()
-    try:
-        metrics = run(_hydra.to_dict(cfg), hc.runtime.output_dir,
-                      run_name=_hydra._run_name(hc.job.override_dirname),
-                      overrides=list(hc.overrides.task))
+    multirun = hc.mode == RunMode.MULTIRUN
+    try:  # a sweep's job in a process of its own: memory stays flat across jobs
+        metrics = (_hydra.in_own_process if multirun else lambda fn, *a, **k: fn(*a, **k))(
+            run, _hydra.to_dict(cfg), hc.runtime.output_dir,
+            run_name=_hydra._run_name(hc.job.override_dirname),
+            overrides=list(hc.overrides.task))
     except Interrupted as e:  # the whole sweep stops too: the next start resumes
         folder = (f"hydra.sweep.dir={hc.sweep.dir}" if hc.mode == RunMode.MULTIRUN
                   else f"hydra.run.dir={hc.runtime.output_dir}")
@@ -53,7 +56,8 @@ def main(cfg) -> float:
         refused = isinstance(e, _hydra.refusal_types())
         failure = {"job": hc.job.num, "overrides": list(hc.overrides.task),
                    "error": type(e).__name__, "refused": refused, "message": str(e),
-                   "traceback": "" if refused else traceback.format_exc()}
+                   "traceback": "" if refused else getattr(e, "child_traceback", None)
+                   or traceback.format_exc()}
         out = Path(hc.runtime.output_dir)
         out.mkdir(parents=True, exist_ok=True)
         (out / "failure.json").write_text(json.dumps(failure, indent=2))
