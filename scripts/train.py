@@ -33,9 +33,12 @@ def main(cfg) -> float:
     # per save.
     logging.getLogger("absl").setLevel(logging.WARNING)
     hc = HydraConfig.get()
-    multirun = hc.mode == RunMode.MULTIRUN
-    try:  # a sweep's job in a process of its own: memory stays flat across jobs
-        metrics = (_hydra.in_own_process if multirun else lambda fn, *a, **k: fn(*a, **k))(
+    # A sweep's job in a process of its own, so memory stays flat across jobs; not where a
+    # launcher already runs it in a worker process (joblib's), which cannot spawn its own.
+    import multiprocessing
+    own = hc.mode == RunMode.MULTIRUN and multiprocessing.parent_process() is None
+    try:
+        metrics = (_hydra.in_own_process if own else lambda fn, *a, **k: fn(*a, **k))(
             run, _hydra.to_dict(cfg), hc.runtime.output_dir,
             run_name=_hydra._run_name(hc.job.override_dirname),
             overrides=list(hc.overrides.task))
