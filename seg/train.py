@@ -571,7 +571,7 @@ def run(cfg: dict, output_dir: str | Path, run_name: str | None = None,
         "global_batch_size": batch_size, "learning_rate": learning_rate,
         "precision": trainer["precision"],
         "rss_mb_per_epoch": throughput.rss_mb,
-        "rss_mb_at_end": seg_callbacks.rss_mb(),  # the process's memory after the run (flat across sweep jobs)
+        "rss_mb_at_end": seg_callbacks.rss_mb(),  # the process's memory after the run
         "skipped_samples": [{"file": f, "reason": r} for f, r in source.skipped.items()],
         "skipped_count": len(source.skipped),
     }

@@ -38,11 +38,12 @@ keras.utils.set_random_seed(0)
 single = model_and_loss()
 with tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]).scope():
     mirrored = model_and_loss()
-mirrored.set_weights(single.get_weights())
+start = single.get_weights()
+mirrored.set_weights(start)
 for model in (single, mirrored):  # two steps of the same global batch of 16
     model.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0)
 diff = max(float(np.abs(a - b).max()) for a, b in zip(single.get_weights(), mirrored.get_weights()))
-moved = max(float(np.abs(a - b).max()) for a, b in zip(single.get_weights(), model_and_loss().get_weights()))
+moved = max(float(np.abs(a - b).max()) for a, b in zip(single.get_weights(), start))
 print("DIFF", diff, moved)
 """
 
@@ -56,8 +57,8 @@ def test_two_replicas_of_8_take_the_same_step_as_one_device_of_16(norm):
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     diff, moved = map(float, proc.stdout.split("DIFF")[1].split())
-    assert moved > 1e-3  # the steps did move the weights
-    assert diff < 1e-5, (diff, moved)  # (a summed loss would double the step)
+    assert moved > 2e-4  # the steps moved the weights by far more than the tolerance...
+    assert diff < 1e-5, (diff, moved)  # ...and a summed loss (a doubled step) would show
 
 
 @pytest.mark.slow
