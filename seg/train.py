@@ -344,6 +344,10 @@ def run(cfg: dict, output_dir: str | Path, run_name: str | None = None,
     if trainer["lr_scaling"] not in ("linear", "none"):
         raise ConfigError(f"trainer.lr_scaling={trainer['lr_scaling']!r}: use linear (learning "
                           "rate x replicas) or none")
+    compile_options(trainer)  # refused before the run folder is touched
+    if trainer["precision"] not in PRECISIONS:
+        raise ConfigError(f"trainer.precision={trainer['precision']!r}: use one of "
+                          f"{list(PRECISIONS)}")
     plan = distribute.make(trainer["strategy"], trainer["cpu_devices"])  # before any TF op
     chief = plan.is_chief  # only the chief writes; the other workers train in lock-step
     keras.utils.clear_session(free_memory=True)  # release earlier jobs' models (multirun)
