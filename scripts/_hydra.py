@@ -118,10 +118,14 @@ def in_own_process(fn, *args, **kwargs):
     for every model trained in a process however it is released (keras-team/keras#17458), so
     each job runs in its own process and the sweep's memory stays flat. SIGTERM is passed on
     to the job (which checkpoints and stops as usual); a terminal's Ctrl-C reaches it directly.
+    Inside a launcher's worker process (joblib's) fn runs there: spawn cannot copy its start
+    method.
     """
     import multiprocessing
     import signal
 
+    if multiprocessing.parent_process() is not None:
+        return fn(*args, **kwargs)
     context = multiprocessing.get_context("spawn")
     receive, send = context.Pipe(duplex=False)
     child = context.Process(target=_child, args=(send, fn, args, kwargs))

@@ -79,12 +79,8 @@ def main(argv=None) -> dict:
     del parts
 
     def compiled(model, loss, metrics, total_steps):
-        schedule = train.make_schedule(trainer["schedule"], float(trainer["learning_rate"]),
-                                       total_steps)
-        optimizer = train.make_optimizer(trainer["optimizer"], schedule,
-                                         trainer["weight_decay"], trainer["momentum"])
-        model.compile(optimizer=optimizer, loss=loss, metrics=metrics,
-                      **train.compile_options(trainer))
+        train.compile_for_training(model, loss, metrics, trainer, train.make_schedule(
+            trainer["schedule"], float(trainer["learning_rate"]), total_steps))
         return model
 
     # 2. Ours (train.run, everything on) and bare Keras, alternating epoch by epoch.
@@ -99,7 +95,8 @@ def main(argv=None) -> dict:
                           callbacks=[bare_clock], verbose=0, shuffle=True)
 
     metrics = train.run(cfg, out, run_name="benchmark", timings=timings,
-                        callbacks=[ours_clock, bench.EveryEpoch(bare_epoch)])
+                        callbacks=[ours_clock, keras.callbacks.LambdaCallback(
+                            on_epoch_end=lambda epoch, logs: bare_epoch(epoch))])
     bare_val = bare["model"].evaluate(val_ds, return_dict=True, verbose=0)["mean_iou"]
 
     # 3. Model only: one batch repeated from memory, after both.
@@ -146,7 +143,7 @@ def main(argv=None) -> dict:
         "timed_steps": ours["steps"],
         "peak_rss_mb": bench.peak_rss_mb(),
         "device_peak_mb": dev["device_peak_mb"],
-        "rss_mb_per_epoch": ours_clock.rss_mb,
+        "rss_mb_per_epoch": metrics["rss_mb_per_epoch"],
         "train_gflops_per_image": round(train_flops / 1e9, 3),
         "tflops_per_s": round(ips(ours) * train_flops / 1e12, 3),
         "mfu": round(ips(ours) * train_flops / peak, 4) if peak else None,
@@ -162,6 +159,7 @@ def main(argv=None) -> dict:
         "command": "python scripts/benchmark.py " + shlex.join(sys.argv[1:] if argv is None
                                                                else argv),
     }
+    pair = lambda a, b: f"{result[a]} / {result[b]}"  # noqa: E731
     rows = [
         ("end-to-end images/s (ours)", result["images_per_s"]),
         ("bare Keras fit images/s", result["bare_images_per_s"]),
@@ -169,11 +167,9 @@ def main(argv=None) -> dict:
         ("model-only images/s (one batch from memory)", result["model_only_images_per_s"]),
         ("input pipeline alone images/s", result["pipeline_images_per_s"]),
         ("pipeline / training step", result["pipeline_vs_step"]),
-        ("compile + first step s (ours / bare)", f"{result['compile_s']} / "
-                                                 f"{result['bare_compile_s']}"),
-        ("step ms median / p99 (ours)", f"{result['median_step_ms']} / {result['p99_step_ms']}"),
-        ("step ms median / p99 (bare)", f"{result['bare_median_step_ms']} / "
-                                        f"{result['bare_p99_step_ms']}"),
+        ("compile + first step s (ours / bare)", pair("compile_s", "bare_compile_s")),
+        ("step ms median / p99 (ours)", pair("median_step_ms", "p99_step_ms")),
+        ("step ms median / p99 (bare)", pair("bare_median_step_ms", "bare_p99_step_ms")),
         ("share of an epoch: image logging", result["image_logging_share"]),
         ("share of an epoch: monitors", result["monitors_share"]),
         ("share of an epoch: logging + monitors", result["logging_share"]),
@@ -184,8 +180,7 @@ def main(argv=None) -> dict:
         ("host memory per epoch MB", result["rss_mb_per_epoch"]),
         ("training GFLOPs per image", result["train_gflops_per_image"]),
         ("achieved TFLOP/s (MFU)", f"{result['tflops_per_s']} ({result['mfu']})"),
-        ("val mIoU after the run (ours / bare)", f"{result['val_mean_iou']} / "
-                                                 f"{result['bare_val_mean_iou']}"),
+        ("val mIoU after the run (ours / bare)", pair("val_mean_iou", "bare_val_mean_iou")),
     ]
     print(f"\n{result['decoder']} decoder, {result['image_size']}px, batch {bs}, "
           f"{result['precision']}, jit_compile={result['jit_compile']}, steps_per_execution="

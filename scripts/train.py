@@ -33,15 +33,14 @@ def main(cfg) -> float:
     # per save.
     logging.getLogger("absl").setLevel(logging.WARNING)
     hc = HydraConfig.get()
-    # A sweep's job in a process of its own, so memory stays flat across jobs; not where a
-    # launcher already runs it in a worker process (joblib's), which cannot spawn its own.
-    import multiprocessing
-    own = hc.mode == RunMode.MULTIRUN and multiprocessing.parent_process() is None
+    args = (_hydra.to_dict(cfg), hc.runtime.output_dir)
+    kwargs = {"run_name": _hydra._run_name(hc.job.override_dirname),
+              "overrides": list(hc.overrides.task)}
     try:
-        metrics = (_hydra.in_own_process if own else lambda fn, *a, **k: fn(*a, **k))(
-            run, _hydra.to_dict(cfg), hc.runtime.output_dir,
-            run_name=_hydra._run_name(hc.job.override_dirname),
-            overrides=list(hc.overrides.task))
+        if hc.mode == RunMode.MULTIRUN:  # a process of its own: memory stays flat across jobs
+            metrics = _hydra.in_own_process(run, *args, **kwargs)
+        else:
+            metrics = run(*args, **kwargs)
     except Interrupted as e:  # the whole sweep stops too: the next start resumes
         folder = (f"hydra.sweep.dir={hc.sweep.dir}" if hc.mode == RunMode.MULTIRUN
                   else f"hydra.run.dir={hc.runtime.output_dir}")

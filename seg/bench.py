@@ -8,6 +8,7 @@ in the same process, epoch for epoch (A B A B), because absolute CPU figures are
 
 from __future__ import annotations
 
+import os
 import platform
 import resource
 import time
@@ -15,8 +16,6 @@ import time
 import keras
 import numpy as np
 import tensorflow as tf
-
-from seg.callbacks import rss_mb
 
 # Dense peak FLOP/s of the chips we may be lent, for model FLOPs utilisation:
 # (name fragment, {precision: peak}); float32 runs on TF32 tensor cores.
@@ -36,7 +35,6 @@ class StepClock(keras.callbacks.Callback):
         self.steps: list[list[tuple[int, float]]] = []  # per epoch: (steps done, time)
         self.epoch_s: list[float] = []
         self.validation_s: list[float] = []
-        self.rss_mb: list[float] = []
         self.compile_s: float | None = None
 
     def on_train_begin(self, logs=None):
@@ -63,7 +61,6 @@ class StepClock(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self.epoch_s.append(time.perf_counter() - self._epoch_start)
-        self.rss_mb.append(rss_mb())
 
     def window(self, skip_epochs: int = 1) -> dict:
         """Images/s-ready figures over the epochs after the warm-up: steps, seconds, step times.
@@ -83,27 +80,10 @@ class StepClock(keras.callbacks.Callback):
                 "p99_step_ms": 1e3 * float(np.percentile(per_step, 99)) if per_step else None}
 
 
-class EveryEpoch(keras.callbacks.Callback):
-    """Calls fn(epoch) at the end of every epoch (after the callbacks before it)."""
-
-    def __init__(self, fn):
-        super().__init__()
-        self.fn = fn
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.fn(epoch)
-
-
 def arrays(dataset: tf.data.Dataset, max_images: int) -> tuple[np.ndarray, np.ndarray]:
-    """Up to max_images (image, mask) pairs of a batched dataset as in-memory numpy arrays."""
-    xs, ys, n = [], [], 0
-    for x, y in dataset:
-        xs.append(x.numpy())
-        ys.append(y.numpy())
-        n += len(xs[-1])
-        if n >= max_images:
-            break
-    return np.concatenate(xs)[:max_images], np.concatenate(ys)[:max_images]
+    """The first max_images (image, mask) pairs of a batched dataset as numpy arrays."""
+    x, y = next(iter(dataset.unbatch().batch(max_images)))
+    return x.numpy(), y.numpy()
 
 
 def pipeline_images_per_s(dataset: tf.data.Dataset, batch_size: int, steps: int,
@@ -157,7 +137,6 @@ def device() -> dict:
                         if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    import os
     return {"device": f"CPU: {name} ({len(os.sched_getaffinity(0))} cores)", "gpus": 0,
             "device_peak_mb": None}
 

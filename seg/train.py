@@ -73,15 +73,19 @@ def make_optimizer(optimizer: str, learning_rate, weight_decay: float, momentum:
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 
 
+def check_precision(precision: str) -> str:
+    if precision not in PRECISIONS:
+        raise ConfigError(f"trainer.precision={precision!r}: use one of {list(PRECISIONS)}")
+    return precision
+
+
 def set_precision(precision: str):
     """Keras' global dtype policy: layers compute in float16/bfloat16 and keep float32 weights.
 
     The model's head (logits, activation) is float32 whatever the policy, so the loss and the
     metrics see float32; mixed_float16 also gets Keras' loss scaling at compile.
     """
-    if precision not in PRECISIONS:
-        raise ConfigError(f"trainer.precision={precision!r}: use one of {list(PRECISIONS)}")
-    keras.mixed_precision.set_global_policy(precision)
+    keras.mixed_precision.set_global_policy(check_precision(precision))
 
 
 def compile_options(trainer: dict) -> dict:
@@ -92,6 +96,15 @@ def compile_options(trainer: dict) -> dict:
     if not isinstance(spe, int) or isinstance(spe, bool) or spe < 1:
         raise ConfigError(f"trainer.steps_per_execution={spe!r}: use a whole number >= 1")
     return {"jit_compile": jit, "steps_per_execution": spe}
+
+
+def compile_for_training(model, loss, metrics, trainer: dict, schedule, done_steps: int = 0):
+    """model.compile with the configured optimizer on a learning-rate schedule (continuing
+    after done_steps), XLA and steps per execution."""
+    optimizer = make_optimizer(trainer["optimizer"], schedule, trainer["weight_decay"],
+                               trainer["momentum"])
+    optimizer.iterations.assign(done_steps)  # the schedule continues where it was
+    model.compile(optimizer=optimizer, loss=loss, metrics=metrics, **compile_options(trainer))
 
 
 def check_sections(cfg: dict):
@@ -345,9 +358,7 @@ def run(cfg: dict, output_dir: str | Path, run_name: str | None = None,
         raise ConfigError(f"trainer.lr_scaling={trainer['lr_scaling']!r}: use linear (learning "
                           "rate x replicas) or none")
     compile_options(trainer)  # refused before the run folder is touched
-    if trainer["precision"] not in PRECISIONS:
-        raise ConfigError(f"trainer.precision={trainer['precision']!r}: use one of "
-                          f"{list(PRECISIONS)}")
+    check_precision(trainer["precision"])
     plan = distribute.make(trainer["strategy"], trainer["cpu_devices"])  # before any TF op
     chief = plan.is_chief  # only the chief writes; the other workers train in lock-step
     keras.utils.clear_session(free_memory=True)  # release earlier jobs' models (multirun)
@@ -394,11 +405,7 @@ def run(cfg: dict, output_dir: str | Path, run_name: str | None = None,
 
     def compile_model(done_steps: int = 0):
         with plan.strategy.scope():
-            optimizer = make_optimizer(trainer["optimizer"], schedule, trainer["weight_decay"],
-                                       trainer["momentum"])
-            optimizer.iterations.assign(done_steps)  # the schedule continues where it was
-            model.compile(optimizer=optimizer, loss=loss, metrics=metrics,
-                          **compile_options(trainer))
+            compile_for_training(model, loss, metrics, trainer, schedule, done_steps)
 
     # Fine-tuning: with a frozen encoder and unfreeze_encoder_after=N, train the decoder for N
     # epochs, then everything. Keras needs a new compile (and optimizer) to see new trainable
