@@ -31,7 +31,9 @@ def _run_name(override_dirname: str) -> str:
     a hash of all the overrides, so they stay unique and within the file system's 255 bytes.
     """
     name = _SHORT_FLOAT.sub(lambda m: f"={float(m.group(1)):.4g}", override_dirname)
-    name = name.replace("/", "_").replace("+", "") or "default"
+    # no "[ ] * ?": TensorFlow reads checkpoint paths as file patterns (a list value such as
+    # data.scale_range=[1.0,1.0] is written with parentheses instead)
+    name = name.translate(str.maketrans("[]", "()", "+*?")).replace("/", "_") or "default"
     if len(name) > 120:
         name = f"{name[:111]}_{hashlib.sha1(override_dirname.encode()).hexdigest()[:8]}"
     return name

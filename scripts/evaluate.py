@@ -25,7 +25,11 @@ def parse(argv=None):
                    help="images with a side longer than this are predicted in overlapping "
                         "tiles of this size (0: always whole images; default 512)")
     p.add_argument("--overlap", type=float, default=0.25, help="tile overlap (0..0.9)")
-    p.add_argument("--flip", action="store_true", help="also predict mirrored images, average")
+    p.add_argument("--flip", action="store_true", help="also predict mirrored images, average "
+                   "(the same as --tta flip)")
+    p.add_argument("--tta", default="none", choices=["none", "flip", "d4"],
+                   help="test-time augmentation: average the predictions of the image and its "
+                        "mirror (flip) or of its 8 rotations and mirrors (d4)")
     p.add_argument("--worst", type=int, default=4, help="panels of this many worst images")
     p.add_argument("--out", help="output folder (default RUN/evaluation/SPLIT)")
     p.add_argument("--no-progress", action="store_true")
@@ -55,6 +59,7 @@ def main(argv=None) -> dict:
     result = inference.evaluate(
         trained, dataset, names, num_classes=data["num_classes"],
         ignore_index=data["ignore_index"], tile=tile, overlap=args.overlap, flip=args.flip,
+        tta=args.tta,
         worst=args.worst, skipped=source.skipped,
         progress=not args.no_progress and sys.stdout.isatty())
     out = Path(args.out) if args.out else (
@@ -76,7 +81,8 @@ def main(argv=None) -> dict:
                 tf.summary.image(f"evaluation/{args.split}/{name}", picture[None], step=0)
     report = {
         "checkpoint": str(trained.checkpoint), "split": args.split, "tile": tile,
-        "overlap": args.overlap, "flip": args.flip, "overrides": args.overrides,
+        "overlap": args.overlap, "flip": args.flip,
+        "tta": "flip" if args.flip and args.tta == "none" else args.tta, "overrides": args.overrides,
         "images": result["images"], "mean_iou": result["mean_iou"],
         "pixel_accuracy": result["pixel_accuracy"], "dice": result["dice"],
         "iou_per_class": dict(zip(class_names, result["iou_per_class"])),

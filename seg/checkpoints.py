@@ -227,8 +227,15 @@ def _first_line(e: BaseException) -> str:
 
 
 def check_writable(folder: str | Path):
-    """Fail early, naming the folder, when it cannot be written (read-only, missing rights)."""
+    """Fail early, naming the folder, when it cannot be written (read-only, missing rights) or
+    its path holds a character that TensorFlow's checkpoint reader takes as a file pattern."""
     folder = Path(folder)
+    pattern = sorted(set("[]*?") & set(str(folder.resolve())))
+    if pattern:
+        raise CheckpointError(
+            f"{folder}: the run folder's path contains {' '.join(pattern)}, which TensorFlow "
+            "reads as a file pattern, so the resume state could be written but never read "
+            "back; choose another with hydra.run.dir=...")
     try:
         folder.mkdir(parents=True, exist_ok=True)
         probe = folder / f".tmp-{os.getpid()}-write-test"

@@ -100,27 +100,50 @@ def _starts(length: int, tile: int, stride: int) -> list[int]:
     return starts + [length - tile]
 
 
+TTA = ("none", "flip", "d4")
+
+
+def _views(tta: str):
+    """(transform, inverse) pairs of the test-time views of images [B, H, W, C]."""
+    if tta not in TTA:
+        raise ValueError(f"tta={tta!r}: use one of {list(TTA)}")
+    mirrors = (False, True) if tta != "none" else (False,)
+    turns = range(4) if tta == "d4" else range(1)
+    for k in turns:
+        for m in mirrors:
+            def there(x, k=k, m=m):
+                x = np.rot90(x, k, axes=(1, 2))
+                return x[:, :, ::-1] if m else x
+
+            def back(p, k=k, m=m):
+                return np.rot90(p[:, :, ::-1] if m else p, -k, axes=(1, 2))
+            yield there, back
+
+
 def predict_probs(model, images: np.ndarray, *, from_logits: bool, tile: int = 0,
-                  overlap: float = 0.25, batch_size: int = 8, flip: bool = False) -> np.ndarray:
+                  overlap: float = 0.25, batch_size: int = 8, flip: bool = False,
+                  tta: str = "none") -> np.ndarray:
     """Class probabilities [B, H, W, K] for float images [B, H, W, C] in [0, 1].
 
     Images with a side longer than `tile` (> 0) are predicted in tile x tile windows that overlap
     by `overlap`, blended with weights that favour each window's centre, so no seam shows and
-    any image size fits in memory. tile=0 predicts whole images. flip=True also predicts the
-    left-right mirrored images and averages (test-time augmentation).
+    any image size fits in memory. tile=0 predicts whole images. Test-time augmentation averages
+    the probabilities of several views: tta="flip" (or flip=True) the image and its left-right
+    mirror, tta="d4" its 8 rotations by 90 degrees and their mirrors (as the U-Net paper did
+    on the ISBI membranes).
     """
     images = np.asarray(images, np.float32)
     b, h, w, _ = images.shape
+    views = list(_views("flip" if flip and tta == "none" else tta))
 
     def forward(x):
         out = []
         for i in range(0, len(x), batch_size):
             chunk = x[i:i + batch_size]
-            p = probabilities(np.asarray(model(chunk, training=False)), from_logits)
-            if flip:
-                mirrored = np.asarray(model(chunk[:, :, ::-1], training=False))
-                p = 0.5 * (p + probabilities(mirrored, from_logits)[:, :, ::-1])
-            out.append(p)
+            p = sum(back(probabilities(np.asarray(model(np.ascontiguousarray(there(chunk)),
+                                                        training=False)), from_logits))
+                    for there, back in views)
+            out.append(p / len(views))
         return np.concatenate(out)
 
     if not tile or (h <= tile and w <= tile):
@@ -154,7 +177,8 @@ def scores(cm: np.ndarray) -> dict:
 
 
 def evaluate(trained: Trained, dataset, names: list[str], *, num_classes: int, ignore_index: int,
-             tile: int = 0, overlap: float = 0.25, flip: bool = False, worst: int = 4,
+             tile: int = 0, overlap: float = 0.25, flip: bool = False, tta: str = "none",
+             worst: int = 4,
              skipped: dict | None = None, progress: bool = True) -> dict:
     """Metrics of a model on whole images of a dataset of unbatched (uint8 image, int mask).
 
@@ -172,7 +196,7 @@ def evaluate(trained: Trained, dataset, names: list[str], *, num_classes: int, i
     for i, (image, mask) in enumerate(dataset.as_numpy_iterator()):
         x = image[None].astype(np.float32) / 255.0
         probs = predict_probs(trained.model, x, from_logits=trained.from_logits, tile=tile,
-                              overlap=overlap, flip=flip)[0]
+                              overlap=overlap, flip=flip, tta=tta)[0]
         pred = probs.argmax(-1)
         image_cm = confusion_matrix(mask, pred, num_classes, ignore_index)
         cm += image_cm

@@ -26,7 +26,8 @@ from seg.metrics import make_metrics
 from seg.models import build_model, encoder_of
 
 SECTIONS = ("seed", "data", "model", "decoder", "loss", "trainer", "diagnostics", "logging")
-PIPELINE_KEYS = ("name", "image_size", "ignore_index", "augment", "scale_range", "cache")
+PIPELINE_KEYS = ("name", "image_size", "ignore_index", "augment", "scale_range", "elastic_sigma",
+                 "cache")
 
 
 class ConfigError(ValueError):
@@ -186,7 +187,8 @@ def prepare(cfg: dict, plan: distribute.Plan | None = None) -> dict:
             source.train, num_examples=source.num_train, batch_size=batch_size,
             image_size=pipe["image_size"], augment_data=pipe["augment"],
             scale_range=tuple(pipe["scale_range"]), ignore_index=pipe["ignore_index"],
-            seed=cfg["seed"], cache=pipe["cache"], start_batch=start_batch))
+            seed=cfg["seed"], cache=pipe["cache"], start_batch=start_batch,
+            elastic_sigma=pipe.get("elastic_sigma", 0.0)))
 
     train_ds = train_stream()
     val_ds = shard(pipeline.validation(source.val, batch_size=batch_size,

@@ -129,6 +129,28 @@ def test_augment_keeps_image_and_mask_aligned(in_graph):
         np.testing.assert_array_equal(np.round(x.numpy()[..., 0] * 255 / 60), y.numpy())
 
 
+def test_elastic_warp_moves_image_and_mask_together():
+    """The warp must move pixels (not a no-op), keep labels whole (nearest), keep the image and
+    its mask aligned away from label edges, and depend on the seed alone."""
+    image, mask = _aligned_pair(48, 48)
+    fn = tf.function(lambda s: pipeline.augment(image, mask, s, size=48, scale_range=(1.0, 1.0),
+                                                elastic_sigma=4.0))
+    moved = 0.0
+    for seed in range(5):
+        x, y = fn(tf.constant([seed, 3], tf.int64))
+        x, y = x.numpy()[..., 0] * 255 / 60, y.numpy()
+        assert set(np.unique(y)) <= {0, 1, 2, 3}
+        interior = np.abs(x - np.round(x)) < 1e-3  # bilinear pixels between two labels aside
+        assert interior.mean() > 0.5
+        np.testing.assert_array_equal(np.round(x[interior]), y[interior])
+        plain, _ = pipeline.augment(image, mask, tf.constant([seed, 3], tf.int64), size=48,
+                                    scale_range=(1.0, 1.0))
+        moved += np.mean(np.abs(x - plain.numpy()[..., 0] * 255 / 60) > 0.5)
+        again = fn(tf.constant([seed, 3], tf.int64))[1].numpy()
+        np.testing.assert_array_equal(again, y)
+    assert moved / 5 > 0.05
+
+
 def test_scaling_never_interpolates_labels_and_pads_with_ignore():
     image, mask = _aligned_pair(10, 12)
     values = set()

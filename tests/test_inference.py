@@ -46,6 +46,27 @@ def test_tiled_prediction_of_a_unet_is_close_to_whole_and_flip_averages():
                                (whole + flipped) / 2, atol=1e-5)
 
 
+def test_d4_test_time_augmentation_averages_the_eight_views():
+    from seg.inference import predict_probs
+
+    model = _model(kernel=3)  # a 3x3 kernel is not symmetric: every view differs
+    x = np.random.default_rng(3).random((2, 20, 28, 3)).astype(np.float32)
+    views = []
+    for k in range(4):
+        for mirror in (False, True):
+            v = np.rot90(x, k, axes=(1, 2))
+            v = v[:, :, ::-1] if mirror else v
+            p = predict_probs(model, np.ascontiguousarray(v), from_logits=True)
+            p = p[:, :, ::-1] if mirror else p
+            views.append(np.rot90(p, -k, axes=(1, 2)))
+    d4 = predict_probs(model, x, from_logits=True, tta="d4")
+    assert d4.shape == (2, 20, 28, 3)
+    assert np.abs(views[2] - views[0]).max() > 1e-3  # the views differ
+    np.testing.assert_allclose(d4, np.mean(views, axis=0), atol=1e-5)
+    with pytest.raises(ValueError, match="tta='d8'"):
+        predict_probs(model, x, from_logits=True, tta="d8")
+
+
 def test_scores_match_keras_mean_iou():
     from seg.inference import scores
     from seg.metrics import SegmentationMetric, confusion_matrix

@@ -206,6 +206,25 @@ def test_an_unwritable_run_folder_is_named_before_anything_runs(tmp_path, compos
         run(compose(*SMALL, "trainer.epochs=1"), blocker / "run")
 
 
+def test_a_run_folder_tensorflow_would_read_as_a_file_pattern_is_refused(tmp_path, compose):
+    """TensorFlow writes a checkpoint under "[1.0,1.0]" but cannot read it back (it globs the
+    path): seen with a run folder named after data.scale_range=[1.0,1.0]. Refused up front."""
+    import keras
+
+    from seg.checkpoints import CheckpointError, save_state
+    from seg.train import run
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer="adam", loss="mse")
+    with pytest.raises(CheckpointError, match="cannot write the resume state"):
+        save_state(model, tmp_path / "scale=[1.0,1.0]", {"global_step": 1})
+    out = tmp_path / "scale=[1.0,1.0]-run"
+    with pytest.raises(CheckpointError, match=r"contains \[ \], which TensorFlow reads as a "
+                                              "file pattern"):
+        run(compose(*SMALL, "trainer.epochs=1"), out)
+    assert not out.exists()
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders anyway")
 def test_a_read_only_run_folder_is_refused_and_left_as_it_was(tmp_path, compose):
     from seg.checkpoints import CheckpointError

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import tensorflow as tf
+from keras import ops
 
 from seg.data.folder import DataError, Pair, read_pair
 
@@ -73,8 +74,29 @@ def _place(image, mask, size, offsets_seed, ignore_index, random):
     return image[oy:oy + size, ox:ox + size], mask[oy:oy + size, ox:ox + size]
 
 
+def elastic(image, mask, seed, *, sigma: float, grid: int = 3):
+    """Warp an image (bilinear) and its mask (nearest) by one smooth random displacement field.
+
+    As in the U-Net paper: displacements drawn from N(0, sigma^2) pixels on a coarse grid x grid
+    lattice, interpolated bicubically to every pixel; borders are reflected, so no pixel is
+    invented and no label is mixed.
+    """
+    h, w = tf.shape(image)[0], tf.shape(image)[1]
+    coarse = tf.random.stateless_normal([1, grid, grid, 2], seed, stddev=sigma)
+    field = tf.image.resize(coarse, [h, w], method="bicubic")[0]
+    rows, cols = tf.meshgrid(tf.range(h, dtype=tf.float32), tf.range(w, dtype=tf.float32),
+                             indexing="ij")
+    at = tf.stack([rows + field[..., 0], cols + field[..., 1]])
+
+    def warp(a, order):
+        return tf.stack([ops.image.map_coordinates(a[..., c], at, order, fill_mode="reflect")
+                         for c in range(a.shape[-1])], axis=-1)
+
+    return warp(image, 1), tf.cast(warp(tf.cast(mask, tf.float32), 0), mask.dtype)
+
+
 def augment(image, mask, seed, *, size: int, scale_range=(0.8, 1.25), ignore_index: int = 255,
-            random: bool = True):
+            random: bool = True, elastic_sigma: float = 0.0):
     """Jointly scale, crop and flip one (uint8 image, int32 mask) pair to size x size.
 
     Args:
@@ -82,6 +104,8 @@ def augment(image, mask, seed, *, size: int, scale_range=(0.8, 1.25), ignore_ind
         size: output height and width. scale_range: (low, high) random zoom factors.
         ignore_index: label for pixels created by padding. random: False gives a centre
             crop/pad and no flips (deterministic, for evaluation-style inputs).
+        elastic_sigma: > 0 also warps the crop elastically (see `elastic`), by this many
+            pixels (standard deviation of the displacements).
 
     Returns:
         float32 image [size, size, C] in [0, 1], int32 mask [size, size].
@@ -96,17 +120,22 @@ def augment(image, mask, seed, *, size: int, scale_range=(0.8, 1.25), ignore_ind
         image = tf.image.resize(image, hw, method="bilinear")
         mask = tf.image.resize(mask, hw, method="nearest")
     image, mask = _place(image, mask, size, seeds[1:3], ignore_index, random)
+    image.set_shape([size, size, image.shape[-1]])
+    mask.set_shape([size, size, 1])
     if random:
         for axis, s in ((1, seeds[3]), (0, seeds[4])):
             flip = tf.random.stateless_uniform([], s) < 0.5
             image = tf.cond(flip, lambda: tf.reverse(image, [axis]), lambda: image)
             mask = tf.cond(flip, lambda: tf.reverse(mask, [axis]), lambda: mask)
+        if elastic_sigma > 0:
+            image, mask = elastic(image, mask, seeds[5], sigma=elastic_sigma)
     return tf.clip_by_value(image, 0.0, 1.0), mask[..., 0]
 
 
 def training(ds: tf.data.Dataset, *, num_examples: int, batch_size: int, image_size: int,
              augment_data: bool = True, scale_range=(0.8, 1.25), ignore_index: int = 255,
-             seed: int = 0, cache: bool = False, start_batch: int = 0) -> tf.data.Dataset:
+             seed: int = 0, cache: bool = False, start_batch: int = 0,
+             elastic_sigma: float = 0.0) -> tf.data.Dataset:
     """An endless, shuffled, augmented stream of fixed-size batches (image, mask).
 
     The stream of the first iterator of the returned dataset is a function of the seed alone:
@@ -125,7 +154,8 @@ def training(ds: tf.data.Dataset, *, num_examples: int, batch_size: int, image_s
     ds = tf.data.Dataset.zip((passes, seeds)).skip(start_batch * batch_size)
     ds = ds.map(
         lambda pair, s: augment(pair[0], pair[1], s, size=image_size, scale_range=scale_range,
-                                ignore_index=ignore_index, random=augment_data),
+                                ignore_index=ignore_index, random=augment_data,
+                                elastic_sigma=elastic_sigma),
         num_parallel_calls=AUTOTUNE, deterministic=True)
     return ds.batch(batch_size, drop_remainder=True).prefetch(AUTOTUNE)
 
