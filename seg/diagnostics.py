@@ -320,7 +320,7 @@ def _layer_gradients(model, loss_fn, x, y):
         pred = model(x, training=True)
         loss = loss_fn(y, pred)
     ce_part = None
-    if getattr(loss_fn, "kind", None) in ("ce", "ce_dice"):  # the part whose start is ln(C)
+    if getattr(loss_fn, "kind", None) in ("ce", "ce_dice", "ce_lovasz"):  # starts at ln(C)
         ce_part = float(type(loss_fn).from_config({**loss_fn.get_config(), "kind": "ce"})(y, pred))
     grads = tape.gradient(loss, model.trainable_variables)
     norms: dict[str, float] = {}
@@ -352,7 +352,8 @@ def probe(model, loss_fn, batch, *, num_classes: int, out_channels: int | None, 
             out.append(Finding("error", "initial loss", f"the loss is {loss0} before training",
                                "a non-finite loss at initialisation means broken inputs or "
                                "labels", "check the data (seg check) and the loss"))
-        elif loss in ("auto", "ce", "focal", "ce_dice", *CATEGORICAL, "binary_crossentropy"):
+        elif loss in ("auto", "ce", "focal", "ce_dice", "ce_lovasz", *CATEGORICAL,
+                      "binary_crossentropy"):
             if loss0 < 0.05 * expected:
                 out.append(Finding(
                     "error", "initial loss",

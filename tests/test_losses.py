@@ -73,6 +73,27 @@ def test_ce_dice_is_the_sum():
     assert float(total) == pytest.approx(float(parts), 1e-6)
 
 
+def test_lovasz_equals_one_minus_miou_on_hard_predictions_and_ignores_void():
+    """The Lovasz extension is exact on vertices: for one-hot probabilities the loss is
+    1 - mean IoU over the classes present (ignored pixels left out), and it has a gradient."""
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, (2, 12, 12))
+    y[0, :3] = 255
+    pred = rng.integers(0, 3, (2, 12, 12))
+    loss = SegmentationLoss("lovasz", num_classes=3, from_logits=False)(y, np.eye(3)[pred])
+    valid = y != 255
+    ious = [((pred == c) & (y == c) & valid).sum() / (((pred == c) | (y == c)) & valid).sum()
+            for c in range(3)]
+    assert float(loss) == pytest.approx(1 - np.mean(ious), 1e-5)
+    z = tf.Variable(rng.normal(size=(2, 12, 12, 3)).astype(np.float32))
+    with tf.GradientTape() as tape:
+        total = SegmentationLoss("ce_lovasz", num_classes=3)(y, z)
+    assert float(tf.norm(tape.gradient(total, z))) > 0
+    assert float(total) == pytest.approx(float(SegmentationLoss("ce", num_classes=3)(y, z))
+                                         + float(SegmentationLoss("lovasz", num_classes=3)(y, z)),
+                                         1e-5)
+
+
 def test_categorical_crossentropy_over_one_channel_is_constant_with_zero_gradient():
     y = np.array([[[0, 1], [1, 0]]])
     z = tf.Variable(np.random.default_rng(0).random((1, 2, 2, 1)).astype(np.float32))
