@@ -82,7 +82,8 @@ def main(argv=None) -> dict:
     report = {
         "checkpoint": str(trained.checkpoint), "split": args.split, "tile": tile,
         "overlap": args.overlap, "flip": args.flip,
-        "tta": "flip" if args.flip and args.tta == "none" else args.tta, "overrides": args.overrides,
+        "tta": "flip" if args.flip and args.tta == "none" else args.tta,
+        "overrides": args.overrides,
         "images": result["images"], "mean_iou": result["mean_iou"],
         "pixel_accuracy": result["pixel_accuracy"], "dice": result["dice"],
         "iou_per_class": dict(zip(class_names, result["iou_per_class"])),

@@ -35,11 +35,31 @@ def test_decoders_build_their_own_layers():
     up = build_unet(num_classes=2, in_channels=3, base_filters=4, decoder="upsample",
                     interpolation="bilinear")
     de = build_unet(num_classes=2, in_channels=3, base_filters=4, decoder="deconv")
+    near = build_unet(num_classes=2, in_channels=3, base_filters=4, decoder="upsample")
     kinds = lambda m: {type(layer).__name__ for layer in m.layers}  # noqa: E731
-    assert "UpSampling2D" in kinds(up) and "Conv2DTranspose" not in kinds(up)
-    assert "Conv2DTranspose" in kinds(de) and "UpSampling2D" not in kinds(de)
-    ups = [layer for layer in up.layers if isinstance(layer, keras.layers.UpSampling2D)]
-    assert all(layer.interpolation == "bilinear" for layer in ups)
+    assert "BilinearUpsampling" in kinds(up) and "Conv2DTranspose" not in kinds(up)
+    assert "UpSampling2D" in kinds(near) and "Conv2DTranspose" not in kinds(near)
+    assert "Conv2DTranspose" in kinds(de) and not {"UpSampling2D", "BilinearUpsampling"} & kinds(de)
+
+
+def test_bilinear_upsampling_equals_keras_and_trains_on_images_of_unknown_size():
+    """Keras' UpSampling2D(interpolation="bilinear") crashed model.fit when height and width
+    are unknown (whole-image validation); seg's layer is the same resize and trains."""
+    from seg.models.layers import BilinearUpsampling
+
+    x = np.random.default_rng(0).random((2, 5, 7, 3)).astype(np.float32)
+    keras_up = keras.layers.UpSampling2D(2, interpolation="bilinear")(x)
+    np.testing.assert_allclose(BilinearUpsampling()(x), keras_up, atol=1e-6)
+    model = build_unet(num_classes=2, in_channels=1, depth=2, base_filters=4,
+                       decoder="upsample", interpolation="bilinear")
+    model.compile(optimizer="adam",
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    images = np.random.default_rng(1).random((2, 20, 28, 1)).astype(np.float32)
+    spec = (tf.TensorSpec([None, None, None, 1]), tf.TensorSpec([None, None, None], tf.int32))
+    data = tf.data.Dataset.from_generator(
+        lambda: iter([(images, np.zeros((2, 20, 28), np.int32))]), output_signature=spec)
+    history = model.fit(data, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
 
 
 @pytest.mark.parametrize("option,match", [({"decoder": "pixelshufle"}, "decoder.name"),

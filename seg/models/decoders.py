@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import keras
 
-from seg.models.layers import ICNR, BilinearUpsampleInit, DepthToSpace
+from seg.models.layers import ICNR, BilinearUpsampleInit, BilinearUpsampling, DepthToSpace
 
 
 def upsample(x, filters, *, interpolation="nearest", name="up"):
     """Fixed x2 upsampling (UpSampling2D), then a learned 3x3 convolution. No checkerboard."""
     if interpolation not in ("nearest", "bilinear"):
         raise ValueError(f"decoder.interpolation={interpolation!r}: use nearest or bilinear")
-    x = keras.layers.UpSampling2D(2, interpolation=interpolation, name=f"{name}_upsample")(x)
+    if interpolation == "bilinear":  # Keras' bilinear UpSampling2D fails on unknown sizes
+        x = BilinearUpsampling(name=f"{name}_upsample")(x)
+    else:
+        x = keras.layers.UpSampling2D(2, interpolation=interpolation, name=f"{name}_upsample")(x)
     return keras.layers.Conv2D(filters, 3, padding="same", name=f"{name}_conv")(x)
 
 

@@ -43,6 +43,23 @@ class CropLike(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="seg")
+class BilinearUpsampling(keras.layers.Layer):
+    """x2 bilinear upsampling of inputs of any height and width.
+
+    The same resize as keras.layers.UpSampling2D(interpolation="bilinear"), which fails inside
+    model.fit when height and width are unknown (validation on whole images of any size):
+    Keras 3.15 turns the symbolic new size into a Python bool there.
+    """
+
+    def call(self, x):
+        return tf.image.resize(x, tf.shape(x)[1:3] * 2, method="bilinear")
+
+    def compute_output_shape(self, shape):
+        double = lambda d: None if d is None else 2 * d  # noqa: E731
+        return (shape[0], double(shape[1]), double(shape[2]), shape[3])
+
+
+@keras.saving.register_keras_serializable(package="seg")
 class DepthToSpace(keras.layers.Layer):
     """Sub-pixel rearrangement (pixel shuffle): [H, W, C * r * r] -> [H * r, W * r, C].
 
