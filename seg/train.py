@@ -27,7 +27,7 @@ from seg.models import build_model, encoder_of
 
 SECTIONS = ("seed", "data", "model", "decoder", "loss", "trainer", "diagnostics", "logging")
 PIPELINE_KEYS = ("name", "image_size", "ignore_index", "augment", "scale_range", "elastic_sigma",
-                 "cache")
+                 "transpose", "cache")
 
 
 class ConfigError(ValueError):
@@ -188,7 +188,8 @@ def prepare(cfg: dict, plan: distribute.Plan | None = None) -> dict:
             image_size=pipe["image_size"], augment_data=pipe["augment"],
             scale_range=tuple(pipe["scale_range"]), ignore_index=pipe["ignore_index"],
             seed=cfg["seed"], cache=pipe["cache"], start_batch=start_batch,
-            elastic_sigma=pipe.get("elastic_sigma", 0.0)))
+            elastic_sigma=pipe.get("elastic_sigma", 0.0),
+            transpose=pipe.get("transpose", False)))
 
     train_ds = train_stream()
     val_ds = shard(pipeline.validation(source.val, batch_size=batch_size,

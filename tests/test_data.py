@@ -120,13 +120,21 @@ def _aligned_pair(h=24, w=40):
 @pytest.mark.parametrize("in_graph", [False, True])
 def test_augment_keeps_image_and_mask_aligned(in_graph):
     image, mask = _aligned_pair()
-    fn = lambda s: pipeline.augment(image, mask, s, size=16, scale_range=(1.0, 1.0))  # noqa: E731
+    fn = lambda s: pipeline.augment(image, mask, s, size=16, scale_range=(1.0, 1.0),  # noqa: E731
+                                    transpose=True)
     if in_graph:
         fn = tf.function(fn)
+    crops = []
     for seed in range(10):
         x, y = fn(tf.constant([seed, 7], tf.int64))
         assert x.shape == (16, 16, 3) and y.shape == (16, 16)
         np.testing.assert_array_equal(np.round(x.numpy()[..., 0] * 255 / 60), y.numpy())
+        crops.append(y.numpy())
+    # the label stripes of _aligned_pair run 6 rows / 10 columns wide: a transposed crop
+    # changes label along its rows every 6 pixels, so both orientations show up
+    row_steps = [np.flatnonzero(np.diff(c[0])).tolist() for c in crops]
+    assert any(np.diff(r).tolist() and set(np.diff(r)) == {6} for r in row_steps)
+    assert any(np.diff(r).tolist() and set(np.diff(r)) == {10} for r in row_steps)
 
 
 def test_elastic_warp_moves_image_and_mask_together():

@@ -96,7 +96,7 @@ def elastic(image, mask, seed, *, sigma: float, grid: int = 3):
 
 
 def augment(image, mask, seed, *, size: int, scale_range=(0.8, 1.25), ignore_index: int = 255,
-            random: bool = True, elastic_sigma: float = 0.0):
+            random: bool = True, elastic_sigma: float = 0.0, transpose: bool = False):
     """Jointly scale, crop and flip one (uint8 image, int32 mask) pair to size x size.
 
     Args:
@@ -106,11 +106,14 @@ def augment(image, mask, seed, *, size: int, scale_range=(0.8, 1.25), ignore_ind
             crop/pad and no flips (deterministic, for evaluation-style inputs).
         elastic_sigma: > 0 also warps the crop elastically (see `elastic`), by this many
             pixels (standard deviation of the displacements).
+        transpose: also swap height and width at random; with the two flips, every rotation
+            by 90 degrees and mirror (the 8 symmetries of a square) is equally likely.
 
     Returns:
         float32 image [size, size, C] in [0, 1], int32 mask [size, size].
     """
-    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 6)
+    # one seed per random choice; a longer split starts with the same seeds (streams stay put)
+    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 7)
     image = tf.image.convert_image_dtype(image, tf.float32)
     mask = mask[..., None]
     if random:
@@ -127,6 +130,10 @@ def augment(image, mask, seed, *, size: int, scale_range=(0.8, 1.25), ignore_ind
             flip = tf.random.stateless_uniform([], s) < 0.5
             image = tf.cond(flip, lambda: tf.reverse(image, [axis]), lambda: image)
             mask = tf.cond(flip, lambda: tf.reverse(mask, [axis]), lambda: mask)
+        if transpose:
+            swap = tf.random.stateless_uniform([], seeds[6]) < 0.5
+            image = tf.cond(swap, lambda: tf.transpose(image, [1, 0, 2]), lambda: image)
+            mask = tf.cond(swap, lambda: tf.transpose(mask, [1, 0, 2]), lambda: mask)
         if elastic_sigma > 0:
             image, mask = elastic(image, mask, seeds[5], sigma=elastic_sigma)
     return tf.clip_by_value(image, 0.0, 1.0), mask[..., 0]
@@ -135,7 +142,7 @@ def augment(image, mask, seed, *, size: int, scale_range=(0.8, 1.25), ignore_ind
 def training(ds: tf.data.Dataset, *, num_examples: int, batch_size: int, image_size: int,
              augment_data: bool = True, scale_range=(0.8, 1.25), ignore_index: int = 255,
              seed: int = 0, cache: bool = False, start_batch: int = 0,
-             elastic_sigma: float = 0.0) -> tf.data.Dataset:
+             elastic_sigma: float = 0.0, transpose: bool = False) -> tf.data.Dataset:
     """An endless, shuffled, augmented stream of fixed-size batches (image, mask).
 
     The stream of the first iterator of the returned dataset is a function of the seed alone:
@@ -155,7 +162,7 @@ def training(ds: tf.data.Dataset, *, num_examples: int, batch_size: int, image_s
     ds = ds.map(
         lambda pair, s: augment(pair[0], pair[1], s, size=image_size, scale_range=scale_range,
                                 ignore_index=ignore_index, random=augment_data,
-                                elastic_sigma=elastic_sigma),
+                                elastic_sigma=elastic_sigma, transpose=transpose),
         num_parallel_calls=AUTOTUNE, deterministic=True)
     return ds.batch(batch_size, drop_remainder=True).prefetch(AUTOTUNE)
 
