@@ -59,8 +59,7 @@ def main(argv=None) -> dict:
     result = inference.evaluate(
         trained, dataset, names, num_classes=data["num_classes"],
         ignore_index=data["ignore_index"], tile=tile, overlap=args.overlap, flip=args.flip,
-        tta=args.tta,
-        worst=args.worst, skipped=source.skipped,
+        tta=args.tta, worst=args.worst, skipped=source.skipped,
         progress=not args.no_progress and sys.stdout.isatty())
     out = Path(args.out) if args.out else (
         (trained.run_dir or trained.checkpoint.parent) / "evaluation" / args.split)

@@ -178,8 +178,7 @@ def scores(cm: np.ndarray) -> dict:
 
 def evaluate(trained: Trained, dataset, names: list[str], *, num_classes: int, ignore_index: int,
              tile: int = 0, overlap: float = 0.25, flip: bool = False, tta: str = "none",
-             worst: int = 4,
-             skipped: dict | None = None, progress: bool = True) -> dict:
+             worst: int = 4, skipped: dict | None = None, progress: bool = True) -> dict:
     """Metrics of a model on whole images of a dataset of unbatched (uint8 image, int mask).
 
     `names` are the files of the dataset's elements in order; files in `skipped` (filled while
