@@ -56,10 +56,11 @@ def main(argv=None) -> dict:
     tile = max(args.tile, data.get("image_size") or 0) if args.tile else 0
     print(f"evaluate: {trained.checkpoint} on {args.split} ({source.description}); "
           + (f"tiles of {tile} px for larger images" if tile else "whole images"), flush=True)
+    tta = "flip" if args.flip and args.tta == "none" else args.tta
     result = inference.evaluate(
         trained, dataset, names, num_classes=data["num_classes"],
-        ignore_index=data["ignore_index"], tile=tile, overlap=args.overlap, flip=args.flip,
-        tta=args.tta, worst=args.worst, skipped=source.skipped,
+        ignore_index=data["ignore_index"], tile=tile, overlap=args.overlap, tta=tta,
+        worst=args.worst, skipped=source.skipped,
         progress=not args.no_progress and sys.stdout.isatty())
     out = Path(args.out) if args.out else (
         (trained.run_dir or trained.checkpoint.parent) / "evaluation" / args.split)
@@ -80,9 +81,7 @@ def main(argv=None) -> dict:
                 tf.summary.image(f"evaluation/{args.split}/{name}", picture[None], step=0)
     report = {
         "checkpoint": str(trained.checkpoint), "split": args.split, "tile": tile,
-        "overlap": args.overlap, "flip": args.flip,
-        "tta": "flip" if args.flip and args.tta == "none" else args.tta,
-        "overrides": args.overrides,
+        "overlap": args.overlap, "flip": args.flip, "tta": tta, "overrides": args.overrides,
         "images": result["images"], "mean_iou": result["mean_iou"],
         "pixel_accuracy": result["pixel_accuracy"], "dice": result["dice"],
         "iou_per_class": dict(zip(class_names, result["iou_per_class"])),

@@ -177,8 +177,8 @@ def scores(cm: np.ndarray) -> dict:
 
 
 def evaluate(trained: Trained, dataset, names: list[str], *, num_classes: int, ignore_index: int,
-             tile: int = 0, overlap: float = 0.25, flip: bool = False, tta: str = "none",
-             worst: int = 4, skipped: dict | None = None, progress: bool = True) -> dict:
+             tile: int = 0, overlap: float = 0.25, tta: str = "none", worst: int = 4,
+             skipped: dict | None = None, progress: bool = True) -> dict:
     """Metrics of a model on whole images of a dataset of unbatched (uint8 image, int mask).
 
     `names` are the files of the dataset's elements in order; files in `skipped` (filled while
@@ -195,7 +195,7 @@ def evaluate(trained: Trained, dataset, names: list[str], *, num_classes: int, i
     for i, (image, mask) in enumerate(dataset.as_numpy_iterator()):
         x = image[None].astype(np.float32) / 255.0
         probs = predict_probs(trained.model, x, from_logits=trained.from_logits, tile=tile,
-                              overlap=overlap, flip=flip, tta=tta)[0]
+                              overlap=overlap, tta=tta)[0]
         pred = probs.argmax(-1)
         image_cm = confusion_matrix(mask, pred, num_classes, ignore_index)
         cm += image_cm
