@@ -1,5 +1,11 @@
 """seg: config-driven semantic segmentation on TensorFlow and Keras 3.
 
+For any Keras segmentation model, seg's or your own:
+
+    report = seg.diagnose(model, images, masks)   # before fit: why it would not learn
+    print(report)
+    model.fit(..., callbacks=[seg.SegmentationMonitor((val_images, val_masks), log_dir="tb")])
+
 Importing seg registers its layers, losses and metrics with Keras, so that
 keras.saving.load_model("run/checkpoints/best.keras") works after `import seg`.
 """
@@ -7,3 +13,7 @@ keras.saving.load_model("run/checkpoints/best.keras") works after `import seg`.
 __version__ = "0.1.0"
 
 from seg import losses, metrics, models  # noqa: E402,F401  (Keras registrations)
+from seg.callbacks import SegmentationMonitor  # noqa: E402
+from seg.diagnostics import Finding, Report, diagnose  # noqa: E402
+
+__all__ = ["Finding", "Report", "SegmentationMonitor", "diagnose"]

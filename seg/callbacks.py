@@ -13,21 +13,11 @@ import tensorflow as tf
 from PIL import Image
 
 from seg import viz
+from seg.diagnostics import alarms_for, diagnose, output_stats
+from seg.introspect import class_indices, probabilities, read_head
 
 MONITOR_KEYS = ("constant_share", "constant_spread", "vanished_share", "stop_on_collapse",
                 "monitor", "grace_epochs")
-
-
-def probabilities(y_pred: np.ndarray, from_logits: bool) -> np.ndarray:
-    """[B, H, W, K] class probabilities from a model output; a 1-channel head gives K = 2."""
-    y_pred = y_pred.astype(np.float64)
-    if y_pred.shape[-1] == 1:
-        p1 = 1 / (1 + np.exp(-y_pred[..., 0])) if from_logits else y_pred[..., 0]
-        return np.stack([1 - p1, p1], axis=-1)
-    if from_logits:
-        e = np.exp(y_pred - y_pred.max(axis=-1, keepdims=True))
-        return e / e.sum(axis=-1, keepdims=True)
-    return y_pred
 
 
 def compiled_forward(model: keras.Model):
@@ -49,81 +39,89 @@ def write_png_summary(name: str, png: bytes, width: int, height: int, step: int)
                                                                description=None))
 
 
-def output_stats(probs: np.ndarray, truth: np.ndarray, *, num_classes: int,
-                 ignore_index: int) -> dict:
-    """What the network predicts on labelled pixels: shares, spread and entropy.
-
-    Returns majority_share (pixels in the most-predicted class), pred_share and true_share
-    per class, spread (largest std over pixels of any class probability: ~0 for a flat output)
-    and entropy (mean per-pixel entropy divided by ln K: 1 means no preference).
-    """
-    valid = (truth != ignore_index) & (truth >= 0) & (truth < num_classes)
-    p = probs[valid]  # [N, K]
-    if not len(p) or not np.isfinite(p).all():
-        return {"finite": bool(np.isfinite(p).all()), "majority_share": float("nan"),
-                "pred_share": [float("nan")] * num_classes,
-                "true_share": [float("nan")] * num_classes, "spread": float("nan"),
-                "entropy": float("nan")}
-    pred = p.argmax(axis=-1)
-    pred_share = np.bincount(pred, minlength=num_classes)[:num_classes] / len(pred)
-    true_share = np.bincount(truth[valid], minlength=num_classes)[:num_classes] / len(pred)
-    k = p.shape[-1]
-    entropy = -(p * np.log(np.clip(p, 1e-12, 1))).sum(-1).mean() / math.log(k)
-    return {"finite": True, "majority_share": float(pred_share.max()),
-            "pred_share": pred_share.tolist(), "true_share": true_share.tolist(),
-            "spread": float(p.std(axis=0).max()), "entropy": float(entropy)}
+MONITOR_BATCH = 16  # validation images the collapse monitor predicts every epoch
 
 
-def alarms_for(stats: dict, *, class_names: list[str], constant_share: float,
-               constant_spread: float, vanished_share: float, final: bool = True,
-               seen: set[int] | frozenset = frozenset()) -> list[str]:
-    """Alarm messages for collapsed outputs: non-finite, constant output, class vanished.
+def first_batch(validation_data, limit: int = MONITOR_BATCH) -> tuple[np.ndarray, np.ndarray]:
+    """(images, masks) of the first validation batch, from arrays or a dataset of batches."""
+    if isinstance(validation_data, tf.data.Dataset):
+        x, y = next(iter(validation_data))[:2]
+        x, y = np.asarray(x), np.asarray(y)
+        return (x[None], y[None]) if x.ndim == 3 else (x[:limit], y[:limit])
+    x, y = validation_data[:2]
+    return np.asarray(x[:limit]), np.asarray(y[:limit])
 
-    A class counts as vanished when it is predicted on under `vanished_share` of its true share
-    and either it was predicted before (in `seen`: the network lost it) or training is over
-    (`final`: it never learned it). A class not learned yet in the middle of training is not
-    a collapse.
-    """
-    if not stats["finite"]:
-        return ["non-finite output: the network predicts NaN/Inf (diverged; lower the learning "
-                "rate)"]
+
+def take_images(validation_data, n: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The first n (image, mask) pairs, one by one, from arrays or a dataset (batched or not)."""
+    if not isinstance(validation_data, tf.data.Dataset):
+        x, y = validation_data[:2]
+        return [(np.asarray(x[i]), np.asarray(y[i])) for i in range(min(n, len(x)))]
     out = []
-    if stats["majority_share"] >= constant_share or stats["spread"] < constant_spread:
-        major = int(np.argmax(stats["pred_share"]))
-        out.append(f"constant output: {100 * stats['majority_share']:.1f}% of pixels predicted "
-                   f"as {class_names[major]}, probabilities vary by {stats['spread']:.3f} "
-                   "across the image (the 'yellow image')")
-    for k, name in enumerate(class_names):
-        true, pred = stats["true_share"][k], stats["pred_share"][k]
-        if true > 0.005 and pred < vanished_share * true and (final or k in seen):
-            out.append(f"class vanished: {name} is {100 * true:.1f}% of true pixels but "
-                       f"{100 * pred:.2f}% of predicted ones"
-                       + (" (it was predicted before)" if k in seen else ""))
+    for element in validation_data:
+        x, y = np.asarray(element[0]), np.asarray(element[1])
+        pairs = [(x, y)] if x.ndim == 3 else list(zip(x, y))
+        out += pairs[:n - len(out)]
+        if len(out) >= n:
+            break
     return out
+
+
+def read_output(model, x: np.ndarray, num_classes: int | None = None) -> tuple[bool, int]:
+    """(from_logits, number of classes) of a model, read as seg.diagnose reads them."""
+    head = read_head(model, np.asarray(model(x[:1], training=False)))
+    classes = num_classes or (head.channels if head.channels and head.channels > 1 else 2)
+    return not head.probabilities, classes
+
+
+class Alarm(str):
+    """An alarm's message, with the epoch (from 1) that raised it as .epoch."""
+
+    epoch: int
+
+    def __new__(cls, message: str, epoch: int):
+        alarm = super().__new__(cls, message)
+        alarm.epoch = epoch
+        return alarm
 
 
 class CollapseMonitor(keras.callbacks.Callback):
     """Every epoch, watches the prediction on a fixed validation batch for a collapsed output.
 
-    Logs the figures (val_majority_share, val_output_spread, val_output_entropy, and predicted
-    and true share per class) to TensorBoard, writes alarms as TensorBoard text, keeps them for
+    Writes the figures (majority share, output spread and entropy, predicted and true share
+    per class) to TensorBoard under log_dir, writes alarms as TensorBoard text, keeps them for
     metrics.json and can stop the run on collapse. Alarms are held back during the first
     grace_epochs epochs (a fresh network is still near-uniform) except at the last epoch.
+
+    Args:
+        validation_data: (images, masks) arrays or a dataset of (image, mask) batches; the
+            first batch is the one watched.
+        num_classes, from_logits: read from the model (as seg.diagnose does) when None.
+        into_logs: put the figures into Keras' epoch logs (History, a TensorBoard callback)
+            as val_majority_share, val_output_spread, val_output_entropy and val_alarms,
+            instead of writing them here.
+        defer_writes: TensorBoard and console writes wait for write_pending() (called once
+            the epoch is committed, so a resumed run never repeats a step).
+        total_epochs: the end of training when it is split into several fit() calls.
     """
 
-    def __init__(self, val_ds, *, num_classes: int, class_names: list[str], ignore_index: int,
-                 from_logits: bool, log_dir: str | Path, monitor: bool = True,
+    def __init__(self, validation_data, *, log_dir: str | Path, num_classes: int | None = None,
+                 class_names: list[str] | None = None, ignore_index: int | None = None,
+                 from_logits: bool | None = None, monitor: bool = True,
                  constant_share: float = 0.98, constant_spread: float = 0.02,
                  vanished_share: float = 0.1, stop_on_collapse: bool = False,
-                 grace_epochs: int = 1):
+                 grace_epochs: int = 1, into_logs: bool = False, defer_writes: bool = False,
+                 total_epochs: int | None = None):
         super().__init__()
         self.enabled = monitor
-        self.batch = next(iter(val_ds)) if monitor else None
+        self.batch = first_batch(validation_data) if monitor else None
         self.num_classes, self.class_names = num_classes, class_names
         self.ignore_index, self.from_logits = ignore_index, from_logits
         self.thresholds = {"constant_share": constant_share, "constant_spread": constant_spread,
                            "vanished_share": vanished_share}
         self.stop_on_collapse, self.grace_epochs = stop_on_collapse, grace_epochs
+        self.into_logs, self.defer_writes = into_logs, defer_writes
+        self.total_epochs = total_epochs
         self.log_dir = str(log_dir)
         self.alarms: list[dict] = []
         self.last_stats: dict | None = None
@@ -131,13 +129,21 @@ class CollapseMonitor(keras.callbacks.Callback):
         self.seen: set[int] = set()  # classes the network has predicted at some epoch
         self._epoch, self._final = 0, False
         self._writer = None
-        self.defer_writes = False  # True: TensorBoard/print happen in write_pending() (resume)
         self._pending: list = []
         self._forward = None
 
     def set_model(self, model):
         super().set_model(model)
         self._forward = compiled_forward(model)
+
+    def resolve(self):
+        """Read from_logits and the classes from the model where they were not given."""
+        if self.from_logits is None or self.num_classes is None:
+            from_logits, classes = read_output(self.model, self.batch[0], self.num_classes)
+            self.from_logits = from_logits if self.from_logits is None else self.from_logits
+            self.num_classes = classes
+        if not self.class_names:
+            self.class_names = [f"class_{k}" for k in range(self.num_classes)]
 
     def get_state(self) -> dict:
         return {"alarms": self.alarms, "seen": sorted(self.seen), "last_stats": self.last_stats,
@@ -147,8 +153,6 @@ class CollapseMonitor(keras.callbacks.Callback):
         self.alarms, self.seen = list(state["alarms"]), set(state["seen"])
         self.last_stats, self.current_alarms = state["last_stats"], list(state["current_alarms"])
         self._epoch = state["epoch"]
-
-    total_epochs: int | None = None  # set by the trainer when training is split in fit() calls
 
     def on_epoch_end(self, epoch, logs=None):
         if not self.enabled:
@@ -173,11 +177,12 @@ class CollapseMonitor(keras.callbacks.Callback):
                     print(f"\n[seg monitor] end of training: {message}", flush=True)
 
     def _check(self, epoch, logs, final: bool):
+        self.resolve()
         self._epoch, self._final = epoch, final
         x, y = self.batch
         probs = probabilities(np.asarray(self._forward(x)), self.from_logits)
-        stats = output_stats(probs, np.asarray(y), num_classes=self.num_classes,
-                             ignore_index=self.ignore_index)
+        stats = output_stats(probs, class_indices(y, self.ignore_index),
+                             num_classes=self.num_classes, ignore_index=self.ignore_index)
         self.last_stats = stats
         found = alarms_for(stats, class_names=self.class_names, final=final, seen=self.seen,
                            **self.thresholds)
@@ -187,25 +192,27 @@ class CollapseMonitor(keras.callbacks.Callback):
         self.current_alarms = found if (epoch >= self.grace_epochs or final) else []
         for message in self.current_alarms:
             self.alarms.append({"epoch": epoch + 1, "alarm": message})
-        if logs is not None:  # into the logs, so the TensorBoard callback and History keep them
-            logs["val_majority_share"] = stats["majority_share"]
-            logs["val_output_spread"] = stats["spread"]
-            logs["val_output_entropy"] = stats["entropy"]
-            logs["val_alarms"] = float(len(self.current_alarms))
-        self._pending.append((epoch, stats, list(self.current_alarms)))
+        figures = {"majority_share": stats["majority_share"], "output_spread": stats["spread"],
+                   "output_entropy": stats["entropy"], "alarms": float(len(self.current_alarms))}
+        if self.into_logs and logs is not None:  # the TensorBoard callback and History keep them
+            logs.update({f"val_{k}": v for k, v in figures.items()})
+        self._pending.append((epoch, stats, list(self.current_alarms),
+                              {} if self.into_logs else figures))
         if not self.defer_writes:
             self.write_pending()
         if self.stop_on_collapse and not final and any(
                 a.startswith(("constant", "non-finite")) for a in self.current_alarms):
-            print("[seg monitor] stopping: diagnostics.stop_on_collapse=true", flush=True)
+            print("[seg monitor] stopping: the output has collapsed (stop_on_collapse)", flush=True)
             self.model.stop_training = True
 
     def write_pending(self):
         """Write the checked epochs' figures and alarms to TensorBoard and the log."""
-        for epoch, stats, alarms in self._pending:
+        for epoch, stats, alarms, figures in self._pending:
             if self._writer is None:
                 self._writer = tf.summary.create_file_writer(self.log_dir)
             with self._writer.as_default(step=epoch):
+                for name, value in figures.items():
+                    tf.summary.scalar(f"diagnostics/{name}", value)
                 for k, name in enumerate(self.class_names):
                     tf.summary.scalar(f"diagnostics/pred_share/{name}", stats["pred_share"][k])
                     tf.summary.scalar(f"diagnostics/true_share/{name}", stats["true_share"][k])
@@ -270,53 +277,203 @@ class Throughput(keras.callbacks.Callback):
         return round(float(np.median(rates)), 1) if rates else None
 
 
-class PredictionPanels(keras.callbacks.Callback):
-    """Side-by-side panels of fixed validation images, to TensorBoard and PNG every N epochs."""
+def display_image(x: np.ndarray) -> np.ndarray:
+    """An image as the model sees it -> float [H, W, 1 or 3] in [0, 1] for a picture: uint8 /
+    255, floats in [0, 1] as they are, other ranges (standardised inputs) stretched."""
+    x = np.asarray(x)
+    if x.ndim == 2:
+        x = x[..., None]
+    if x.shape[-1] not in (1, 3):
+        x = x[..., :3] if x.shape[-1] > 3 else x[..., :1]
+    if x.dtype == np.uint8:
+        return x.astype(np.float32) / 255
+    x = np.nan_to_num(x.astype(np.float32))
+    if x.min() >= 0 and x.max() <= 1:
+        return x
+    if x.max() <= 255 and x.min() >= 0:
+        return x / 255
+    return (x - x.min()) / max(float(x.max() - x.min()), 1e-12)
 
-    def __init__(self, val_source, *, num_images: int, every: int, num_classes: int,
-                 class_names: list[str], ignore_index: int, from_logits: bool,
-                 log_dir: str | Path, png_dir: str | Path, monitor: CollapseMonitor | None = None):
+
+class PredictionPanels(keras.callbacks.Callback):
+    """Side-by-side panels of fixed validation images (input | ground truth | prediction |
+    error | confidence), to TensorBoard (and PNG files in png_dir) every `every` epochs.
+
+    validation_data: (images, masks) arrays or a dataset of (image, mask) pairs, batched or
+    not; its first num_images images are shown. A collapse `monitor` puts its banner on them.
+    """
+
+    def __init__(self, validation_data, *, num_images: int, every: int, log_dir: str | Path,
+                 png_dir: str | Path | None = None, num_classes: int | None = None,
+                 class_names: list[str] | None = None, ignore_index: int | None = None,
+                 from_logits: bool | None = None, monitor: CollapseMonitor | None = None,
+                 total_epochs: int | None = None):
         super().__init__()
-        self.samples = [(tf.image.convert_image_dtype(x, tf.float32).numpy(), y.numpy())
-                        for x, y in val_source.take(num_images)]
+        self.samples = take_images(validation_data, num_images)
         self.every, self.num_classes, self.class_names = every, num_classes, class_names
         self.ignore_index, self.from_logits = ignore_index, from_logits
-        self.log_dir, self.png_dir, self.monitor = str(log_dir), Path(png_dir), monitor
+        self.log_dir, self.monitor = str(log_dir), monitor
+        self.png_dir = Path(png_dir) if png_dir else None
+        self.total_epochs = total_epochs
         self._writer = self._forward = None
 
     def set_model(self, model):
         super().set_model(model)
         self._forward = compiled_forward(model)
 
+    def _resolve(self):
+        if self.monitor is not None and self.monitor.enabled:
+            self.monitor.resolve()
+            self.from_logits = self.monitor.from_logits if self.from_logits is None else \
+                self.from_logits
+            self.num_classes = self.num_classes or self.monitor.num_classes
+            self.class_names = self.class_names or self.monitor.class_names
+        if self.from_logits is None or self.num_classes is None:
+            from_logits, classes = read_output(self.model, self.samples[0][0][None],
+                                               self.num_classes)
+            self.from_logits = from_logits if self.from_logits is None else self.from_logits
+            self.num_classes = classes
+        if not self.class_names:
+            self.class_names = [f"class_{k}" for k in range(self.num_classes)]
+
     def render(self, epoch: int) -> np.ndarray:
-        preds, confs = [], []
-        for x, _ in self.samples:
+        self._resolve()
+        void = -1 if self.ignore_index is None else self.ignore_index
+        preds, confs, truths = [], [], []
+        for x, y in self.samples:
             probs = probabilities(np.asarray(self._forward(x[None]))[0], self.from_logits)
             preds.append(probs.argmax(-1))
             confs.append(probs.max(-1))
+            truths.append(class_indices(np.asarray(y)[None], void)[0])
         alarms = self.monitor.current_alarms if self.monitor else []
         banner = next((a for a in alarms if a.startswith(("constant", "non-finite"))), "")
-        return viz.panel([x for x, _ in self.samples], [y for _, y in self.samples], preds, confs,
-                         class_names=self.class_names, ignore_index=self.ignore_index,
+        return viz.panel([display_image(x) for x, _ in self.samples], truths, preds, confs,
+                         class_names=self.class_names, ignore_index=void,
                          title=f"epoch {epoch + 1}", banner=banner.split(" (the")[0])
-
-    total_epochs: int | None = None
 
     def on_epoch_end(self, epoch, logs=None):
         last = epoch + 1 >= (self.total_epochs or self.params.get("epochs", epoch + 1))
         if (epoch + 1) % self.every and not last and not self.model.stop_training:
             return
         picture = self.render(epoch)
-        self.png_dir.mkdir(parents=True, exist_ok=True)
         buffer = io.BytesIO()  # encoded once, for the file and for TensorBoard
         Image.fromarray(picture).save(buffer, format="PNG", compress_level=3)
-        (self.png_dir / f"epoch_{epoch + 1:03d}.png").write_bytes(buffer.getvalue())
+        if self.png_dir is not None:
+            self.png_dir.mkdir(parents=True, exist_ok=True)
+            (self.png_dir / f"epoch_{epoch + 1:03d}.png").write_bytes(buffer.getvalue())
         if self._writer is None:
             self._writer = tf.summary.create_file_writer(self.log_dir)
         with self._writer.as_default():
             write_png_summary("predictions", buffer.getvalue(), picture.shape[1],
                               picture.shape[0], step=epoch)
         self._writer.flush()
+
+
+PROVEN_COLLAPSE = ("head", "head/loss", "class axis", "gradients", "initial loss")
+
+
+class SegmentationMonitor(keras.callbacks.Callback):
+    """One callback for any model.fit: shows and watches what a segmentation model predicts.
+
+    At the start of training it diagnoses the model and its compiled loss on the first
+    validation batch (seg.diagnose) and prints what will stop it from learning, in the words
+    of its own layers. Every epoch it predicts fixed validation images and writes to
+    TensorBoard under log_dir: the side-by-side panels (input | ground truth | prediction |
+    error | confidence; a constant prediction gets a red banner), the collapse monitors'
+    scalars (diagnostics/...) and the alarms as text. Classes, activation and from_logits are
+    read from the model and its loss; outputs with or without a channel axis, one channel
+    (sigmoid or logits) and C channels all work.
+
+    Args:
+        validation_data: (images, masks) arrays or a tf.data.Dataset of (image, mask) batches.
+        log_dir: TensorBoard folder.
+        every: epochs between panels (0: no panels). num_images: images in a panel.
+        class_names, ignore_index: for the legend and the figures (None: no void label).
+        stop_on_collapse: stop training when the output has collapsed.
+        num_classes: by default the output's channels (2 for one channel).
+        check_model: diagnose the model at the start of training.
+        png_dir: also save each panel as png_dir/epoch_NNN.png.
+        thresholds: constant_share, constant_spread, vanished_share, grace_epochs
+            (see CollapseMonitor).
+
+    After fit: .alarms (a list of messages, each with .epoch), .constant_output (bool),
+    .report (the diagnosis at the start, or None).
+    """
+
+    def __init__(self, validation_data, *, log_dir: str | Path, every: int = 1,
+                 num_images: int = 4, class_names: list[str] | None = None,
+                 ignore_index: int | None = None, stop_on_collapse: bool = False,
+                 num_classes: int | None = None, check_model: bool = True,
+                 png_dir: str | Path | None = None, **thresholds):
+        super().__init__()
+        self.validation_data, self.check_model = validation_data, check_model
+        self.log_dir = str(log_dir)
+        self.report = None
+        self.collapse = CollapseMonitor(validation_data, log_dir=log_dir, num_classes=num_classes,
+                                        class_names=class_names, ignore_index=ignore_index,
+                                        stop_on_collapse=stop_on_collapse, **thresholds)
+        self.panels = PredictionPanels(
+            validation_data, num_images=num_images, every=every, log_dir=log_dir,
+            png_dir=png_dir, class_names=class_names, ignore_index=ignore_index,
+            monitor=self.collapse) if every else None
+        self.parts = [p for p in (self.collapse, self.panels) if p is not None]
+
+    @property
+    def alarms(self) -> list[Alarm]:
+        return [Alarm(a["alarm"], a["epoch"]) for a in self.collapse.alarms]
+
+    @property
+    def constant_output(self) -> bool:
+        return self.collapse.summary()["constant_output"]
+
+    def set_model(self, model):
+        super().set_model(model)
+        for part in self.parts:
+            part.set_model(model)
+
+    def set_params(self, params):
+        super().set_params(params)
+        for part in self.parts:
+            part.set_params(params)
+
+    def on_train_begin(self, logs=None):
+        if self.check_model and self.report is None:
+            x, y = self.collapse.batch
+            self.report = diagnose(self.model, x, y, num_classes=self.collapse.num_classes,
+                                   ignore_index=self.collapse.ignore_index,
+                                   class_names=self.collapse.class_names)
+            if self.report.errors or self.report.warnings:
+                print(self._short_report(), flush=True)
+            if any(f.check in PROVEN_COLLAPSE for f in self.report.errors):
+                self.collapse.grace_epochs = 0  # proven before the first step: flag at once
+            writer = tf.summary.create_file_writer(self.log_dir)
+            with writer.as_default(step=0):
+                tf.summary.text("diagnostics/report", "```\n" + self.report.text() + "\n```")
+            writer.close()
+        for part in self.parts:
+            part.on_train_begin(logs)
+
+    def _short_report(self) -> str:
+        lines = [f"[seg] {self.report.title}: {len(self.report.errors)} error(s), "
+                 f"{len(self.report.warnings)} warning(s)"]
+        for f in self.report.errors + self.report.warnings:
+            lines.append(f"[seg] {f.level}: {f.check}: {f.title}")
+            lines += [f"[seg]   {label}: {text}" for label, text in (("why", f.why),
+                                                                    ("fix", f.fix)) if text]
+        return "\n".join(lines)
+
+    def on_epoch_end(self, epoch, logs=None):
+        for part in self.parts:
+            part.on_epoch_end(epoch, logs)
+
+    def on_train_end(self, logs=None):
+        for part in self.parts:
+            part.on_train_end(logs)
+        if self.constant_output:
+            print("[seg] the output is constant (the 'yellow image'): see the panels in "
+                  f"TensorBoard ({self.log_dir}, IMAGES tab)"
+                  + (" and the diagnosis above" if self.report and self.report.errors else ""),
+                  flush=True)
 
 
 class Interrupted(BaseException):

@@ -1,14 +1,22 @@
-"""Checks before training: refuse set-ups that produce a constant ("yellow") or broken output.
+"""Checks that catch a segmentation set-up that cannot train, on any Keras model.
 
-Each check returns Findings that say what is wrong, why it breaks training, and the fix.
-preflight() runs them all and the probes on one real batch; it never changes the model's
-weights (probes restore them).
+`diagnose(model, images, masks)` reads the model, its loss and the data themselves (the output's
+shape and channels, the activation at the end, the loss's kind and from_logits, the masks'
+shape and values), runs every check on what it finds and probes one batch: the initial loss
+against ln C and the gradient reaching every layer. Each finding says what is wrong, why it
+breaks training, and the fix, in the words of the model's own layers and loss. seg's pipeline
+calls the same function on the model and loss it built, with the fixes in config keys
+(seg.fixes.ConfigFixes). The weights are never changed: the probes restore them.
+
+The collapse monitors' arithmetic (output_stats, alarms_for) lives here too, so the callbacks
+and the report judge a flat output by one rule.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -16,10 +24,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from seg.fixes import ConfigFixes, KerasFixes
+from seg.introspect import (Head, LossInfo, all_layers, class_indices, compiled_loss, is_one_hot,
+                            layer_of, probabilities, read_head, read_loss, size_changes)
 from seg.models import level_sizes
 
 CATEGORICAL = ("categorical_crossentropy", "sparse_categorical_crossentropy")
 LEVELS = ("error", "warning", "ok")
+PROBE_BATCH = 8  # images the probes forward and backward
 
 
 class PreflightError(RuntimeError):
@@ -37,9 +49,13 @@ class Finding:
 
 @dataclass
 class Report:
+    """What diagnose() found. `errors` and `warnings` are lists of Findings (check, title, why,
+    fix); `ok` is True when there is no error; str(report) is the readable report."""
+
     findings: list[Finding] = field(default_factory=list)
     tables: dict[str, str] = field(default_factory=dict)
     figures: dict[str, float] = field(default_factory=dict)
+    title: str = "seg preflight checks"
 
     @property
     def errors(self) -> list[Finding]:
@@ -49,8 +65,12 @@ class Report:
     def warnings(self) -> list[Finding]:
         return [f for f in self.findings if f.level == "warning"]
 
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
     def text(self, errors_only: bool = False) -> str:
-        lines = [] if errors_only else ["== seg preflight checks =="]
+        lines = [] if errors_only else [f"== {self.title} =="]
         for f in sorted(self.findings, key=lambda f: LEVELS.index(f.level)):
             if errors_only and f.level != "error":
                 continue
@@ -65,8 +85,10 @@ class Report:
             lines.append(f"\n{n_err} error(s), {n_warn} warning(s)")
         return "\n".join(lines)
 
+    __str__ = text
+
     def as_dict(self) -> dict:
-        return {"errors": len(self.errors), "warnings": len(self.warnings),
+        return {"ok": self.ok, "errors": len(self.errors), "warnings": len(self.warnings),
                 "findings": [asdict(f) for f in self.findings], "figures": self.figures}
 
     def save(self, out_dir: Path):
@@ -75,107 +97,446 @@ class Report:
         (out_dir / "preflight.json").write_text(json.dumps(self.as_dict(), indent=2))
 
 
+@dataclass
+class Context:
+    """What the checks know about the set-up: the model's head, its loss, the classes."""
+
+    head: Head
+    loss: LossInfo
+    num_classes: int
+    ignore_index: int | None = None
+    class_names: list[str] = field(default_factory=list)
+    fixes: KerasFixes = field(default_factory=KerasFixes)
+
+
+# --- the one entry point ----------------------------------------------------------------
+
+def diagnose(model: keras.Model, images, masks=None, *, loss=None, num_classes: int | None = None,
+             ignore_index: int | None = None, class_names: list[str] | None = None,
+             probes: bool = True, overfit_steps: int = 0, learning_rate: float = 1e-3,
+             label_samples: list[tuple[str, np.ndarray]] | None = None,
+             fixes: KerasFixes | None = None, audit_samples: int = 64) -> Report:
+    """Check a Keras segmentation model, its loss and data before training; never raises.
+
+    Args:
+        model: a Keras 3 model, compiled or not.
+        images, masks: numpy arrays ([N, H, W, C] images; [N, H, W], [N, H, W, 1] class
+            indices or [N, H, W, C] one-hot masks), or images is a tf.data.Dataset of
+            (image, mask) batches and masks is None.
+        loss: the loss to check (a name, a keras.losses.Loss or a function); by default the
+            one the model was compiled with.
+        num_classes: by default the output's channels (2 for a single channel).
+        ignore_index: a mask value that marks unlabelled pixels, if any.
+        class_names: names for the messages.
+        probes: run the initial-loss and gradient probes on one batch (weights are restored).
+        overfit_steps: > 0: also check that so many Adam steps on one batch drive the loss down.
+        learning_rate: the overfit probe's learning rate.
+        label_samples: [(file name, mask)] for the label audit instead of the given masks.
+        fixes: the vocabulary of the fixes (seg.fixes.KerasFixes by default).
+        audit_samples: masks read by the label audit from a dataset.
+
+    Returns:
+        A Report: report.ok is False when training cannot work; print(report) explains.
+    """
+    loss = compiled_loss(model) if loss is None else loss
+    info = read_loss(loss)
+    report = Report(title=f"seg diagnose: model `{model.name}`, loss {info.name}")
+    try:
+        x, y, audit_masks = _read_data(images, masks, audit_samples)
+    except Exception as e:  # noqa: BLE001 (diagnose never crashes: it says what it could not read)
+        report.findings.append(Finding(
+            "error", "inputs", f"the images/masks cannot be read: {type(e).__name__}: {e}",
+            "diagnose needs arrays or a tf.data.Dataset of (image, mask) batches",
+            "pass diagnose(model, images, masks) with numpy arrays, or a batched dataset"))
+        return report
+    try:
+        y_pred = _output(model(x, training=False))
+    except Exception as e:  # noqa: BLE001
+        shape = getattr(model, "input_shape", None)
+        report.findings.append(Finding(
+            "error", "inputs", f"the model cannot run on images of shape {x.shape}: "
+            f"{type(e).__name__}: {str(e).splitlines()[0][:300]}",
+            "every check needs one forward pass",
+            f"give the model images of the shape it expects ({shape})" if shape else
+            "check the images' shape and channels against the model's input"))
+        return report
+    head = read_head(model, y_pred)
+    ctx = Context(head, info, _num_classes(num_classes, head, y), ignore_index,
+                  list(class_names or []), fixes or KerasFixes())
+    if not ctx.class_names:
+        ctx.class_names = [f"class_{k}" for k in range(ctx.num_classes)]
+    report.findings += check_readable(ctx, model)
+    shape_findings = [] if y is None else check_output_shape(ctx, model, x, y)
+    report.findings += shape_findings
+    head_findings = check_head(ctx)
+    if any(f.level == "error" for f in shape_findings):  # no "ok" beside a broken output
+        head_findings = [f for f in head_findings if f.level != "ok"]
+    report.findings += head_findings
+    if y is not None and not shape_findings:
+        report.findings += check_targets(ctx, y)
+    if audit_masks is not None or label_samples:
+        samples = label_samples or [(f"mask {i}", m) for i, m in
+                                    enumerate(class_indices(audit_masks, ignore_index))]
+        label_findings, hist = audit_labels(samples, ctx)
+        report.findings += label_findings
+        if hist.sum():
+            share = hist / hist.sum()
+            report.tables["class histogram (sampled masks)"] = "\n".join(
+                f"  {k} {ctx.class_names[k]:<16} {100 * share[k]:6.2f}%"
+                for k in range(ctx.num_classes))
+    report.findings += check_transposed(ctx, model)
+    blocked = [f for f in report.errors if f.check in ("output size", "class axis", "targets",
+                                                       "labels")]
+    if not probes:
+        pass
+    elif y is None or info.family == "none":
+        report.findings.append(Finding("warning", "probes", "initial-loss and gradient probes "
+                                       "skipped: " + ("no masks" if y is None else "no loss"),
+                                       fix="pass masks and loss= (or compile the model)"))
+    elif blocked and any(f.check in ("output size", "targets") for f in blocked):
+        report.findings.append(Finding("warning", "probes", "initial-loss and gradient probes "
+                                       "skipped: the loss cannot be computed on these shapes",
+                                       fix="fix the errors above first"))
+    elif not any(f.check == "labels" for f in blocked):
+        try:
+            findings, table, figures = probe(model, loss, x, y, ctx,
+                                             compare_initial=not blocked,
+                                             overfit_steps=overfit_steps,
+                                             learning_rate=learning_rate)
+            report.findings += findings
+            report.tables["gradients"] = table
+            report.figures.update(figures)
+        except Exception as e:  # noqa: BLE001
+            report.findings.append(Finding(
+                "warning", "probes", f"the probes could not run: {type(e).__name__}: "
+                f"{str(e).splitlines()[0][:300] if str(e) else ''}",
+                "the loss or the gradient could not be computed on one batch",
+                "see the findings above; check that model.fit runs one step"))
+    return report
+
+
+def _output(y_pred) -> np.ndarray:
+    if isinstance(y_pred, dict):
+        y_pred = next(iter(y_pred.values()))
+    if isinstance(y_pred, (list, tuple)):
+        y_pred = y_pred[0]
+    return np.asarray(y_pred)
+
+
+def _read_data(images, masks, limit: int):
+    """(probe images, probe masks or None, masks for the label audit or None) as numpy."""
+    if isinstance(images, tf.data.Dataset):
+        xs, ys = [], []
+        for element in images:
+            if not isinstance(element, (tuple, list)) or len(element) < 2:
+                raise ValueError("the dataset's elements must be (image, mask) pairs")
+            x, y = np.asarray(element[0]), np.asarray(element[1])
+            if x.ndim == 3:  # an unbatched dataset: one image per element
+                x, y = x[None], y[None]
+            xs.append(x)
+            ys.append(y)
+            if sum(len(b) for b in ys) >= limit:
+                break
+        if not xs:
+            raise ValueError("the dataset is empty")
+        same = all(b.shape[1:] == ys[0].shape[1:] for b in ys)
+        x_probe = np.concatenate([b for b in xs if b.shape[1:] == xs[0].shape[1:]])[:PROBE_BATCH]
+        y_probe = np.concatenate([b for b in ys if b.shape[1:] == ys[0].shape[1:]])[:PROBE_BATCH]
+        audit = np.concatenate(ys) if same else y_probe
+        return x_probe, y_probe, audit
+    x = np.asarray(images)
+    if x.ndim == 3 and masks is not None and np.ndim(masks) == 2:  # one image and its mask
+        x, masks = x[None], np.asarray(masks)[None]
+    if x.ndim != 4:
+        raise ValueError(f"images of shape {x.shape}: expected [N, H, W, C]")
+    if masks is None:
+        return x[:PROBE_BATCH], None, None
+    y = np.asarray(masks)
+    if len(y) != len(x):
+        raise ValueError(f"{len(x)} images but {len(y)} masks")
+    return x[:PROBE_BATCH], y[:PROBE_BATCH], y[:limit]
+
+
+def _num_classes(given: int | None, head: Head, masks) -> int:
+    if given:
+        return int(given)
+    if head.channels and head.channels > 1:
+        return head.channels
+    if head.channels is None and masks is not None and is_one_hot(masks):
+        return int(np.shape(masks)[-1])
+    return 2
+
+
+# --- what could not be read ------------------------------------------------------------
+
+def check_readable(ctx: Context, model) -> list[Finding]:
+    """Warnings for what the checks had to guess: a subclassed model, a custom loss."""
+    out = []
+    if ctx.head.inferred:
+        seen = ("softmax probabilities" if ctx.head.activation == "softmax" else
+                "probabilities in [0, 1]" if ctx.head.activation else "logits")
+        out.append(Finding("warning", "model", f"{ctx.head.note or 'the activation could not be read'}"
+                           f"; the output looks like {seen}",
+                           "the head/loss checks use that guess",
+                           "build the model with the functional API (keras.Model(inputs, "
+                           "outputs)) so every layer can be followed"))
+    if ctx.loss.family in ("unknown", "none"):
+        out.append(Finding("warning", "loss", ctx.loss.note or f"the loss {ctx.loss.name} "
+                           "cannot be read",
+                           "the head/loss and from_logits checks cannot judge it; the probes "
+                           "still measure its value and gradient" if ctx.loss.family != "none"
+                           else "without a loss only the model and the masks are checked",
+                           "pass loss= (a Keras loss name or object) to check it"))
+    return out
+
+
+# --- output against masks ----------------------------------------------------------------
+
+def _hw(shape) -> str:
+    return "x".join(str(d) for d in shape)
+
+
+def check_output_shape(ctx: Context, model, x, masks) -> list[Finding]:
+    """The output's spatial size against the masks', and whether it keeps a class axis."""
+    head, loss = ctx.head, ctx.loss
+    shape, mask_shape = head.shape, tuple(np.shape(masks))
+    if len(shape) < 3:
+        return [Finding("error", "output size", f"the output {shape[1:]} is not an image",
+                        "a segmentation model predicts every pixel: [batch, height, width, "
+                        "classes]", "remove the Flatten/Dense at the end; end in a 1x1 Conv2D")]
+    target = mask_shape[1:3]
+    if shape[1:3] != target:
+        if len(shape) == 4 and shape[2:4] == target:
+            return [Finding(
+                "error", "class axis", f"the output {shape[1:]} has its {shape[1]} channels "
+                "first (channels_first), the masks are "
+                f"{_hw(target)}", f"Keras' losses take the last axis as the classes: "
+                f"{loss.name} would compare rows with classes", "keep channels last (data_format="
+                "'channels_last', the default) or Permute((2, 3, 1)) at the end")]
+        return [_size_finding(ctx, model, x, shape[1:3], target)]
+    out = []
+    if len(shape) == 3 and (loss.normalises or head.activation == "softmax"):
+        what = loss.name if loss.normalises else "softmax"
+        width = shape[-1]
+        by = head.dropped_by
+        if by:
+            where = "the last layer" if head.after_head[:1] == [by] else "the layer"
+            title = f"{where} `{by}` drops the channel axis: {what} now normalises over the " \
+                    f"width ({width} values)"
+        else:
+            title = (f"the output {shape[1:]} has no channel axis: {what} normalises over the "
+                     f"width ({width} values)")
+        channels = head.dropped_channels or 1
+        keep = f"remove `{by}` so the output keeps its channel axis ({_hw(shape[1:])}x" \
+               f"{channels})" if by else "keep a channel axis at the end of the model"
+        then = ("and train the one sigmoid channel with loss='binary_crossentropy'"
+                if channels == 1 else "and use keras.losses.SparseCategoricalCrossentropy("
+                "from_logits=True) with integer masks (no activation at the end)")
+        out.append(Finding(
+            "error", "class axis", title,
+            f"Keras' cross-entropies and softmax take the last axis as the classes. Without a "
+            f"channel axis the last axis is the image's width, so the {width} pixels of each row "
+            f"compete as if they were {width} classes: the loss is not a per-pixel loss, and it "
+            "says nothing about the class of each pixel",
+            f"{keep} {then}"))
+    elif len(shape) == 4 and head.activation == "softmax" and head.softmax_axis not in (-1, 3):
+        axis = {1: "height", 2: "width", 0: "batch"}.get(head.softmax_axis % 4, "?")
+        out.append(Finding(
+            "error", "class axis", f"softmax over axis {head.softmax_axis} ({axis}) in "
+            f"{head.where}", f"the probabilities must sum to 1 over the classes (the last axis); "
+            f"over the {axis} every pixel competes with its neighbours",
+            f"Softmax(axis=-1) in {head.where}"))
+    return out
+
+
+def _size_finding(ctx, model, x, got, want) -> Finding:
+    changes = size_changes(model, x)
+    listed = ", ".join(f"`{name}` {_hw(a)} -> {_hw(b)}" for name, a, b in changes)
+    ratio = [g / w for g, w in zip(got, want)]
+    title = f"the output is {_hw(got)} but the masks are {_hw(want)}"
+    exact = ratio[0] == ratio[1] and math.log2(ratio[0]).is_integer()
+    if exact:
+        title += f" (x{ratio[0]:g})"
+    why = ("a per-pixel loss needs one prediction for every mask pixel: Keras stops with a shape "
+           "error, or broadcasts the masks and learns nonsense")
+    if listed:
+        why += f". The size changes at: {listed}"
+    if exact and ratio[0] < 1:
+        n = int(-math.log2(ratio[0]))
+        fix = (f"add {n} more x2 up-sampling step(s) after `{changes[-1][0] if changes else 'the last up-sampling'}`"
+               " (Conv2DTranspose(filters, 2, strides=2, padding='same') or UpSampling2D), so "
+               "the decoder undoes every down-sampling; or resize the masks")
+    elif exact:
+        fix = "remove the extra up-sampling step(s), or resize the masks"
+    else:
+        valid = [name for name, a, b in changes if 0 < a[0] - b[0] < 8 and a[0] > b[0]]
+        fix = (f"use padding='same' in {', '.join(f'`{v}`' for v in valid[:6])} (padding='valid'"
+               " shrinks every convolution's output by kernel_size - 1 pixels), or crop the "
+               "masks to the output" if valid else
+               "make the output the masks' size (pad the input to a multiple of the total "
+               "stride and crop the output back), or resize the masks")
+    return Finding("error", "output size", title, why, fix)
+
+
 # --- head, activation and loss ---------------------------------------------------------
 
-def check_head_and_loss(*, num_classes: int, out_channels: int | None,
-                        head_activation: str | None, loss: str, from_logits: bool) -> list[Finding]:
+def check_head(ctx: Context) -> list[Finding]:
     """Refuse heads and losses that cannot train together (the classic yellow image)."""
-    channels = out_channels or num_classes
+    head, loss, fixes = ctx.head, ctx.loss, ctx.fixes
+    channels = head.channels if head.channels is not None else 1
+    act, where = head.activation, head.where
     out = []
-    two_ways = ("use one channel per class (model.out_channels=null, model.head_activation=null)"
-                " with loss.name=auto (softmax cross-entropy from logits, + Dice), or keep one "
-                "channel with model.head_activation=null and loss.name=auto (sigmoid + binary "
-                "cross-entropy from logits, + Dice)")
-    if head_activation not in (None, "sigmoid", "softmax"):
-        out.append(Finding("error", "head", f"model.head_activation={head_activation!r} is "
-                           "not a segmentation head", "the head must give logits or per-class "
-                           "probabilities", "use null (logits), sigmoid or softmax"))
-    if channels == 1 and head_activation == "softmax":
+    if act is not None and act not in ("sigmoid", "softmax", "log_softmax"):
+        out.append(Finding("error", "head", f"{where} ends in {act}: not a segmentation head",
+                           "the head must give logits (no activation) or per-class "
+                           "probabilities (sigmoid, softmax)", fixes.head_activation(ctx)))
+    if channels == 1 and head.channels is not None and act == "softmax":
         out.append(Finding(
-            "error", "head", "softmax over a single output channel",
+            "error", "head", f"softmax over a single output channel in {where}",
             "softmax normalises across channels; over one channel it is exp(z)/exp(z) = 1 for "
             "every pixel, whatever the input. The output is a constant picture (the 'yellow "
-            "image') and no gradient reaches the network.", two_ways))
-    if channels == 1 and loss in CATEGORICAL:
+            "image') and no gradient reaches the network.", fixes.softmax_one_channel(ctx)))
+    if channels == 1 and head.channels is not None and loss.normalises:
         why = ("categorical cross-entropy renormalises the prediction over the channels; with one "
                "channel every pixel becomes exactly 1, so the loss is constant and its gradient "
                "is zero. Nothing trains, with any decoder: the output stays a flat picture "
                "(the 'yellow image').")
-        if loss == "sparse_categorical_crossentropy":
+        if loss.family == "sparse":
             why = ("sparse categorical cross-entropy over one channel has room for class 0 only: "
                    "softmax of one logit is 1, the loss is 0 for background and label 1 is out of "
                    "range. Nothing trains.")
         out.append(Finding("error", "head/loss",
-                           f"one output channel trained with {loss}", why, two_ways))
-    if channels > 1 and head_activation == "sigmoid" and loss not in ("binary_crossentropy",):
+                           f"one output channel ({where}) trained with {loss.name}", why,
+                           fixes.one_channel_categorical(ctx)))
+    if channels > 1 and act == "sigmoid" and loss.normalises:
         out.append(Finding(
-            "warning", "head/loss", f"sigmoid over {channels} channels with loss {loss}",
-            "per-channel sigmoids do not sum to 1 across classes, so a cross-entropy over "
-            "classes sees unnormalised probabilities",
-            "model.head_activation=null with loss.from_logits=true (softmax inside the loss)"))
-    if channels > 1 and loss == "binary_crossentropy":
+            "warning", "head/loss", f"sigmoid over {channels} channels ({where}) with loss "
+            f"{loss.name}", "per-channel sigmoids do not sum to 1 across classes, so a "
+            "cross-entropy over classes sees unnormalised probabilities", fixes.sigmoid_many(ctx)))
+    if channels > 1 and loss.family == "binary" and loss.targets == "indices":
         out.append(Finding(
             "warning", "head/loss", f"binary cross-entropy over {channels} exclusive classes",
             "binary cross-entropy scores each channel independently (multi-label); for "
-            "exclusive classes the classes compete in softmax cross-entropy",
-            "loss.name=auto"))
-    if head_activation and from_logits:
+            "exclusive classes the classes compete in softmax cross-entropy", fixes.bce_many(ctx)))
+    takes_logits = loss.family in ("categorical", "sparse", "binary", "matched")
+    if takes_logits and head.probabilities and loss.from_logits:
         out.append(Finding(
             "error", "from_logits",
-            f"probabilities ({head_activation} head) fed to a loss with from_logits=true",
+            f"probabilities ({act} in {where}) fed to a loss with from_logits=true",
             f"the loss applies {'sigmoid' if channels == 1 else 'softmax'} again to values in "
             "[0, 1]; the squashed outputs differ little between classes, gradients shrink and the "
-            "prediction drifts toward a constant",
-            "model.head_activation=null (logits, recommended) or loss.from_logits=false"))
-    if not head_activation and not from_logits:
+            "prediction drifts toward a constant", fixes.probabilities_to_logits_loss(ctx)))
+    if takes_logits and act is None and loss.from_logits is False:
         out.append(Finding(
             "error", "from_logits", "logits fed to a loss with from_logits=false",
-            "the loss reads raw logits as probabilities: negative logits are clipped to 1e-7 and "
-            "values above 1 to 1, so most pixels give a constant loss and no gradient",
-            "loss.from_logits=true (recommended) or set model.head_activation"))
+            f"{where} has no activation, but the loss reads its raw logits as probabilities: "
+            "negative logits are clipped to 1e-7 and values above 1 to 1, so most pixels give a "
+            "constant loss and no gradient", fixes.logits_to_probability_loss(ctx)))
     if not out:
-        out.append(Finding("ok", "head/loss", f"{channels} output channel(s), "
-                           f"{head_activation or 'logits'}, loss {loss}, from_logits={from_logits}"))
+        chans = f"{head.channels} output channel(s)" if head.channels else "no channel axis"
+        out.append(Finding("ok", "head/loss", f"{chans}, {act or 'logits'} ({where}), loss "
+                           f"{loss.name}, from_logits={loss.from_logits}"))
     return out
+
+
+def check_head_and_loss(*, num_classes: int, out_channels: int | None,
+                        head_activation: str | None, loss: str, from_logits: bool) -> list[Finding]:
+    """check_head for a configured head (seg's config keys): no model needed."""
+    from seg.losses import SegmentationLoss
+
+    channels = out_channels or num_classes
+    head = Head(shape=(1, 1, 1, channels), channels=channels, activation=head_activation,
+                activation_layer=f"head_{head_activation}" if head_activation else None,
+                head_layer="head")
+    info = read_loss(SegmentationLoss(loss, num_classes=num_classes, from_logits=from_logits))
+    return check_head(Context(head, info, num_classes, fixes=ConfigFixes()))
+
+
+def check_targets(ctx: Context, masks) -> list[Finding]:
+    """Integer masks given to a one-hot loss and the reverse; void pixels a loss would count."""
+    head, loss = ctx.head, ctx.loss
+    channels = head.channels or 1
+    m = np.asarray(masks)
+    one_hot = is_one_hot(m)
+    out = []
+    if loss.targets == "one_hot" and channels > 1 and not one_hot:
+        out.append(Finding(
+            "error", "targets", f"class-index masks {m.shape[1:]} given to {loss.name}, which "
+            f"expects one-hot masks {head.shape[1:]}",
+            f"{loss.name} compares the masks with the prediction channel by channel; class "
+            f"indices do not line up with the {channels} channels (Keras stops with a shape "
+            "error, or broadcasts the index over every channel)",
+            f"use keras.losses.SparseCategoricalCrossentropy(from_logits={bool(loss.from_logits)}"
+            f") with these masks, or one-hot them (keras.ops.one_hot(masks, {channels}))"))
+    elif loss.targets == "indices" and one_hot and loss.kind is None:
+        out.append(Finding(
+            "error", "targets", f"one-hot masks {m.shape[1:]} given to {loss.name}, which "
+            "expects class indices",
+            f"{loss.name} reads each mask value as a class index; one-hot masks give it "
+            f"{m.shape[-1]} values of 0 and 1 per pixel instead of one class",
+            "use categorical_crossentropy with one-hot masks, or pass masks.argmax(-1)"))
+    elif loss.family == "binary" and channels > 1 and not one_hot and loss.kind is None:
+        out.append(Finding(
+            "error", "targets", f"class-index masks {m.shape[1:]} given to {loss.name} over "
+            f"{channels} channels",
+            "binary cross-entropy compares every channel with the mask value itself, so class "
+            "2 reads as 'probability 2' in every channel",
+            f"use keras.losses.SparseCategoricalCrossentropy(from_logits=...) for {channels} "
+            "exclusive classes"))
+    elif loss.family == "binary" and channels > 1 and one_hot and loss.kind is None:
+        out.append(Finding(
+            "warning", "head/loss", f"binary cross-entropy over {channels} one-hot channels",
+            "binary cross-entropy scores each channel independently (multi-label); for "
+            "exclusive classes the classes compete in softmax cross-entropy",
+            ctx.fixes.bce_many(ctx)))
+    if ctx.ignore_index is not None and loss.kind is None and loss.family != "unknown":
+        ignored = int((class_indices(m) == ctx.ignore_index).sum()) if not one_hot else 0
+        if ignored and not _ignores(loss, ctx.ignore_index):
+            out.append(Finding(
+                "warning", "targets", f"{ignored} pixels of the first batch are ignore_index="
+                f"{ctx.ignore_index}, which {loss.name} does not ignore",
+                "the loss reads them as a class (out of range for most), so unlabelled pixels "
+                "train the network", ctx.fixes.ignore_not_ignored(ctx)))
+    return out
+
+
+def _ignores(loss: LossInfo, ignore_index: int) -> bool:
+    return loss.ignore_class == ignore_index
 
 
 # --- labels ---------------------------------------------------------------------------
 
-def audit_labels(samples: list[tuple[str, np.ndarray]], *, num_classes: int, ignore_index: int,
-                 class_names: list[str] | None = None) -> tuple[list[Finding], np.ndarray]:
-    """Check sampled masks for values outside [0, num_classes) and degenerate class balance.
-
-    Returns the findings and the class histogram (pixel counts) of the sampled masks.
-    """
-    names = class_names or [str(k) for k in range(num_classes)]
+def audit_labels(samples: list[tuple[str, np.ndarray]], ctx: Context
+                 ) -> tuple[list[Finding], np.ndarray]:
+    """Check masks (class indices) for values outside [0, num_classes) and a degenerate class
+    balance. Returns the findings and the class histogram (pixel counts) of the masks."""
+    num_classes, ignore_index, fixes = ctx.num_classes, ctx.ignore_index, ctx.fixes
+    names = ctx.class_names or [str(k) for k in range(num_classes)]
     hist = np.zeros(num_classes, np.int64)
     bad: dict[str, list[int]] = {}
     ignored, pixels, only_zero_and_ignore = 0, 0, []
     for name, mask in samples:
         values, counts = np.unique(mask, return_counts=True)
-        ignored += int(counts[values == ignore_index].sum())
+        is_void = (values == ignore_index) if ignore_index is not None else np.zeros_like(values,
+                                                                                           bool)
+        ignored += int(counts[is_void].sum())
         pixels += mask.size
-        if set(values.tolist()) == {0, ignore_index}:
+        if ignore_index is not None and set(values.tolist()) == {0, ignore_index}:
             only_zero_and_ignore.append(name)
-        out_of_range = [int(v) for v in values
-                        if v != ignore_index and not 0 <= v < num_classes]
+        out_of_range = [int(v) for v, void in zip(values, is_void)
+                        if not void and not 0 <= v < num_classes]
         if out_of_range:
             bad[name] = out_of_range
-        for v, c in zip(values, counts):
-            if 0 <= v < num_classes and v != ignore_index:
+        for v, c, void in zip(values, counts, is_void):
+            if 0 <= v < num_classes and not void:
                 hist[int(v)] += c
     out = []
     if bad:
         all_bad = sorted({v for vs in bad.values() for v in vs})
         listed = "; ".join(f"{n}: {vs}" for n, vs in list(bad.items())[:8])
         more = f" (and {len(bad) - 8} more files)" if len(bad) > 8 else ""
-        if all_bad == [255] and num_classes == 2:
-            fix = ("the masks look like 0/255 images: map 255 to class 1 with "
-                   "data.label_map='{255:1}'")
-        else:
-            mapping = ",".join(f"{v}:{min(i + 1, num_classes - 1)}" for i, v in enumerate(all_bad))
-            fix = (f"map the raw values to class indices, e.g. data.label_map='{{{mapping}}}', "
-                   f"mark them as void with data.ignore_index, or raise data.num_classes")
+        fix = (fixes.label_map_255(ctx) if all_bad == [255] and num_classes == 2
+               else fixes.label_map(ctx, all_bad))
         out.append(Finding(
             "error", "labels",
             f"mask values {all_bad} are outside [0, {num_classes}) in {len(bad)} of "
@@ -194,16 +555,15 @@ def audit_labels(samples: list[tuple[str, np.ndarray]], *, num_classes: int, ign
             f"all pixels: {listed}",
             f"these look like 0/{ignore_index} binary masks, not void labels: every foreground "
             "pixel would be ignored, the network sees background only and learns a constant "
-            "picture", f"map the foreground to class 1 with data.label_map='{{{ignore_index}:1}}'"))
+            "picture", fixes.zero_and_ignore(ctx)))
         return out, hist
     if ignore_share > 0.5:
         out.append(Finding("warning", "labels", f"{100 * ignore_share:.1f}% of sampled pixels "
                            f"are ignore_index={ignore_index}",
-                           "most of the image does not count in the loss",
-                           "check data.ignore_index and data.label_map"))
+                           "most of the image does not count in the loss", fixes.ignore_share(ctx)))
     if total == 0 and samples:
         out.append(Finding("error", "labels", "every sampled pixel is ignore_index",
-                           "there is nothing to learn from", "check data.ignore_index and the masks"))
+                           "there is nothing to learn from", fixes.ignore_share(ctx)))
     elif samples and not bad:  # with out-of-range labels, the histogram says little
         present = [k for k in range(num_classes) if hist[k] > 0]
         if len(present) == 1:
@@ -213,23 +573,24 @@ def audit_labels(samples: list[tuple[str, np.ndarray]], *, num_classes: int, ign
                 f"{present[0]} ({names[present[0]]})",
                 "a network trained on a single class learns to output that class everywhere: a "
                 "constant picture, and the IoU of every other class stays 0",
-                "check the masks and data.label_map (were the objects mapped to background?)"))
+                fixes.single_class(ctx)))
         else:
             absent = [names[k] for k in range(num_classes) if hist[k] == 0]
             if absent:
                 out.append(Finding("warning", "labels", f"classes {absent} never appear in "
                                    f"{len(samples)} sampled masks",
                                    "a class that is never seen cannot be learned",
-                                   "check data.num_classes and the label mapping"))
+                                   fixes.absent_classes(ctx)))
             share = hist / total
             rare = [f"{names[k]} {100 * share[k]:.2f}%" for k in present if share[k] < 0.01]
             if rare:
                 out.append(Finding("warning", "labels", f"rare classes: {rare}",
                                    "a class under 1% of pixels is easy to predict away",
-                                   "loss.name=ce_dice or loss.class_weights"))
+                                   fixes.rare_classes(ctx)))
         if len(present) > 1:
+            void = f" or ignore_index={ignore_index}" if ignore_index is not None else ""
             out.append(Finding("ok", "labels", f"{len(samples)} masks sampled, values within "
-                               f"[0, {num_classes}) or ignore_index={ignore_index}"))
+                               f"[0, {num_classes}){void}"))
     return out, hist
 
 
@@ -281,25 +642,27 @@ def shape_plan(sizes: list[tuple[int, int]], *, depth: int, decoder: str) -> tup
     return out, "\n".join(lines)
 
 
-def check_decoder(*, decoder: str, kernel_size: int, init: str, stride: int = 2) -> list[Finding]:
-    """Warn about transposed convolutions whose kernel does not divide by the stride."""
-    if decoder == "pixelshuffle":
-        return [Finding("ok", "decoder", "pixelshuffle: sub-pixel convolution with ICNR "
-                        "initialisation, starts without checkerboard")]
-    if decoder != "deconv":
-        return [Finding("ok", "decoder", f"{decoder}: fixed upsampling + convolution, no "
-                        "checkerboard risk")]
-    if kernel_size % stride:
+def check_transposed(ctx: Context, model) -> list[Finding]:
+    """Warn about every transposed convolution whose kernel does not divide by its stride."""
+    deconvs = [layer for layer in all_layers(model)
+               if isinstance(layer, keras.layers.Conv2DTranspose)]
+    if not deconvs:
+        return [Finding("ok", "decoder", "no transposed convolution: no checkerboard risk from "
+                        "learned upsampling")]
+    uneven = [(d.name, d.kernel_size[i], d.strides[i]) for d in deconvs for i in (0, 1)
+              if d.strides[i] > 1 and d.kernel_size[i] % d.strides[i]]
+    uneven = list(dict.fromkeys(uneven))
+    if uneven:
+        listed = ", ".join(f"`{n}` (kernel {k}, stride {s})" for n, k, s in uneven[:6])
+        k, s = uneven[0][1], uneven[0][2]
         return [Finding(
             "warning", "decoder",
-            f"transposed convolution with kernel_size={kernel_size} and stride {stride}",
-            f"{kernel_size} is not a multiple of {stride}: output pixels receive unequal numbers "
-            "of kernel taps (uneven overlap), which prints a checkerboard pattern into the "
-            "prediction (Odena et al., 2016)",
-            f"decoder.kernel_size={stride * max(kernel_size // stride, 1)} (a multiple of the "
-            "stride), decoder.init=bilinear, or +decoder=upsample")]
-    return [Finding("ok", "decoder", f"deconv kernel {kernel_size} is a multiple of the stride "
-                    f"{stride} (even overlap), init {init}")]
+            f"transposed convolution with kernel_size={k} and stride {s}: {listed}",
+            f"{k} is not a multiple of {s}: output pixels receive unequal numbers of kernel taps "
+            "(uneven overlap), which prints a checkerboard pattern into the prediction (Odena et "
+            "al., 2016)", ctx.fixes.checkerboard(ctx, uneven))]
+    return [Finding("ok", "decoder", f"{len(deconvs)} transposed convolution(s), every kernel a "
+                    "multiple of its stride (even overlap)")]
 
 
 def check_encoder(*, encoder: str, encoder_weights, freeze_encoder: bool,
@@ -315,50 +678,64 @@ def check_encoder(*, encoder: str, encoder_weights, freeze_encoder: bool,
 
 # --- probes on one batch ---------------------------------------------------------------
 
-def _layer_gradients(model, loss_fn, x, y):
-    with tf.GradientTape() as tape:
+def _loss_callable(loss, info: LossInfo):
+    """loss(y_true, y_pred) -> scalar, for a loss name, object or function."""
+    fn = keras.losses.get(loss) if isinstance(loss, str) else loss
+
+    def call(y, pred):
+        if info.family in ("categorical", "binary", "dice") and info.kind is None:
+            y = tf.cast(y, pred.dtype)  # Keras' one-hot losses multiply y_true with y_pred
+        return tf.reduce_mean(tf.cast(fn(y, pred), tf.float32))
+    return call
+
+
+def _layer_gradients(model, loss_fn, x, y, loss):
+    with tf.GradientTape() as tape, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Keras' own one-channel warning: the report says more
         pred = model(x, training=True)
-        loss = loss_fn(y, pred)
+        pred = pred[0] if isinstance(pred, (list, tuple)) else pred
+        value = loss_fn(y, pred)
     ce_part = None
-    if getattr(loss_fn, "kind", None) in ("ce", "ce_dice", "ce_lovasz"):  # starts at ln(C)
-        ce_part = float(type(loss_fn).from_config({**loss_fn.get_config(), "kind": "ce"})(y, pred))
-    grads = tape.gradient(loss, model.trainable_variables)
+    if getattr(loss, "kind", None) in ("ce", "ce_dice", "ce_lovasz"):  # starts at ln(C)
+        ce_part = float(type(loss).from_config({**loss.get_config(), "kind": "ce"})(y, pred))
+    grads = tape.gradient(value, model.trainable_variables)
     norms: dict[str, float] = {}
     for var, g in zip(model.trainable_variables, grads):
-        layer = var.path.split("/")[-2] if "/" in var.path else var.path
-        layer = layer.split("_")[0]  # one row per block: enc0, ..., bottleneck, dec0, head
-        value = 0.0 if g is None else float(tf.norm(g)) ** 2
-        norms[layer] = norms.get(layer, 0.0) + value
-    return float(loss), ce_part, {k: math.sqrt(v) for k, v in norms.items()}
+        layer = layer_of(var, model)
+        norms[layer] = norms.get(layer, 0.0) + (0.0 if g is None else float(tf.norm(g)) ** 2)
+    return float(value), ce_part, {k: math.sqrt(v) for k, v in norms.items()}
 
 
-def probe(model, loss_fn, batch, *, num_classes: int, out_channels: int | None, loss: str,
+def probe(model, loss, x, y, ctx: Context, *, compare_initial: bool = True,
           overfit_steps: int = 0, learning_rate: float = 1e-3) -> tuple[list[Finding], str, dict]:
     """Initial loss against its expected value, gradient norms per layer, optional overfit.
 
     Weights (and batch-norm statistics) are restored afterwards.
     """
-    x, y = batch
+    info, head = ctx.loss, ctx.head
+    loss_fn = _loss_callable(loss, info)
     saved = model.get_weights()
     out = []
     try:
-        loss0, ce0, norms = _layer_gradients(model, loss_fn, x, y)
-        channels = out_channels or num_classes
-        expected = math.log(2 if channels == 1 else channels)
+        loss0, ce0, norms = _layer_gradients(model, loss_fn, x, y, loss)
+        channels = head.channels or 1
+        classes = 2 if channels == 1 or info.family == "binary" else channels
+        expected = math.log(classes)
         figures = {"initial_loss": loss0, "expected_initial_loss": expected}
         if ce0 is not None:
             figures["initial_cross_entropy"] = ce0
+        zero_is_wrong = (info.family in ("categorical", "sparse", "binary")
+                         or info.kind in ("ce", "focal", "ce_dice", "ce_lovasz"))
         if not math.isfinite(loss0):
             out.append(Finding("error", "initial loss", f"the loss is {loss0} before training",
                                "a non-finite loss at initialisation means broken inputs or "
-                               "labels", "check the data (seg check) and the loss"))
-        elif loss in ("auto", "ce", "focal", "ce_dice", "ce_lovasz", *CATEGORICAL,
-                      "binary_crossentropy"):
+                               "labels", "check the images for NaN/Inf and the masks' values "
+                               "against the loss"))
+        elif compare_initial and zero_is_wrong:
             if loss0 < 0.05 * expected:
                 out.append(Finding(
                     "error", "initial loss",
-                    f"initial loss {loss0:.3g}, expected about ln({2 if channels == 1 else channels})"
-                    f" = {expected:.3f}",
+                    f"initial loss {loss0:.3g}, expected about ln({classes}) = {expected:.3f}",
                     "the loss is already (near) zero before any training: it does not depend on "
                     "the prediction, so there is nothing to learn from",
                     "see the head/loss check: match the loss to the head"))
@@ -366,7 +743,7 @@ def probe(model, loss_fn, batch, *, num_classes: int, out_channels: int | None, 
                 ce = ce0 if ce0 is not None else loss0
                 what = "cross-entropy" if ce0 is not None else "loss"
                 total = f", {loss0:.3f} with Dice" if ce0 is not None and loss0 != ce0 else ""
-                if (ce0 is not None or loss in CATEGORICAL) and abs(ce - expected) > 0.5 * expected:
+                if (ce0 is not None or info.normalises) and abs(ce - expected) > 0.5 * expected:
                     out.append(Finding(
                         "warning", "initial loss", f"initial {what} {ce:.3f}, expected about "
                         f"{expected:.3f} for an untrained {channels}-channel head",
@@ -375,41 +752,49 @@ def probe(model, loss_fn, batch, *, num_classes: int, out_channels: int | None, 
                         "check the label audit and the head/loss check"))
                 else:
                     out.append(Finding("ok", "initial loss", f"{what} {ce:.3f} (expected about "
-                                       f"ln({2 if channels == 1 else channels}) = "
-                                       f"{expected:.3f}){total}"))
-        head = norms.get("head", 0.0)
-        figures["head_gradient_norm"] = head
-        total = math.sqrt(sum(v * v for v in norms.values()))
-        if not math.isfinite(total):
-            out.append(Finding("error", "gradients", "non-finite gradients at initialisation",
-                               "a NaN or Inf gradient destroys the weights on the first step",
-                               "check the inputs for NaN/Inf and the loss"))
-        elif head < 1e-12:
-            out.append(Finding(
-                "error", "gradients", f"zero gradient at the head (norm {head:.2g})",
-                "no gradient reaches the output layer, so no layer can learn: this is the "
-                "yellow image before it happens (a constant loss, an activation that saturates "
-                "or a loss that ignores the prediction)",
-                "see the head/loss check; use logits with loss.name=auto"))
-        else:
-            dead = [k for k, v in norms.items() if v == 0.0]
-            if dead:
-                out.append(Finding("warning", "gradients", f"blocks with zero gradient: {dead}",
-                                   "these layers will not learn",
-                                   "check for frozen or disconnected layers"))
-            else:
-                out.append(Finding("ok", "gradients", f"every layer receives a gradient "
-                                   f"(head {head:.2e}, total {total:.2e})"))
-        table = "\n".join(f"  {name:<24} {value:.3e}" for name, value in norms.items())
+                                       f"ln({classes}) = {expected:.3f}){total}"))
+        out += _gradient_findings(norms, ctx, figures)
+        table = "\n".join(f"  {name:<32} {value:.3e}" for name, value in norms.items())
         if overfit_steps:
             out.append(_overfit(model, loss_fn, x, y, overfit_steps, learning_rate, loss0,
-                                figures))
+                                figures, ctx))
     finally:
         model.set_weights(saved)
-    return out, "gradient norm per block (one batch, at initialisation)\n" + table, figures
+    return out, "gradient norm per layer (one batch, at initialisation)\n" + table, figures
 
 
-def _overfit(model, loss_fn, x, y, steps, learning_rate, loss0, figures) -> Finding:
+def _gradient_findings(norms: dict[str, float], ctx: Context, figures: dict) -> list[Finding]:
+    head_layer = ctx.head.head_layer if ctx.head.head_layer in norms else (
+        list(norms)[-1] if norms else None)
+    head = norms.get(head_layer, 0.0)
+    figures["head_gradient_norm"] = head
+    total = math.sqrt(sum(v * v for v in norms.values()))
+    if not math.isfinite(total):
+        return [Finding("error", "gradients", "non-finite gradients at initialisation",
+                        "a NaN or Inf gradient destroys the weights on the first step",
+                        "check the inputs for NaN/Inf and the loss")]
+    if head < 1e-12:
+        return [Finding(
+            "error", "gradients", f"zero gradient at the head `{head_layer}` (norm {head:.2g})",
+            "no gradient reaches the output layer, so no layer can learn: this is the "
+            "yellow image before it happens (a constant loss, an activation that saturates "
+            "or a loss that ignores the prediction)", ctx.fixes.head_gradient(ctx))]
+    dead = [k for k, v in norms.items() if v == 0.0]
+    if dead:
+        listed = ", ".join(f"`{d}`" for d in dead[:8]) + (f" and {len(dead) - 8} more"
+                                                          if len(dead) > 8 else "")
+        return [Finding("warning", "gradients", f"no gradient reaches {len(dead)} of "
+                        f"{len(norms)} layers with weights: {listed}",
+                        "these layers will not learn: something between them and the loss "
+                        "blocks the gradient (a ReLU dead for every pixel, a stop_gradient, an "
+                        "argmax or rounding, a branch that never reaches the output)",
+                        "look at what lies between these layers and the output; check for "
+                        "frozen or disconnected layers")]
+    return [Finding("ok", "gradients", f"every layer receives a gradient (head `{head_layer}` "
+                    f"{head:.2e}, total {total:.2e})")]
+
+
+def _overfit(model, loss_fn, x, y, steps, learning_rate, loss0, figures, ctx) -> Finding:
     optimizer = keras.optimizers.Adam(learning_rate)
 
     @tf.function
@@ -426,59 +811,71 @@ def _overfit(model, loss_fn, x, y, steps, learning_rate, loss0, figures) -> Find
         return Finding("error", "overfit one batch", f"the loss became {losses[bad]} at step "
                        f"{bad + 1} of {steps} at learning rate {learning_rate}",
                        "the updates diverge: the weights blow up and the output collapses",
-                       "lower trainer.learning_rate (try 10x smaller)")
+                       ctx.fixes.learning_rate(ctx))
     if losses[-1] > 0.7 * loss0:
         return Finding("error", "overfit one batch", f"{steps} steps on one batch took the loss "
                        f"from {loss0:.3f} to {losses[-1]:.3f} only",
                        "a model that cannot memorise one batch cannot learn the dataset; the "
                        "learning rate is off or the gradient does not reach the weights",
-                       "check the head/loss findings and trainer.learning_rate")
+                       ctx.fixes.learn_rate_or_loss(ctx))
     return Finding("ok", "overfit one batch", f"loss {loss0:.3f} -> {losses[-1]:.3f} in "
                    f"{steps} steps")
 
 
-def preflight(*, model, loss_fn, batch, samples, num_classes: int, ignore_index: int,
-              class_names: list[str], out_channels: int | None, head_activation: str | None,
-              loss: str, from_logits: bool, decoder: str, kernel_size: int, init: str,
-              depth: int, input_sizes: list[tuple[int, int]], probes: bool = True,
-              overfit_steps: int = 0, learning_rate: float = 1e-3, encoder: str = "unet",
-              encoder_weights=None, freeze_encoder: bool = False,
-              unfreeze_after: int | None = None) -> Report:
-    """Run every check before training.
+# --- the collapse monitors' arithmetic --------------------------------------------------
 
-    Args:
-        model, loss_fn: the model and loss about to be trained (weights are left unchanged).
-        batch: one (images, masks) training batch for the probes.
-        samples: [(file name, mask)] for the label audit.
-        input_sizes: (height, width) of the training crops and of sampled validation images.
-        The remaining arguments describe the configured head, loss and decoder.
+def output_stats(probs: np.ndarray, truth: np.ndarray, *, num_classes: int,
+                 ignore_index: int | None) -> dict:
+    """What the network predicts on labelled pixels: shares, spread and entropy.
 
-    Returns:
-        A Report; report.errors is non-empty when training cannot work.
+    Returns majority_share (pixels in the most-predicted class), pred_share and true_share
+    per class, spread (largest std over pixels of any class probability: ~0 for a flat output)
+    and entropy (mean per-pixel entropy divided by ln K: 1 means no preference).
     """
-    report = Report()
-    report.findings += check_head_and_loss(num_classes=num_classes, out_channels=out_channels,
-                                           head_activation=head_activation, loss=loss,
-                                           from_logits=from_logits)
-    label_findings, hist = audit_labels(samples, num_classes=num_classes,
-                                        ignore_index=ignore_index, class_names=class_names)
-    report.findings += label_findings
-    if hist.sum():
-        share = hist / hist.sum()
-        report.tables["class histogram (sampled masks)"] = "\n".join(
-            f"  {k} {class_names[k]:<16} {100 * share[k]:6.2f}%" for k in range(num_classes))
-    plan_findings, plan = shape_plan(input_sizes, depth=depth, decoder=decoder)
-    report.findings += plan_findings
-    report.tables["shape plan"] = plan
-    report.findings += check_decoder(decoder=decoder, kernel_size=kernel_size, init=init)
-    report.findings += check_encoder(encoder=encoder, encoder_weights=encoder_weights,
-                                     freeze_encoder=freeze_encoder, unfreeze_after=unfreeze_after)
-    head_ok = not any(f.level == "error" and f.check == "labels" for f in report.findings)
-    if probes and head_ok:
-        findings, table, figures = probe(model, loss_fn, batch, num_classes=num_classes,
-                                         out_channels=out_channels, loss=loss,
-                                         overfit_steps=overfit_steps, learning_rate=learning_rate)
-        report.findings += findings
-        report.tables["gradients"] = table
-        report.figures.update(figures)
-    return report
+    valid = (truth >= 0) & (truth < num_classes)
+    if ignore_index is not None:
+        valid &= truth != ignore_index
+    p = probs[valid]  # [N, K]
+    if not len(p) or not np.isfinite(p).all():
+        return {"finite": bool(np.isfinite(p).all()), "majority_share": float("nan"),
+                "pred_share": [float("nan")] * num_classes,
+                "true_share": [float("nan")] * num_classes, "spread": float("nan"),
+                "entropy": float("nan")}
+    pred = p.argmax(axis=-1)
+    pred_share = np.bincount(pred, minlength=num_classes)[:num_classes] / len(pred)
+    true_share = np.bincount(truth[valid], minlength=num_classes)[:num_classes] / len(pred)
+    k = p.shape[-1]
+    entropy = -(p * np.log(np.clip(p, 1e-12, 1))).sum(-1).mean() / math.log(k)
+    return {"finite": True, "majority_share": float(pred_share.max()),
+            "pred_share": pred_share.tolist(), "true_share": true_share.tolist(),
+            "spread": float(p.std(axis=0).max()), "entropy": float(entropy)}
+
+
+def alarms_for(stats: dict, *, class_names: list[str], constant_share: float,
+               constant_spread: float, vanished_share: float, final: bool = True,
+               seen: set[int] | frozenset = frozenset()) -> list[str]:
+    """Alarm messages for collapsed outputs: non-finite, constant output, class vanished.
+
+    A class counts as vanished when it is predicted on under `vanished_share` of its true share
+    and either it was predicted before (in `seen`: the network lost it) or training is over
+    (`final`: it never learned it). A class not learned yet in the middle of training is not
+    a collapse.
+    """
+    if not stats["finite"]:
+        return ["non-finite output: the network predicts NaN/Inf (diverged; lower the learning "
+                "rate)"]
+    out = []
+    if stats["majority_share"] >= constant_share or stats["spread"] < constant_spread:
+        major = int(np.argmax(stats["pred_share"]))
+        out.append(f"constant output: {100 * stats['majority_share']:.1f}% of pixels predicted "
+                   f"as {class_names[major]}, probabilities vary by {stats['spread']:.3f} "
+                   "across the image (the 'yellow image')")
+    for k, name in enumerate(class_names):
+        true, pred = stats["true_share"][k], stats["pred_share"][k]
+        if true > 0.005 and pred < vanished_share * true and (final or k in seen):
+            out.append(f"class vanished: {name} is {100 * true:.1f}% of true pixels but "
+                       f"{100 * pred:.2f}% of predicted ones"
+                       + (" (it was predicted before)" if k in seen else ""))
+    return out
+
+

@@ -16,14 +16,16 @@ import time
 from pathlib import Path
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from seg import callbacks as seg_callbacks
 from seg import checkpoints, diagnostics, distribute, hparams
 from seg.data import AUDITS, SOURCES, DataError, pipeline
+from seg.fixes import ConfigFixes
 from seg.losses import SegmentationLoss
 from seg.metrics import make_metrics
-from seg.models import build_model, encoder_of
+from seg.models import build_model, encoder_of, levels_of
 
 SECTIONS = ("seed", "data", "model", "decoder", "loss", "trainer", "diagnostics", "logging")
 PIPELINE_KEYS = ("name", "image_size", "ignore_index", "augment", "scale_range", "elastic_sigma",
@@ -217,23 +219,32 @@ def prepare(cfg: dict, plan: distribute.Plan | None = None) -> dict:
 
 
 def diagnose(cfg: dict, parts: dict | None = None) -> diagnostics.Report:
-    """Every check before training and the probes on one batch, for a config."""
+    """Every check before training and the probes on one batch, for a config.
+
+    The checks are seg.diagnose's, on the model and loss this config builds (the same path as
+    for any Keras model), with the fixes in config keys, plus what only the config knows: the
+    shape plan of the padding, a frozen random encoder and the file audit of the data.
+    """
     parts = parts or prepare(cfg)
     source, diag = parts["source"], cfg["diagnostics"]
     samples = source.sample_masks(diag["label_audit_samples"])
     sizes = [(parts["image_size"], parts["image_size"])] + sorted({m.shape for _, m in samples})
-    model_cfg, dec, loss_cfg = cfg["model"], cfg["decoder"], cfg["loss"]
-    report = diagnostics.preflight(
-        model=parts["model"], loss_fn=parts["loss"], batch=next(iter(parts["train_ds"])),
-        samples=samples, num_classes=cfg["data"]["num_classes"],
-        ignore_index=cfg["data"]["ignore_index"], class_names=source.class_names,
-        out_channels=model_cfg["out_channels"], head_activation=model_cfg["head_activation"],
-        loss=loss_cfg["name"], from_logits=loss_cfg["from_logits"], decoder=dec["name"],
-        kernel_size=dec["kernel_size"], init=dec["init"],
-        depth=model_cfg["depth"] if model_cfg["encoder"] == "unet" else 5,
-        input_sizes=sizes, probes=diag["probes"], overfit_steps=diag["overfit_steps"],
-        learning_rate=float(cfg["trainer"]["learning_rate"]), encoder=model_cfg["encoder"],
-        encoder_weights=model_cfg["encoder_weights"], freeze_encoder=model_cfg["freeze_encoder"],
+    model_cfg, data = cfg["model"], cfg["data"]
+    images, masks = next(iter(parts["train_ds"]))
+    report = diagnostics.diagnose(
+        parts["model"], np.asarray(images), np.asarray(masks), loss=parts["loss"],
+        num_classes=data["num_classes"], ignore_index=data["ignore_index"],
+        class_names=source.class_names, probes=diag["probes"],
+        overfit_steps=diag["overfit_steps"], learning_rate=float(cfg["trainer"]["learning_rate"]),
+        label_samples=samples, fixes=ConfigFixes())
+    report.title = "seg preflight checks"
+    depth = levels_of(model_cfg["encoder"], model_cfg["depth"])
+    plan_findings, plan = diagnostics.shape_plan(sizes, depth=depth, decoder=cfg["decoder"]["name"])
+    report.findings += plan_findings
+    report.tables["shape plan"] = plan
+    report.findings += diagnostics.check_encoder(
+        encoder=model_cfg["encoder"], encoder_weights=model_cfg["encoder_weights"],
+        freeze_encoder=model_cfg["freeze_encoder"],
         unfreeze_after=cfg["trainer"]["unfreeze_encoder_after"])
     if source.audit is not None:  # the file audit of scripts/check_data.py, on a sample
         skip = cfg["data"].get("on_bad_sample") == "skip"
@@ -429,13 +440,14 @@ def run(cfg: dict, output_dir: str | Path, run_name: str | None = None,
             encoder.trainable = True
     compile_model()
 
+    # The callback seg.SegmentationMonitor is made of, in parts (see seg.callbacks): its figures
+    # go into Keras' logs (metrics.json's history, the TensorBoard callback), its writes wait
+    # until the epoch is committed, so a resumed run never repeats a step.
     monitor = seg_callbacks.CollapseMonitor(
         val_ds, num_classes=data["num_classes"], class_names=source.class_names,
-        ignore_index=data["ignore_index"], from_logits=cfg["loss"]["from_logits"],
-        log_dir=out / "tb" / "validation", **{k: v for k, v in cfg["diagnostics"].items()
-                                              if k in seg_callbacks.MONITOR_KEYS})
-    monitor.defer_writes = True  # written after the epoch is committed: no duplicate steps
-    monitor.total_epochs = epochs
+        ignore_index=data["ignore_index"], log_dir=out / "tb" / "validation", into_logs=True,
+        defer_writes=True, total_epochs=epochs,
+        **{k: v for k, v in cfg["diagnostics"].items() if k in seg_callbacks.MONITOR_KEYS})
     throughput = seg_callbacks.Throughput(batch_size)
     stateful = {"monitor": monitor, "throughput": throughput}
     early = None
@@ -455,12 +467,11 @@ def run(cfg: dict, output_dir: str | Path, run_name: str | None = None,
         [checkpointer, tensorboard] if chief else [])
     if cfg["logging"]["panels_every"] and chief:
         panels = seg_callbacks.PredictionPanels(
-            source.val, num_images=cfg["logging"]["num_panels"],
-            every=cfg["logging"]["panels_every"], num_classes=data["num_classes"],
-            class_names=source.class_names, ignore_index=data["ignore_index"],
-            from_logits=cfg["loss"]["from_logits"], monitor=monitor,
+            source.val.map(lambda x, y: (tf.image.convert_image_dtype(x, tf.float32), y)),
+            num_images=cfg["logging"]["num_panels"], every=cfg["logging"]["panels_every"],
+            num_classes=data["num_classes"], class_names=source.class_names,
+            ignore_index=data["ignore_index"], monitor=monitor, total_epochs=epochs,
             log_dir=out / "tb" / "validation", png_dir=out / "panels")
-        panels.total_epochs = epochs
         fit_callbacks.append(panels)
     fit_callbacks.append(guard)
     if timings is not None:

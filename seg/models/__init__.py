@@ -55,7 +55,7 @@ def build_model(*, num_classes: int, in_channels: int, encoder: str = "unet",
     if out_channels == 1 and num_classes != 2:
         raise ValueError(f"model.out_channels=1 needs a binary task, not num_classes={num_classes}")
 
-    levels = depth if encoder == "unet" else 5
+    levels = levels_of(encoder, depth)
     inputs = keras.Input((input_size, input_size, in_channels), name="image")
     padded_size = None if input_size is None else -(-input_size // 2 ** levels) * 2 ** levels
     x = PadToMultiple(2 ** levels, name="pad_to_multiple")(inputs)
@@ -81,6 +81,11 @@ def build_model(*, num_classes: int, in_channels: int, encoder: str = "unet",
                                     name=f"head_{head_activation}")(x)
     outputs = CropLike(dtype="float32", name="crop_to_input")([x, inputs])
     return keras.Model(inputs, outputs, name=f"{encoder}_{decoder}")
+
+
+def levels_of(encoder: str, depth: int) -> int:
+    """Down-sampling levels: `depth` for the U-Net encoder, 5 (stride 32) for a backbone."""
+    return depth if encoder == "unet" else 5
 
 
 def build_unet(**kwargs) -> keras.Model:
@@ -133,4 +138,4 @@ def _all_layers(model):
 __all__ = ["BACKBONES", "DECODERS", "ENCODERS", "ICNR", "ArgMax", "BackbonePreprocess",
            "ClassProbabilities",
            "BilinearUpsampleInit", "CropLike", "DepthToSpace", "PadToMultiple", "build_model",
-           "build_unet", "encoder_of", "forward_flops", "level_sizes"]
+           "build_unet", "encoder_of", "levels_of", "forward_flops", "level_sizes"]
