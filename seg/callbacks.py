@@ -40,6 +40,7 @@ def write_png_summary(name: str, png: bytes, width: int, height: int, step: int)
 
 
 MONITOR_BATCH = 16  # validation images the collapse monitor predicts every epoch
+ZERO_LOSS = 1e-6  # a training loss below this in every epoch from the first is a constant loss
 
 
 def first_batch(validation_data, limit: int = MONITOR_BATCH) -> tuple[np.ndarray, np.ndarray]:
@@ -127,6 +128,7 @@ class CollapseMonitor(keras.callbacks.Callback):
         self.last_stats: dict | None = None
         self.current_alarms: list[str] = []
         self.seen: set[int] = set()  # classes the network has predicted at some epoch
+        self.losses: list[float] = []  # the training loss at every epoch's end
         self._epoch, self._final = 0, False
         self._writer = None
         self._pending: list = []
@@ -147,12 +149,13 @@ class CollapseMonitor(keras.callbacks.Callback):
 
     def get_state(self) -> dict:
         return {"alarms": self.alarms, "seen": sorted(self.seen), "last_stats": self.last_stats,
-                "current_alarms": self.current_alarms, "epoch": self._epoch}
+                "current_alarms": self.current_alarms, "epoch": self._epoch,
+                "losses": self.losses}
 
     def set_state(self, state: dict):
         self.alarms, self.seen = list(state["alarms"]), set(state["seen"])
         self.last_stats, self.current_alarms = state["last_stats"], list(state["current_alarms"])
-        self._epoch = state["epoch"]
+        self._epoch, self.losses = state["epoch"], list(state.get("losses", []))
 
     def on_epoch_end(self, epoch, logs=None):
         if not self.enabled:
@@ -168,8 +171,7 @@ class CollapseMonitor(keras.callbacks.Callback):
         if more and not self.model.stop_training:
             return
         if self.enabled and not self._final and self.last_stats is not None:
-            self.current_alarms = alarms_for(self.last_stats, class_names=self.class_names,
-                                             final=True, seen=self.seen, **self.thresholds)
+            self.current_alarms = self._judge(self.last_stats, final=True)
             logged = {a["alarm"] for a in self.alarms if a["epoch"] == self._epoch + 1}
             for message in self.current_alarms:
                 if message not in logged:
@@ -184,8 +186,9 @@ class CollapseMonitor(keras.callbacks.Callback):
         stats = output_stats(probs, class_indices(y, self.ignore_index),
                              num_classes=self.num_classes, ignore_index=self.ignore_index)
         self.last_stats = stats
-        found = alarms_for(stats, class_names=self.class_names, final=final, seen=self.seen,
-                           **self.thresholds)
+        if logs and "loss" in logs:
+            self.losses.append(float(logs["loss"]))
+        found = self._judge(stats, final)
         if stats["finite"]:
             self.seen |= {k for k, (t, p) in enumerate(zip(stats["true_share"], stats["pred_share"]))
                           if t > 0.005 and p >= 0.5 * t}
@@ -193,9 +196,10 @@ class CollapseMonitor(keras.callbacks.Callback):
         for message in self.current_alarms:
             self.alarms.append({"epoch": epoch + 1, "alarm": message})
         figures = {"majority_share": stats["majority_share"], "output_spread": stats["spread"],
-                   "output_entropy": stats["entropy"], "alarms": float(len(self.current_alarms))}
+                   "output_entropy": stats["entropy"], "alarm_count": float(len(self.current_alarms))}
         if self.into_logs and logs is not None:  # the TensorBoard callback and History keep them
             logs.update({f"val_{k}": v for k, v in figures.items()})
+            logs["val_alarms"] = logs.pop("val_alarm_count")
         self._pending.append((epoch, stats, list(self.current_alarms),
                               {} if self.into_logs else figures))
         if not self.defer_writes:
@@ -204,6 +208,15 @@ class CollapseMonitor(keras.callbacks.Callback):
                 a.startswith(("constant", "non-finite")) for a in self.current_alarms):
             print("[seg monitor] stopping: the output has collapsed (stop_on_collapse)", flush=True)
             self.model.stop_training = True
+
+    def _judge(self, stats: dict, final: bool) -> list[str]:
+        found = alarms_for(stats, class_names=self.class_names, final=final, seen=self.seen,
+                           **self.thresholds)
+        if self.losses and max(self.losses) < ZERO_LOSS:  # no real training starts at 0
+            found.insert(0, f"constant loss: the training loss is {self.losses[-1]:.2g} in every "
+                         "epoch, so it does not depend on the prediction and nothing is learned "
+                         "from the masks (the 'yellow image')")
+        return found
 
     def write_pending(self):
         """Write the checked epochs' figures and alarms to TensorBoard and the log."""
@@ -341,7 +354,7 @@ class PredictionPanels(keras.callbacks.Callback):
         void = -1 if self.ignore_index is None else self.ignore_index
         preds, confs, truths = [], [], []
         for x, y in self.samples:
-            probs = probabilities(np.asarray(self._forward(x[None]))[0], self.from_logits)
+            probs = probabilities(np.asarray(self._forward(x[None])), self.from_logits)[0]
             preds.append(probs.argmax(-1))
             confs.append(probs.max(-1))
             truths.append(class_indices(np.asarray(y)[None], void)[0])

@@ -150,7 +150,9 @@ def diagnose(model: keras.Model, images, masks=None, *, loss=None, num_classes: 
             "pass diagnose(model, images, masks) with numpy arrays, or a batched dataset"))
         return report
     try:
-        y_pred = _output(model(x, training=False))
+        with warnings.catch_warnings():  # Keras' own hints (softmax over one channel): the
+            warnings.simplefilter("ignore")  # report explains them in the model's terms
+            y_pred = _output(model(x, training=False))
     except Exception as e:  # noqa: BLE001
         shape = getattr(model, "input_shape", None)
         report.findings.append(Finding(

@@ -340,7 +340,7 @@ def size_changes(model: keras.Model, x: np.ndarray) -> list[tuple[str, tuple, tu
     try:
         if len(model.inputs) != 1:
             return []
-        values = keras.Model(model.inputs, tensors)(x[:1], training=False)
+        values = keras.Model(model.inputs[0], tensors)(x[:1], training=False)
         shapes = [tuple(int(d) for d in np.shape(v)) for v in values]
     except Exception:  # noqa: BLE001 (fall back to the symbolic shapes)
         shapes = [tuple(t.shape) for t in tensors]
