@@ -1,17 +1,58 @@
-"""Run every check and probe for a config without training: python scripts/diagnose.py [overrides]
+"""Every check and probe, no training: python scripts/diagnose.py [--model PATH [--loss NAME]
+[--from-logits true|false]] [overrides]
 
-Prints a report; exits 1 when a check finds an error (a set-up that cannot train).
+Without --model: the model, loss and data of a config (what scripts/train.py would train).
+With --model: any Keras model, a .keras file (safe mode) or module.py:function returning one,
+compiled or not, diagnosed on the config's data (data=folder data.root=DIR ..., or the
+built-in data); --loss names the loss of an uncompiled model (a Keras loss name, or seg's).
+Prints the report; exits 1 when a check finds an error (a set-up that cannot train), 2 when
+the input is refused.
 """
 
 import sys
 
 import _hydra
 
+OPTIONS = ("--model", "--loss", "--from-logits")
+
+
+def parse(argv: list[str]) -> tuple[dict, list[str]]:
+    """(--options given, the Hydra overrides)."""
+    options, rest, args = {}, [], list(argv)
+    while args:
+        arg = args.pop(0)
+        name, eq, value = arg.partition("=")
+        if name in OPTIONS:
+            if not eq:
+                if not args or args[0].startswith("--"):
+                    _hydra.fail(ValueError(f"{name} needs a value"))
+                value = args.pop(0)
+            options[name] = value
+        elif arg.startswith("--"):
+            _hydra.fail(ValueError(f"unknown option {arg}: use {', '.join(OPTIONS)} and "
+                                   "key=value overrides"))
+        else:
+            rest.append(arg)
+    if ("--loss" in options or "--from-logits" in options) and "--model" not in options:
+        _hydra.fail(ValueError("--loss and --from-logits go with --model PATH"))
+    if options.get("--from-logits", "true") not in ("true", "false"):
+        _hydra.fail(ValueError(f"--from-logits {options['--from-logits']}: use true or false"))
+    return options, rest
+
 
 def main(argv: list[str]) -> int:
-    from seg.train import diagnose
+    from seg.inference import load_user_model
+    from seg.train import diagnose, diagnose_model
 
-    report = _hydra.refusing(lambda: diagnose(_hydra.compose_dict(argv)))
+    options, overrides = parse(argv)
+    if "--model" in options:
+        from_logits = options.get("--from-logits")
+        report = _hydra.refusing(lambda: diagnose_model(
+            _hydra.compose_dict(overrides), load_user_model(options["--model"]),
+            loss=options.get("--loss"),
+            from_logits=None if from_logits is None else from_logits == "true"))
+    else:
+        report = _hydra.refusing(lambda: diagnose(_hydra.compose_dict(overrides)))
     print(report.text())
     return 1 if report.errors else 0
 

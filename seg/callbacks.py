@@ -232,8 +232,9 @@ class CollapseMonitor(keras.callbacks.Callback):
                 text = "\n".join(f"* {a}" for a in alarms) or "no alarm"
                 tf.summary.text("diagnostics/alarms", text)
             self._writer.flush()
-            for message in alarms:
-                print(f"\n[seg monitor] epoch {epoch + 1}: {message}", flush=True)
+            if alarms:  # one block per epoch (after a progress bar's line)
+                print("\n" + "\n".join(f"[seg monitor] epoch {epoch + 1}: {message}"
+                                        for message in alarms), flush=True)
         self._pending = []
 
     def summary(self) -> dict:
@@ -359,10 +360,12 @@ class PredictionPanels(keras.callbacks.Callback):
             confs.append(probs.max(-1))
             truths.append(class_indices(np.asarray(y)[None], void)[0])
         alarms = self.monitor.current_alarms if self.monitor else []
-        banner = next((a for a in alarms if a.startswith(("constant", "non-finite"))), "")
+        banner = next((a for prefix in ("non-finite", "constant output", "constant loss")
+                       for a in alarms if a.startswith(prefix)), "")
         return viz.panel([display_image(x) for x, _ in self.samples], truths, preds, confs,
                          class_names=self.class_names, ignore_index=void,
-                         title=f"epoch {epoch + 1}", banner=banner.split(" (the")[0])
+                         title=f"epoch {epoch + 1}",
+                         banner=banner.split(" (the")[0].split(", so ")[0])
 
     def on_epoch_end(self, epoch, logs=None):
         last = epoch + 1 >= (self.total_epochs or self.params.get("epochs", epoch + 1))

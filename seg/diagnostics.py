@@ -177,44 +177,50 @@ def diagnose(model: keras.Model, images, masks=None, *, loss=None, num_classes: 
     if y is not None and not shape_findings:
         report.findings += check_targets(ctx, y)
     if audit_masks is not None or label_samples:
-        samples = label_samples or [(f"mask {i}", m) for i, m in
-                                    enumerate(class_indices(audit_masks, ignore_index))]
-        label_findings, hist = audit_labels(samples, ctx)
-        report.findings += label_findings
-        if hist.sum():
-            share = hist / hist.sum()
-            report.tables["class histogram (sampled masks)"] = "\n".join(
-                f"  {k} {ctx.class_names[k]:<16} {100 * share[k]:6.2f}%"
-                for k in range(ctx.num_classes))
+        _audit_into(report, label_samples or [(f"mask {i}", m) for i, m in enumerate(
+            class_indices(audit_masks, ignore_index))], ctx)
     report.findings += check_transposed(ctx, model)
-    blocked = [f for f in report.errors if f.check in ("output size", "class axis", "targets",
-                                                       "labels")]
-    if not probes:
-        pass
-    elif y is None or info.family == "none":
+    if probes:
+        _probe_into(report, model, loss, x, y, ctx, overfit_steps=overfit_steps,
+                    learning_rate=learning_rate)
+    return report
+
+
+def _probe_into(report: Report, model, loss, x, y, ctx: Context, **kwargs):
+    """The probes' findings, table and figures into the report, where the loss can run."""
+    blocked = {f.check for f in report.errors} & {"output size", "class axis", "targets",
+                                                  "labels"}
+    if y is None or ctx.loss.family == "none":
         report.findings.append(Finding("warning", "probes", "initial-loss and gradient probes "
                                        "skipped: " + ("no masks" if y is None else "no loss"),
                                        fix="pass masks and loss= (or compile the model)"))
-    elif blocked and any(f.check in ("output size", "targets") for f in blocked):
+    elif blocked & {"output size", "targets"}:
         report.findings.append(Finding("warning", "probes", "initial-loss and gradient probes "
                                        "skipped: the loss cannot be computed on these shapes",
                                        fix="fix the errors above first"))
-    elif not any(f.check == "labels" for f in blocked):
+    elif "labels" not in blocked:
         try:
             findings, table, figures = probe(model, loss, x, y, ctx,
-                                             compare_initial=not blocked,
-                                             overfit_steps=overfit_steps,
-                                             learning_rate=learning_rate)
-            report.findings += findings
-            report.tables["gradients"] = table
-            report.figures.update(figures)
-        except Exception as e:  # noqa: BLE001
+                                             compare_initial=not blocked, **kwargs)
+        except Exception as e:  # noqa: BLE001 (diagnose never crashes)
             report.findings.append(Finding(
                 "warning", "probes", f"the probes could not run: {type(e).__name__}: "
                 f"{str(e).splitlines()[0][:300] if str(e) else ''}",
                 "the loss or the gradient could not be computed on one batch",
                 "see the findings above; check that model.fit runs one step"))
-    return report
+            return
+        report.findings += findings
+        report.tables["gradients"] = table
+        report.figures.update(figures)
+
+
+def _audit_into(report: Report, samples, ctx: Context):
+    label_findings, hist = audit_labels(samples, ctx)
+    report.findings += label_findings
+    if hist.sum():
+        share = hist / hist.sum()
+        report.tables["class histogram (sampled masks)"] = "\n".join(
+            f"  {k} {ctx.class_names[k]:<16} {100 * share[k]:6.2f}%" for k in range(ctx.num_classes))
 
 
 def _output(y_pred) -> np.ndarray:
@@ -400,9 +406,9 @@ def check_head(ctx: Context) -> list[Finding]:
             "image') and no gradient reaches the network.", fixes.softmax_one_channel(ctx)))
     if channels == 1 and head.channels is not None and loss.normalises:
         why = ("categorical cross-entropy renormalises the prediction over the channels; with one "
-               "channel every pixel becomes exactly 1, so the loss is constant and its gradient "
-               "is zero. Nothing trains, with any decoder: the output stays a flat picture "
-               "(the 'yellow image').")
+               "channel every pixel becomes exactly 1, so the loss is constant (0) whatever the "
+               "network predicts and carries nothing of the masks. Nothing trains, with any "
+               "decoder: the output stays a flat picture (the 'yellow image').")
         if loss.family == "sparse":
             why = ("sparse categorical cross-entropy over one channel has room for class 0 only: "
                    "softmax of one logit is 1, the loss is 0 for background and label 1 is out of "
@@ -436,6 +442,9 @@ def check_head(ctx: Context) -> list[Finding]:
             "constant loss and no gradient", fixes.logits_to_probability_loss(ctx)))
     if not out:
         chans = f"{head.channels} output channel(s)" if head.channels else "no channel axis"
+        if loss.family == "none":
+            return [Finding("ok", "head", f"{chans}, {act or 'logits'} ({where}); no loss to "
+                            "check it against")]
         out.append(Finding("ok", "head/loss", f"{chans}, {act or 'logits'} ({where}), loss "
                            f"{loss.name}, from_logits={loss.from_logits}"))
     return out
@@ -755,7 +764,17 @@ def probe(model, loss, x, y, ctx: Context, *, compare_initial: bool = True,
                 else:
                     out.append(Finding("ok", "initial loss", f"{what} {ce:.3f} (expected about "
                                        f"ln({classes}) = {expected:.3f}){total}"))
-        out += _gradient_findings(norms, ctx, figures)
+        gradients = _gradient_findings(norms, ctx, figures)
+        if out and out[-1].check == "initial loss" and out[-1].level == "error" and \
+                gradients[0].level == "ok":  # a gradient of a loss that is 0 everywhere
+            gradients = [Finding(
+                "warning", "gradients", f"the loss is {loss0:.2g}, yet a gradient reaches the "
+                f"head `{ctx.head.head_layer}` (norm {figures['head_gradient_norm']:.2g})",
+                "it does not come from the masks: Keras differentiates the one-channel "
+                "cross-entropy through the activation's logits, where the gradient of a constant "
+                "loss is not zero; it pushes every pixel towards one class",
+                "see the head/loss findings")]
+        out += gradients
         table = "\n".join(f"  {name:<32} {value:.3e}" for name, value in norms.items())
         if overfit_steps:
             out.append(_overfit(model, loss_fn, x, y, overfit_steps, learning_rate, loss0,

@@ -15,7 +15,7 @@ import keras
 import numpy as np
 
 from seg import viz
-from seg.callbacks import probabilities
+from seg.introspect import probabilities
 from seg.metrics import confusion_matrix
 
 
@@ -85,6 +85,62 @@ def load(path: str | Path) -> Trained:
         if metrics_file.is_file():  # the class names of folder data sets live in metrics.json
             config["class_names"] = json.loads(metrics_file.read_text()).get("class_names")
     return Trained(model, config, checkpoint, run_dir)
+
+
+def load_user_model(spec: str) -> keras.Model:
+    """A model to diagnose: a .keras file (safe mode; compiled if it was saved compiled) or
+    `module.py:function`, the file's function called without arguments.
+
+    The .py form runs that file's code, as `python module.py` would: it is the command line's
+    own choice, never a config value.
+    """
+    import importlib.util
+
+    import seg.losses  # noqa: F401  (registers seg's layers and losses with Keras)
+    import seg.metrics  # noqa: F401
+    import seg.models  # noqa: F401
+
+    if ":" in spec and spec.split(":", 1)[0].endswith(".py"):
+        file, function = spec.split(":", 1)
+        path = Path(file)
+        if not path.is_file():
+            raise LoadError(f"--model {spec}: no such file {path}")
+        module_spec = importlib.util.spec_from_file_location(path.stem, path)
+        module = importlib.util.module_from_spec(module_spec)
+        try:
+            module_spec.loader.exec_module(module)
+        except Exception as e:  # noqa: BLE001 (the user's code: say where it failed)
+            raise LoadError(f"--model {spec}: importing {path} failed: {type(e).__name__}: {e}") \
+                from e
+        fn = getattr(module, function, None)
+        if not callable(fn):
+            names = sorted(n for n, v in vars(module).items()
+                           if callable(v) and not n.startswith("_"))
+            raise LoadError(f"--model {spec}: {path} has no function {function!r} "
+                            f"(it has {names[:12]})")
+        try:
+            model = fn()
+        except Exception as e:  # noqa: BLE001
+            raise LoadError(f"--model {spec}: {function}() failed: {type(e).__name__}: {e}") from e
+        if not isinstance(model, keras.Model):
+            raise LoadError(f"--model {spec}: {function}() returned {type(model).__name__}, "
+                            "not a keras.Model")
+        return model
+    path = Path(spec)
+    if not path.is_file():
+        raise LoadError(f"--model {spec}: no such file (give a .keras file or module.py:function)")
+    if path.suffix != ".keras":
+        raise LoadError(f"--model {spec}: only .keras model files are loaded (safe mode), or "
+                        "module.py:function")
+    try:
+        return keras.saving.load_model(path, safe_mode=True)
+    except Exception:  # noqa: BLE001 (a compiled loss Keras cannot rebuild: load it uncompiled)
+        pass
+    try:
+        return keras.saving.load_model(path, compile=False, safe_mode=True)
+    except Exception as e:  # noqa: BLE001
+        raise LoadError(f"{path}: cannot load this model file ({type(e).__name__}: "
+                        f"{str(e).splitlines()[0] if str(e) else ''})") from e
 
 
 def _window(n: int) -> np.ndarray:

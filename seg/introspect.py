@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 import keras
 import numpy as np
 
+from seg.losses import KERAS, SegmentationLoss
+
 # Keras loss functions by name: (family, what y_true must hold).
 #   categorical: normalises the prediction over the class axis; one-hot targets.
 #   sparse: the same, with class-index targets. binary: per element, targets of the same shape.
@@ -61,8 +63,6 @@ class LossInfo:
 
 def read_loss(loss) -> LossInfo:
     """LossInfo of a loss given as a name, a keras.losses.Loss, a function, or None."""
-    from seg.losses import KERAS, SegmentationLoss
-
     if loss is None:
         return LossInfo("none", "none", note="the model is not compiled and no loss= was given")
     if isinstance(loss, SegmentationLoss):

@@ -20,7 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from seg import callbacks as seg_callbacks
-from seg import checkpoints, diagnostics, distribute, hparams
+from seg import checkpoints, diagnostics, distribute, hparams, introspect
 from seg.data import AUDITS, SOURCES, DataError, pipeline
 from seg.fixes import ConfigFixes
 from seg.losses import SegmentationLoss
@@ -259,6 +259,65 @@ def diagnose(cfg: dict, parts: dict | None = None) -> diagnostics.Report:
             report.findings.append(diagnostics.Finding(
                 "ok", "data", f"{sum(audited.counts.values())} sampled pairs decode and match"))
     return report
+
+
+def diagnose_model(cfg: dict, model: keras.Model, loss=None, from_logits: bool | None = None
+                   ) -> diagnostics.Report:
+    """seg.diagnose for a model seg did not build, on the data of a config (its data section).
+
+    Training crops of the model's input size (or data.image_size) without augmentation, in
+    [0, 1]; grayscale data is repeated for a 3-channel model. A one-hot loss gets one-hot
+    masks (what a user's pipeline would feed it). `loss`: a Keras loss name, a seg loss name
+    (auto, ce, dice, ...) or None for the compiled one; from_logits for a loss given by name.
+    """
+    check_sections(cfg)
+    data, diag = cfg["data"], cfg["diagnostics"]
+    source, pipe = open_data(data)
+    shape = model.input_shape if hasattr(model, "input_shape") else (None, None, None, None)
+    size = shape[1] if shape[1] and shape[1] == shape[2] else pipe["image_size"]
+    want = shape[-1]
+    if want not in (None, source.channels) and not (want == 3 and source.channels == 1):
+        raise ConfigError(f"the model takes {want} input channels, the data has "
+                          f"{source.channels}: set data.channels={want} (or use a model for "
+                          f"{source.channels} channels)")
+    loss = _named_loss(loss, from_logits, data) if isinstance(loss, str) else loss
+    ds = pipeline.training(source.train, num_examples=source.num_train, batch_size=8,
+                           image_size=size, augment_data=False, ignore_index=pipe["ignore_index"],
+                           seed=cfg["seed"]).take(max(diag["label_audit_samples"] // 8, 1))
+    if want == 3 and source.channels == 1:
+        ds = ds.map(lambda x, y: (tf.repeat(x, 3, axis=-1), y))
+    info = introspect.read_loss(loss if loss is not None else introspect.compiled_loss(model))
+    out_shape = getattr(model, "output_shape", None)
+    channels = out_shape[-1] if isinstance(out_shape, tuple) and len(out_shape) == 4 else None
+    if info.targets == "one_hot" and channels and channels > 1:
+        ds = ds.map(lambda x, y: (x, tf.one_hot(y, channels)))
+    return diagnostics.diagnose(
+        model, ds, loss=loss, num_classes=data["num_classes"], ignore_index=data["ignore_index"],
+        class_names=source.class_names, probes=diag["probes"],
+        overfit_steps=diag["overfit_steps"], learning_rate=float(cfg["trainer"]["learning_rate"]),
+        label_samples=source.sample_masks(diag["label_audit_samples"]))
+
+
+def _named_loss(name: str, from_logits: bool | None, data: dict):
+    """A loss by name: seg's (auto, ce, dice, ...) as a SegmentationLoss, Keras' by its name."""
+    from seg.losses import NAMES, OWN
+
+    if name in ("auto",) + OWN:
+        return SegmentationLoss(name, num_classes=data["num_classes"],
+                                ignore_index=data["ignore_index"],
+                                from_logits=True if from_logits is None else from_logits)
+    try:
+        fn = keras.losses.get(name)
+    except (ValueError, TypeError):
+        raise ConfigError(f"--loss {name}: not a Keras or seg loss name (seg's: {list(NAMES)})") \
+            from None
+    if from_logits is None:
+        return name
+    cls = "".join(p.capitalize() for p in fn.__name__.split("_"))
+    try:
+        return keras.losses.get({"class_name": cls, "config": {"from_logits": from_logits}})
+    except (ValueError, TypeError):
+        raise ConfigError(f"--loss {name}: Keras has no {cls} class taking from_logits") from None
 
 
 def check_data(cfg: dict, progress: bool = True):

@@ -363,3 +363,85 @@ def test_the_monitor_reads_outputs_without_a_channel_axis(tmp_path):
     assert "class axis" in {f.check for f in monitor.report.errors}
     assert (tmp_path / "png" / "epoch_001.png").exists()
     assert monitor.collapse.num_classes == 2 and monitor.collapse.from_logits is False
+
+
+# --- scripts/diagnose.py --model ------------------------------------------------------------
+
+MODULE = '''
+import keras
+from keras import layers
+
+
+def seed():
+    model = keras.Sequential([keras.Input((32, 32, 3)),
+        layers.Conv2D(8, 3, activation="relu", padding="same"), layers.MaxPooling2D(2),
+        layers.Conv2DTranspose(8, 2, strides=2),
+        layers.Conv2D(1, 1, activation="sigmoid"), layers.Reshape((32, 32))])
+    model.compile("adam", loss="categorical_crossentropy")
+    return model
+
+
+def uncompiled():
+    inputs = keras.Input((None, None, 3))
+    x = layers.Conv2D(8, 3, padding="same", activation="relu")(inputs)
+    return keras.Model(inputs, layers.Conv2D(2, 1, name="logits")(x))
+'''
+
+
+@pytest.mark.slow
+def test_diagnose_script_takes_a_module_function_or_a_keras_file(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    (tmp_path / "my_model.py").write_text(MODULE)
+    data = ["data.num_classes=2", "data.num_train=32", "data.num_val=8", "data.image_size=32"]
+
+    def script(*args):
+        return subprocess.run([sys.executable, "scripts/diagnose.py", *args, *data], cwd=ROOT,
+                              capture_output=True, text=True, timeout=300)
+
+    broken = script("--model", f"{tmp_path / 'my_model.py'}:seed")
+    assert broken.returncode == 1, broken.stderr[-2000:]
+    assert "the last layer `reshape" in broken.stdout and "drops the channel axis" in broken.stdout
+
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("my_model", tmp_path / "my_model.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    model = module.uncompiled()
+    model.compile("adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.save(tmp_path / "sound.keras")
+    sound = script("--model", str(tmp_path / "sound.keras"))
+    assert sound.returncode == 0, sound.stdout[-3000:] + sound.stderr[-2000:]
+    assert "0 error(s)" in sound.stdout and "SparseCategoricalCrossentropy" in sound.stdout
+
+    named = script("--model", f"{tmp_path / 'my_model.py'}:uncompiled", "--loss",
+                   "sparse_categorical_crossentropy")  # from_logits=False on logits
+    assert named.returncode == 1 and "logits fed to a loss with from_logits=false" in named.stdout
+
+    for args, words in ((["--model", str(tmp_path / "missing.keras")], "missing.keras"),
+                        (["--model", f"{tmp_path / 'my_model.py'}:nope"], "no function 'nope'"),
+                        (["--loss", "ce"], "--loss and --from-logits go with --model")):
+        refused = script(*args)
+        assert refused.returncode == 2 and words in refused.stderr, refused.stderr[-2000:]
+        assert "Traceback" not in refused.stderr
+
+
+@pytest.mark.slow
+def test_keras_example_script_writes_both_panels(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    proc = subprocess.run([sys.executable, "scripts/keras_example.py", "--out", str(tmp_path),
+                           "--epochs", "1", "--num", "32"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "the last layer `reshape` drops the channel axis" in proc.stdout
+    assert "categorical_crossentropy: loss per epoch [0.0], constant_output=True" in proc.stdout
+    for name in ("keras_yellow_image_panel.png", "keras_fixed_panel.png"):
+        assert (tmp_path / name).stat().st_size > 10_000

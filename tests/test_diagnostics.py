@@ -197,3 +197,27 @@ def test_frozen_random_encoder_warns(tiny):
     assert "random weights" in findings(report, "warning")["encoder"].title
     plan = report.tables["shape plan"]
     assert "padded 32x32" in plan and "-> 1x1" in plan  # a backbone has 5 levels (stride 32)
+
+
+@pytest.mark.parametrize("broken", [
+    ("+experiment=yellow_image",),
+    ("data.num_classes=2", "model.out_channels=1", "model.head_activation=softmax",
+     "loss.from_logits=false"),
+    ("data.num_classes=2", "model.out_channels=1", "loss.name=sparse_categorical_crossentropy"),
+    ("model.head_activation=softmax",),
+    ("loss.from_logits=false",),
+])
+def test_every_printed_head_fix_applied_literally_passes(tiny, broken):
+    """The fix is a complete set of overrides: its first alternative, appended to the command
+    line, gives a set-up with no head/loss error."""
+    import re
+
+    report = diagnose(tiny(*broken))
+    errors = [f for f in report.errors if f.check in ("head", "head/loss", "from_logits")]
+    assert errors, report.text()
+    for error in errors:
+        first = re.split(r" \(| or ", error.fix)[0]
+        overrides = re.findall(r"[\w.]+=\S+", first)
+        assert overrides, error.fix
+        fixed = diagnose(tiny(*broken, *overrides))
+        assert fixed.ok, (overrides, fixed.text(errors_only=True))
