@@ -46,7 +46,10 @@ def main(argv=None) -> str:
         import tensorflow as tf
         from PIL import Image
 
-        picture, notes = compare.prediction_picture(groups, args.images)
+        from seg.train import open_data
+
+        picture, notes = compare.prediction_picture(
+            groups, lambda data: open_data(data)[0], args.images)
         for note in notes:
             print(f"picture: {note}")
         Image.fromarray(picture).save(root / "compare.png")

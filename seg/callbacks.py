@@ -12,7 +12,7 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from seg import viz
+from seg import checkpoints, viz
 from seg.diagnostics import alarms_for, diagnose, output_stats
 from seg.introspect import class_indices, probabilities, read_head
 
@@ -544,8 +544,6 @@ class Checkpointer(keras.callbacks.Callback):
                 self.stateful[name].set_state(cb_state)
 
     def commit(self, epoch: int, step_in_epoch: int = 0, *, check_finite: bool = True) -> Path:
-        from seg import checkpoints
-
         self.last_committed = checkpoints.save_state(self.model, self.folder / "resume",
                                                      self.state(epoch, step_in_epoch),
                                                      check_finite=check_finite)
@@ -553,8 +551,6 @@ class Checkpointer(keras.callbacks.Callback):
         return self.last_committed
 
     def on_epoch_end(self, epoch, logs=None):
-        from seg import checkpoints
-
         if not checkpoints.finite(self.model):  # the last step's loss was still finite
             raise NonFiniteLoss(
                 f"the weights became NaN/Inf by step {int(self.model.optimizer.iterations.numpy())}"

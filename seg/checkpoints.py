@@ -17,13 +17,14 @@ unreadable at start, the one before it is used, with a message naming the bad on
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import zipfile
 from pathlib import Path
 
 import numpy as np
+
+from seg.config import flatten
 
 KERAS_MEMBERS = {"config.json", "metadata.json", "model.weights.h5"}
 KEEP_STATES = 2
@@ -259,8 +260,6 @@ def incompatibilities(old: dict, new: dict) -> list[str]:
     """The differences that stop a run from resuming (classes, architecture, input channels,
     optimizer, fine-tuning schedule, batch size, steps per epoch and precision) between two
     configs."""
-    from seg.compare import flatten
-
     a, b = {**_DEFAULTS, **flatten(old)}, {**_DEFAULTS, **flatten(new)}
     keys = sorted(k for k in set(a) | set(b)
                   if any(k == p or k.startswith(p + ".") for p in ARCHITECTURE_KEYS))
@@ -269,13 +268,8 @@ def incompatibilities(old: dict, new: dict) -> list[str]:
 
 
 def other_differences(old: dict, new: dict) -> list[str]:
-    from seg.compare import flatten
-
     a, b = flatten(old), flatten(new)
     return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b))
             if a.get(k) != b.get(k)
             and not any(k == p or k.startswith(p + ".") for p in ARCHITECTURE_KEYS)]
 
-
-def is_nan(value) -> bool:
-    return isinstance(value, float) and math.isnan(value)

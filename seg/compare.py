@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from seg.config import flatten
+
 SEED_KEYS = ("seed",)  # differences in these make repeats of a config, not another config
 
 
@@ -74,17 +76,6 @@ def _natural(text: str):
     """Sort key where job 10 comes after job 9."""
     head = text.split("_", 1)[0]
     return (int(head), text) if head.isdigit() else (1 << 30, text)
-
-
-def flatten(tree: dict, prefix: str = "") -> dict:
-    """{"a": {"b": 1}} -> {"a.b": 1}; lists become their JSON text."""
-    out = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = json.dumps(value) if isinstance(value, list) else value
-    return out
 
 
 def differing_keys(runs: list[Run]) -> list[str]:
@@ -277,20 +268,21 @@ def summary_json(runs: list[Run]) -> str:
                         "error": None if r.status == "ok" else r.why} for r in runs], indent=2)
 
 
-def prediction_picture(groups: list[Group], num_images: int = 4) -> tuple[np.ndarray, list[str]]:
+def prediction_picture(groups: list[Group], open_source, num_images: int = 4
+                       ) -> tuple[np.ndarray, list[str]]:
     """The same validation images predicted by each group's best run, side by side.
 
-    Returns the picture and notes on groups left out (no checkpoint, other input channels).
-    The images come from the data config of the first group's best run.
+    open_source(data section) -> the data source (seg.train.open_data's first value); the
+    images come from the data config of the first group's best run. Returns the picture and
+    notes on groups left out (no checkpoint, other input channels).
     """
     from seg import inference, viz
-    from seg.train import open_data
 
     best = [(g, g.best) for g in groups if g.best is not None]
     if not best:
         raise ValueError("no finished run to show")
     data = best[0][1].config["data"]
-    source, _ = open_data(data)
+    source = open_source(data)
     samples = [(x.astype(np.float32) / 255.0, y)
                for x, y in source.val.take(num_images).as_numpy_iterator()]
     predictions, notes = {}, []

@@ -69,10 +69,11 @@ class Report:
     def ok(self) -> bool:
         return not self.errors
 
-    def text(self, errors_only: bool = False) -> str:
+    def text(self, errors_only: bool = False, skip_errors: bool = False) -> str:
+        """The readable report; errors_only: the errors alone; skip_errors: all but them."""
         lines = [] if errors_only else [f"== {self.title} =="]
         for f in sorted(self.findings, key=lambda f: LEVELS.index(f.level)):
-            if errors_only and f.level != "error":
+            if (errors_only and f.level != "error") or (skip_errors and f.level == "error"):
                 continue
             lines.append(f"[{f.level.upper():>7}] {f.check}: {f.title}")
             for label, text in (("why", f.why), ("fix", f.fix)):
@@ -414,7 +415,7 @@ def check_head(ctx: Context) -> list[Finding]:
                    "softmax of one logit is 1, the loss is 0 for background and label 1 is out of "
                    "range. Nothing trains.")
         out.append(Finding("error", "head/loss",
-                           f"one output channel ({where}) trained with {loss.name}", why,
+                           f"one output channel trained with {loss.name} ({where})", why,
                            fixes.one_channel_categorical(ctx)))
     if channels > 1 and act == "sigmoid" and loss.normalises:
         out.append(Finding(
@@ -775,13 +776,26 @@ def probe(model, loss, x, y, ctx: Context, *, compare_initial: bool = True,
                 "loss is not zero; it pushes every pixel towards one class",
                 "see the head/loss findings")]
         out += gradients
-        table = "\n".join(f"  {name:<32} {value:.3e}" for name, value in norms.items())
+        table = _gradient_table(norms)
         if overfit_steps:
             out.append(_overfit(model, loss_fn, x, y, overfit_steps, learning_rate, loss0,
                                 figures, ctx))
     finally:
         model.set_weights(saved)
-    return out, "gradient norm per layer (one batch, at initialisation)\n" + table, figures
+    return out, "gradient norm per layer or block (one batch, at initialisation)\n" + table, figures
+
+
+def _gradient_table(norms: dict[str, float], rows: int = 16) -> str:
+    """One row per layer; past `rows` layers, one per block (the name before its first '_':
+    enc0, dec1, head), with the block's combined norm and its layer count."""
+    if len(norms) <= rows:
+        return "\n".join(f"  {name:<32} {value:.3e}" for name, value in norms.items())
+    blocks: dict[str, list[float]] = {}
+    for name, value in norms.items():
+        blocks.setdefault(name.split("_")[0], []).append(value)
+    return "\n".join(f"  {name:<20} {math.sqrt(sum(v * v for v in values)):.3e}  "
+                     f"({len(values)} layer{'s' if len(values) > 1 else ''})"
+                     for name, values in blocks.items())
 
 
 def _gradient_findings(norms: dict[str, float], ctx: Context, figures: dict) -> list[Finding]:

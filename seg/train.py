@@ -459,10 +459,12 @@ def run(cfg: dict, output_dir: str | Path, run_name: str | None = None,
           f"run folder {out}", flush=True)
     if cfg["diagnostics"]["preflight"] != "off":  # on every worker: all refuse, or none
         report = diagnose(cfg, parts)
+        refuse = bool(report.errors) and cfg["diagnostics"]["preflight"] == "error"
         if chief:
             report.save(out / "diagnostics")
-            print(report.text(), flush=True)
-        if report.errors and cfg["diagnostics"]["preflight"] == "error":
+            # a refusal's errors come once, in its message; the rest of the report here
+            print(report.text(skip_errors=refuse), flush=True)
+        if refuse:
             raise diagnostics.PreflightError(
                 report.text(errors_only=True) + "\n\nTraining refused before the first step. To "
                 "train anyway (for example to watch the collapse), set diagnostics.preflight=warn.")
@@ -502,11 +504,14 @@ def run(cfg: dict, output_dir: str | Path, run_name: str | None = None,
     # The callback seg.SegmentationMonitor is made of, in parts (see seg.callbacks): its figures
     # go into Keras' logs (metrics.json's history, the TensorBoard callback), its writes wait
     # until the epoch is committed, so a resumed run never repeats a step.
+    monitor_settings = {k: v for k, v in cfg["diagnostics"].items()
+                        if k in seg_callbacks.MONITOR_KEYS}
+    if any(f.check in seg_callbacks.PROVEN_COLLAPSE for f in report.errors):
+        monitor_settings["grace_epochs"] = 0  # proven before the first step: flag at once
     monitor = seg_callbacks.CollapseMonitor(
         val_ds, num_classes=data["num_classes"], class_names=source.class_names,
         ignore_index=data["ignore_index"], log_dir=out / "tb" / "validation", into_logs=True,
-        defer_writes=True, total_epochs=epochs,
-        **{k: v for k, v in cfg["diagnostics"].items() if k in seg_callbacks.MONITOR_KEYS})
+        defer_writes=True, total_epochs=epochs, **monitor_settings)
     throughput = seg_callbacks.Throughput(batch_size)
     stateful = {"monitor": monitor, "throughput": throughput}
     early = None

@@ -113,7 +113,7 @@ def test_yellow_image_experiment_is_refused_then_caught_when_forced(tmp_path):
 
 @pytest.mark.slow
 def test_a_collapsing_learning_rate_is_caught_and_can_stop_the_run(tiny, tmp_path):
-    cfg = tiny("trainer.learning_rate=10.0", "trainer.schedule=constant", "trainer.epochs=6",
+    cfg = tiny("trainer.learning_rate=100.0", "trainer.schedule=constant", "trainer.epochs=6",
                "trainer.steps_per_epoch=8", "diagnostics.stop_on_collapse=true",
                "logging.panels_every=0")
     metrics = run(cfg, tmp_path / "run")
