@@ -14,6 +14,7 @@ and the report judge a flat output by one rule.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import warnings
@@ -25,8 +26,8 @@ import numpy as np
 import tensorflow as tf
 
 from seg.fixes import ConfigFixes, KerasFixes
-from seg.introspect import (Head, LossInfo, all_layers, class_indices, compiled_loss, is_one_hot,
-                            layer_of, probabilities, read_head, read_loss, size_changes)
+from seg.introspect import (Head, LossInfo, all_layers, class_indices, compiled_loss, is_multi_hot,
+                            is_one_hot, layer_of, probabilities, read_head, read_loss, size_changes)
 from seg.models import level_sizes
 
 CATEGORICAL = ("categorical_crossentropy", "sparse_categorical_crossentropy")
@@ -139,11 +140,14 @@ def diagnose(model: keras.Model, images, masks=None, *, loss=None, num_classes: 
     Returns:
         A Report: report.ok is False when training cannot work; print(report) explains.
     """
-    loss = compiled_loss(model) if loss is None else loss
+    loss = _first_loss(compiled_loss(model) if loss is None else loss)
     info = read_loss(loss)
+    if ignore_index is None and info.ignore_class is not None:
+        ignore_index = int(info.ignore_class)  # the loss itself skips that label
     report = Report(title=f"seg diagnose: model `{model.name}`, loss {info.name}")
     try:
-        x, y, audit_masks = _read_data(images, masks, audit_samples)
+        x, y, audit_masks = _read_data(images, masks, audit_samples,
+                                       getattr(model, "input_shape", None))
     except Exception as e:  # noqa: BLE001 (diagnose never crashes: it says what it could not read)
         report.findings.append(Finding(
             "error", "inputs", f"the images/masks cannot be read: {type(e).__name__}: {e}",
@@ -153,7 +157,8 @@ def diagnose(model: keras.Model, images, masks=None, *, loss=None, num_classes: 
     try:
         with warnings.catch_warnings():  # Keras' own hints (softmax over one channel): the
             warnings.simplefilter("ignore")  # report explains them in the model's terms
-            y_pred = _output(model(x, training=False))
+            outputs = keras.tree.flatten(model(x, training=False))
+            y_pred = np.asarray(outputs[0])
     except Exception as e:  # noqa: BLE001
         shape = getattr(model, "input_shape", None)
         report.findings.append(Finding(
@@ -166,9 +171,21 @@ def diagnose(model: keras.Model, images, masks=None, *, loss=None, num_classes: 
     head = read_head(model, y_pred)
     ctx = Context(head, info, _num_classes(num_classes, head, y), ignore_index,
                   list(class_names or []), fixes or KerasFixes())
-    if not ctx.class_names:
-        ctx.class_names = [f"class_{k}" for k in range(ctx.num_classes)]
+    ctx.class_names += [f"class_{k}" for k in range(len(ctx.class_names), ctx.num_classes)]
     report.findings += check_readable(ctx, model)
+    if len(outputs) > 1:
+        try:
+            first = f" (from `{model.outputs[0]._keras_history.operation.name}`)"
+        except (AttributeError, IndexError, ValueError):
+            first = ""
+        report.findings.append(Finding(
+            "warning", "model", f"the model has {len(outputs)} outputs: the first{first} is "
+            "checked, with its loss", "seg.diagnose follows one segmentation output; the "
+            "masks given must be that output's",
+            "to check another, pass a model of that output: keras.Model(model.inputs, "
+            "model.outputs[i])"))
+        if head.inferred:  # a subclassed model: which layer feeds the first output is unknown
+            head.head_layer = None
     shape_findings = [] if y is None else check_output_shape(ctx, model, x, y)
     report.findings += shape_findings
     head_findings = check_head(ctx)
@@ -177,9 +194,16 @@ def diagnose(model: keras.Model, images, masks=None, *, loss=None, num_classes: 
     report.findings += head_findings
     if y is not None and not shape_findings:
         report.findings += check_targets(ctx, y)
-    if audit_masks is not None or label_samples:
-        _audit_into(report, label_samples or [(f"mask {i}", m) for i, m in enumerate(
-            class_indices(audit_masks, ignore_index))], ctx)
+    if label_samples:
+        _audit_into(report, label_samples, ctx)
+    elif audit_masks is not None and is_multi_hot(audit_masks) and not is_one_hot(audit_masks):
+        report.findings.append(Finding("ok", "labels", f"{len(audit_masks)} multi-label masks "
+                                       "(0/1 per channel): no class-index audit"))
+    elif audit_masks is not None:
+        void = ignore_index if ignore_index is not None else (
+            -1 if is_one_hot(audit_masks) else None)  # a one-hot row of zeros: unlabelled
+        _audit_into(report, [(f"mask {i}", m) for i, m in enumerate(
+            class_indices(audit_masks, void))], dataclasses.replace(ctx, ignore_index=void))
     report.findings += check_transposed(ctx, model)
     if probes:
         _probe_into(report, model, loss, x, y, ctx, overfit_steps=overfit_steps,
@@ -224,15 +248,21 @@ def _audit_into(report: Report, samples, ctx: Context):
             f"  {k} {ctx.class_names[k]:<16} {100 * share[k]:6.2f}%" for k in range(ctx.num_classes))
 
 
-def _output(y_pred) -> np.ndarray:
-    if isinstance(y_pred, dict):
-        y_pred = next(iter(y_pred.values()))
-    if isinstance(y_pred, (list, tuple)):
-        y_pred = y_pred[0]
-    return np.asarray(y_pred)
+def first_output(y_pred):
+    """The first of a model's outputs, in the order of model.outputs (dicts by sorted key)."""
+    return keras.tree.flatten(y_pred)[0]
 
 
-def _read_data(images, masks, limit: int):
+def _first_loss(loss):
+    """The loss of the first output, for a loss given per output (a list or a dict)."""
+    if isinstance(loss, dict) or type(loss).__name__ == "_DictWrapper":
+        return dict(loss)[sorted(loss)[0]] if len(loss) else None
+    if isinstance(loss, (list, tuple)) or type(loss).__name__ == "ListWrapper":
+        return loss[0] if len(loss) else None
+    return loss
+
+
+def _read_data(images, masks, limit: int, input_shape=None):
     """(probe images, probe masks or None, masks for the label audit or None) as numpy."""
     if isinstance(images, tf.data.Dataset):
         xs, ys = [], []
@@ -254,8 +284,16 @@ def _read_data(images, masks, limit: int):
         audit = np.concatenate(ys) if same else y_probe
         return x_probe, y_probe, audit
     x = np.asarray(images)
-    if x.ndim == 3 and masks is not None and np.ndim(masks) == 2:  # one image and its mask
-        x, masks = x[None], np.asarray(masks)[None]
+    channels = input_shape[-1] if isinstance(input_shape, tuple) and len(input_shape) == 4 \
+        else None
+    if x.ndim == 3 and channels == 1 and x.shape[-1] != 1:  # grayscale [N, H, W]
+        x = x[..., None]
+    elif x.ndim == 3:  # one image [H, W, C] and its mask
+        x = x[None]
+        masks = None if masks is None else np.asarray(masks)[None]
+    elif x.ndim == 2:  # one grayscale image [H, W]
+        x = x[None, ..., None]
+        masks = None if masks is None else np.asarray(masks)[None]
     if x.ndim != 4:
         raise ValueError(f"images of shape {x.shape}: expected [N, H, W, C]")
     if masks is None:
@@ -441,6 +479,19 @@ def check_head(ctx: Context) -> list[Finding]:
             f"{where} has no activation, but the loss reads its raw logits as probabilities: "
             "negative logits are clipped to 1e-7 and values above 1 to 1, so most pixels give a "
             "constant loss and no gradient", fixes.logits_to_probability_loss(ctx)))
+    classes = 2 if channels == 1 else channels
+    if head.channels is not None and ctx.num_classes != classes:
+        out.append(Finding(
+            "error", "head", f"{channels} output channel(s) in {where} for "
+            f"num_classes={ctx.num_classes}",
+            f"a head needs one channel per class (or one channel for two classes): labels "
+            f"{classes} and above have no channel to be predicted in",
+            f"give {where} {ctx.num_classes} filters, or check num_classes"))
+    if loss.family == "dice" and act is None:
+        out.append(Finding(
+            "warning", "head/loss", f"{loss.name} on logits ({where} has no activation)",
+            "Dice compares probabilities with the masks; on raw logits its value is "
+            "meaningless", f"end {where} in softmax (or sigmoid) for {loss.name}"))
     if not out:
         chans = f"{head.channels} output channel(s)" if head.channels else "no channel axis"
         if loss.family == "none":
@@ -487,14 +538,14 @@ def check_targets(ctx: Context, masks) -> list[Finding]:
             f"{loss.name} reads each mask value as a class index; one-hot masks give it "
             f"{m.shape[-1]} values of 0 and 1 per pixel instead of one class",
             "use categorical_crossentropy with one-hot masks, or pass masks.argmax(-1)"))
-    elif loss.family == "binary" and channels > 1 and not one_hot and loss.kind is None:
+    elif loss.targets == "same" and channels > 1 and not is_multi_hot(m) and loss.kind is None:
         out.append(Finding(
             "error", "targets", f"class-index masks {m.shape[1:]} given to {loss.name} over "
             f"{channels} channels",
-            "binary cross-entropy compares every channel with the mask value itself, so class "
-            "2 reads as 'probability 2' in every channel",
+            f"{loss.name} compares every channel with the mask value itself, so class 2 reads "
+            "as 'probability 2' in every channel",
             f"use keras.losses.SparseCategoricalCrossentropy(from_logits=...) for {channels} "
-            "exclusive classes"))
+            f"exclusive classes, or give it one-hot masks (keras.ops.one_hot(masks, {channels}))"))
     elif loss.family == "binary" and channels > 1 and one_hot and loss.kind is None:
         out.append(Finding(
             "warning", "head/loss", f"binary cross-entropy over {channels} one-hot channels",
@@ -704,8 +755,7 @@ def _loss_callable(loss, info: LossInfo):
 def _layer_gradients(model, loss_fn, x, y, loss):
     with tf.GradientTape() as tape, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Keras' own one-channel warning: the report says more
-        pred = model(x, training=True)
-        pred = pred[0] if isinstance(pred, (list, tuple)) else pred
+        pred = first_output(model(x, training=True))
         value = loss_fn(y, pred)
     ce_part = None
     if getattr(loss, "kind", None) in ("ce", "ce_dice", "ce_lovasz"):  # starts at ln(C)
@@ -755,7 +805,9 @@ def probe(model, loss, x, y, ctx: Context, *, compare_initial: bool = True,
                 ce = ce0 if ce0 is not None else loss0
                 what = "cross-entropy" if ce0 is not None else "loss"
                 total = f", {loss0:.3f} with Dice" if ce0 is not None and loss0 != ce0 else ""
-                if (ce0 is not None or info.normalises) and abs(ce - expected) > 0.5 * expected:
+                focal = "focal" in info.name.lower() or info.kind == "focal"  # scaled down
+                if (ce0 is not None or info.normalises) and not focal and \
+                        abs(ce - expected) > 0.5 * expected:
                     out.append(Finding(
                         "warning", "initial loss", f"initial {what} {ce:.3f}, expected about "
                         f"{expected:.3f} for an untrained {channels}-channel head",
@@ -799,8 +851,10 @@ def _gradient_table(norms: dict[str, float], rows: int = 16) -> str:
 
 
 def _gradient_findings(norms: dict[str, float], ctx: Context, figures: dict) -> list[Finding]:
-    head_layer = ctx.head.head_layer if ctx.head.head_layer in norms else (
-        list(norms)[-1] if norms else None)
+    if ctx.head.head_layer in norms:
+        head_layer = ctx.head.head_layer
+    else:  # unknown: the layer nearest the output that gets the most gradient
+        head_layer = max(norms, key=norms.get) if norms else None
     head = norms.get(head_layer, 0.0)
     figures["head_gradient_norm"] = head
     total = math.sqrt(sum(v * v for v in norms.values()))

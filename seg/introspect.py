@@ -258,6 +258,8 @@ def guess_activation(y_pred: np.ndarray) -> str | None:
         return None
     if v.ndim == 4 and v.shape[-1] > 1 and np.allclose(v.sum(-1), 1, atol=1e-3):
         return "softmax"
+    if (v == 0).any():  # a sigmoid never gives exactly 0: zero logits, or a ReLU
+        return None
     return "sigmoid"
 
 
@@ -358,3 +360,9 @@ def all_layers(model):
             yield from all_layers(layer)
         else:
             yield layer
+
+
+def is_multi_hot(masks: np.ndarray) -> bool:
+    """[N, H, W, C > 1] masks of 0 and 1 (multi-label, or one-hot)."""
+    m = np.asarray(masks)
+    return m.ndim == 4 and m.shape[-1] > 1 and bool(np.isin(m, (0, 1)).all())

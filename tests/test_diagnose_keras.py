@@ -21,7 +21,7 @@ THREE = RNG.integers(0, 3, (12, S, S)).astype("int32")
 
 def encoder_decoder(head, *, up=2, name=None, inputs=None):
     """A small conv net: two poolings, `up` x2 transposed convolutions, then `head` layers."""
-    inputs = inputs or keras.Input((S, S, 3))
+    inputs = keras.Input((S, S, 3)) if inputs is None else inputs
     x = layers.Conv2D(8, 3, padding="same", activation="relu", name="enc1")(inputs)
     x = layers.MaxPooling2D(2, name="pool1")(x)
     x = layers.Conv2D(16, 3, padding="same", activation="relu", name="enc2")(x)
@@ -171,6 +171,18 @@ BROKEN = [
 ]
 
 
+BROKEN += [
+    ("Dice on class-index masks over 3 channels",
+     lambda: compiled(encoder_decoder([layers.Conv2D(3, 1, activation="softmax", name="cls")]),
+                      keras.losses.Dice()), THREE, "error", "targets", ["class-index masks"]),
+    ("a head with fewer channels than the classes",
+     lambda: compiled(encoder_decoder([layers.Conv2D(3, 1, name="logits")]),
+                      keras.losses.SparseCategoricalCrossentropy(from_logits=True)),
+     THREE, "error", "head", ["3 output channel(s) in `logits` for num_classes=5"]),
+]
+BROKEN_KWARGS = {"a head with fewer channels than the classes": {"num_classes": 5}}
+
+
 def _unet():
     inputs = keras.Input((None, None, 3))
     e1 = layers.Conv2D(8, 3, padding="same", activation="relu", name="e1")(inputs)
@@ -213,7 +225,7 @@ SOUND = [
 def test_each_broken_model_is_caught_by_the_right_check(name, factory, masks, level, check, words):
     model = factory()
     before = [w.copy() for w in model.get_weights()]
-    report = seg.diagnose(model, IMAGES, masks)
+    report = seg.diagnose(model, IMAGES, masks, **BROKEN_KWARGS.get(name, {}))
     found = [f for f in report.findings if f.level == level and f.check == check]
     assert found, str(report)
     title = " ".join(f.title for f in found)
@@ -226,12 +238,48 @@ def test_each_broken_model_is_caught_by_the_right_check(name, factory, masks, le
     assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
 
 
+def _void_rows(masks):
+    out = one_hot(masks, 3)
+    out[:, :4] = 0  # unlabelled: no class at all
+    return out
+
+
+def _zero_logits_behind_a_lambda():
+    inputs = keras.Input((S, S, 3))
+    x = layers.Conv2D(8, 3, padding="same", activation="relu")(inputs)
+    x = layers.Conv2D(2, 1, kernel_initializer="zeros", name="logits")(x)
+    x = layers.Lambda(lambda t: t * 1.0, name="scale")(x)
+    return compiled(keras.Model(inputs, x),
+                    keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+
+
+SOUND += [
+    ("multi-label sigmoid channels with multi-hot masks, binary CE",
+     lambda: compiled(encoder_decoder([layers.Conv2D(3, 1, activation="sigmoid")]),
+                      "binary_crossentropy"),
+     (RNG.random((12, S, S, 3)) > 0.5).astype("float32")),
+    ("one-hot masks with unlabelled (all-zero) pixels",
+     lambda: compiled(encoder_decoder([layers.Conv2D(3, 1, activation="softmax")]),
+                      "categorical_crossentropy"), _void_rows(THREE)),
+    ("void pixels skipped by the loss's ignore_class",
+     lambda: compiled(encoder_decoder([layers.Conv2D(3, 1, name="logits")]),
+                      keras.losses.SparseCategoricalCrossentropy(from_logits=True,
+                                                                 ignore_class=255)),
+     np.where(THREE == 2, 255, THREE)),
+    ("a loss given per output, as a list", lambda: compiled(
+        encoder_decoder([layers.Conv2D(3, 1)]),
+        [keras.losses.SparseCategoricalCrossentropy(from_logits=True)]), THREE),
+    ("zero-initialised logits behind a Lambda", _zero_logits_behind_a_lambda, BINARY),
+]
+
+
 @pytest.mark.parametrize("name,factory,masks", SOUND, ids=[s[0] for s in SOUND])
 def test_sound_models_raise_no_error(name, factory, masks):
     report = seg.diagnose(factory(), IMAGES, masks)
     assert report.ok, str(report)
-    assert {"head/loss", "gradients", "labels"} <= {f.check for f in report.findings
-                                                    if f.level == "ok"}, str(report)
+    assert {"head/loss", "labels"} <= {f.check for f in report.findings if f.level == "ok"}, \
+        str(report)
+    assert "initial_loss" in report.figures and "head_gradient_norm" in report.figures
 
 
 def test_the_seed_report_names_the_reshape_and_says_how_to_fix_it():
@@ -272,6 +320,17 @@ def test_a_dataset_of_batches_is_read_like_arrays():
     report = seg.diagnose(model, ds)
     assert "head/loss" in {f.check for f in report.errors}
     assert "12 masks sampled" in " ".join(f.title for f in report.findings)
+
+
+def test_one_image_grayscale_without_a_channel_axis_and_short_class_names():
+    model = compiled(encoder_decoder([layers.Conv2D(3, 1, name="logits")]),
+                     keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    assert seg.diagnose(model, IMAGES[0], THREE[0, ..., None]).ok
+    report = seg.diagnose(model, IMAGES, THREE, class_names=["background", "cat"])
+    assert report.ok and "class_2" in report.tables["class histogram (sampled masks)"]
+    gray = compiled(encoder_decoder([layers.Conv2D(2, 1)], inputs=keras.Input((S, S, 1))),
+                    keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    assert seg.diagnose(gray, IMAGES[..., 0], BINARY).ok
 
 
 def test_inputs_the_model_cannot_take_are_an_error_not_a_crash():
