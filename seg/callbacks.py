@@ -13,7 +13,7 @@ import tensorflow as tf
 from PIL import Image
 
 from seg import checkpoints, viz
-from seg.diagnostics import alarms_for, diagnose, output_stats
+from seg.diagnostics import alarms_for, diagnose, first_output, output_stats
 from seg.introspect import class_indices, probabilities, read_head
 
 MONITOR_KEYS = ("constant_share", "constant_spread", "vanished_share", "stop_on_collapse",
@@ -49,12 +49,16 @@ def first_batch(validation_data, limit: int = MONITOR_BATCH) -> tuple[np.ndarray
         x, y = next(iter(validation_data))[:2]
         x, y = np.asarray(x), np.asarray(y)
         return (x[None], y[None]) if x.ndim == 3 else (x[:limit], y[:limit])
+    if isinstance(validation_data, keras.utils.PyDataset):
+        validation_data = _batch_of(validation_data)
     x, y = validation_data[:2]
     return np.asarray(x[:limit]), np.asarray(y[:limit])
 
 
 def take_images(validation_data, n: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """The first n (image, mask) pairs, one by one, from arrays or a dataset (batched or not)."""
+    if isinstance(validation_data, keras.utils.PyDataset):
+        validation_data = _batch_of(validation_data)
     if not isinstance(validation_data, tf.data.Dataset):
         x, y = validation_data[:2]
         return [(np.asarray(x[i]), np.asarray(y[i])) for i in range(min(n, len(x)))]
@@ -68,9 +72,20 @@ def take_images(validation_data, n: int) -> list[tuple[np.ndarray, np.ndarray]]:
     return out
 
 
+def full_names(names, num_classes: int) -> list[str]:
+    """Exactly num_classes names: the given ones, then class_K for the rest."""
+    names = list(names or [])[:num_classes]
+    return names + [f"class_{k}" for k in range(len(names), num_classes)]
+
+
+def _batch_of(data):
+    """The first (images, masks) batch of a keras.utils.PyDataset, a generator's first item."""
+    return next(iter(data)) if not hasattr(data, "__getitem__") else data[0]
+
+
 def read_output(model, x: np.ndarray, num_classes: int | None = None) -> tuple[bool, int]:
     """(from_logits, number of classes) of a model, read as seg.diagnose reads them."""
-    head = read_head(model, np.asarray(model(x[:1], training=False)))
+    head = read_head(model, np.asarray(first_output(model(x[:1], training=False))))
     classes = num_classes or (head.channels if head.channels and head.channels > 1 else 2)
     return not head.probabilities, classes
 
@@ -144,8 +159,7 @@ class CollapseMonitor(keras.callbacks.Callback):
             from_logits, classes = read_output(self.model, self.batch[0], self.num_classes)
             self.from_logits = from_logits if self.from_logits is None else self.from_logits
             self.num_classes = classes
-        if not self.class_names:
-            self.class_names = [f"class_{k}" for k in range(self.num_classes)]
+        self.class_names = full_names(self.class_names, self.num_classes)
 
     def get_state(self) -> dict:
         return {"alarms": self.alarms, "seen": sorted(self.seen), "last_stats": self.last_stats,
@@ -182,7 +196,7 @@ class CollapseMonitor(keras.callbacks.Callback):
         self.resolve()
         self._epoch, self._final = epoch, final
         x, y = self.batch
-        probs = probabilities(np.asarray(self._forward(x)), self.from_logits)
+        probs = probabilities(np.asarray(first_output(self._forward(x))), self.from_logits)
         stats = output_stats(probs, class_indices(y, self.ignore_index),
                              num_classes=self.num_classes, ignore_index=self.ignore_index)
         self.last_stats = stats
@@ -347,15 +361,15 @@ class PredictionPanels(keras.callbacks.Callback):
                                                self.num_classes)
             self.from_logits = from_logits if self.from_logits is None else self.from_logits
             self.num_classes = classes
-        if not self.class_names:
-            self.class_names = [f"class_{k}" for k in range(self.num_classes)]
+        self.class_names = full_names(self.class_names, self.num_classes)
 
     def render(self, epoch: int) -> np.ndarray:
         self._resolve()
         void = -1 if self.ignore_index is None else self.ignore_index
         preds, confs, truths = [], [], []
         for x, y in self.samples:
-            probs = probabilities(np.asarray(self._forward(x[None])), self.from_logits)[0]
+            probs = probabilities(np.asarray(first_output(self._forward(x[None]))),
+                                  self.from_logits)[0]
             preds.append(probs.argmax(-1))
             confs.append(probs.max(-1))
             truths.append(class_indices(np.asarray(y)[None], void)[0])

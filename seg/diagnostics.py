@@ -30,6 +30,11 @@ from seg.introspect import (Head, LossInfo, all_layers, class_indices, compiled_
                             is_one_hot, layer_of, probabilities, read_head, read_loss, size_changes)
 from seg.models import level_sizes
 
+try:  # compile()'s wrapper of a loss function (aligns the masks' rank with the output's)
+    from keras.src.losses.losses import LossFunctionWrapper
+except ImportError:  # pragma: no cover (another Keras layout: the function is called bare)
+    LossFunctionWrapper = None
+
 CATEGORICAL = ("categorical_crossentropy", "sparse_categorical_crossentropy")
 LEVELS = ("error", "warning", "ok")
 PROBE_BATCH = 8  # images the probes forward and backward
@@ -109,6 +114,7 @@ class Context:
     ignore_index: int | None = None
     class_names: list[str] = field(default_factory=list)
     fixes: KerasFixes = field(default_factory=KerasFixes)
+    image_max: float = 1.0  # the largest input value seen (255: images not scaled)
 
 
 # --- the one entry point ----------------------------------------------------------------
@@ -168,10 +174,17 @@ def diagnose(model: keras.Model, images, masks=None, *, loss=None, num_classes: 
             f"give the model images of the shape it expects ({shape})" if shape else
             "check the images' shape and channels against the model's input"))
         return report
+    bad = _non_finite_images(images)
+    if bad:
+        report.findings.append(Finding(
+            "error", "inputs", f"{len(bad)} image(s) hold NaN or Inf values: index {bad[:8]}",
+            "one non-finite pixel makes the loss and every weight NaN at the first step",
+            "clean or drop those images (np.isfinite(images).all(axis=(1, 2, 3)))"))
     head = read_head(model, y_pred)
     ctx = Context(head, info, _num_classes(num_classes, head, y), ignore_index,
                   list(class_names or []), fixes or KerasFixes())
     ctx.class_names += [f"class_{k}" for k in range(len(ctx.class_names), ctx.num_classes)]
+    ctx.image_max = float(np.nanmax(x)) if x.size and np.isfinite(x).any() else 0.0
     report.findings += check_readable(ctx, model)
     if len(outputs) > 1:
         try:
@@ -253,6 +266,16 @@ def first_output(y_pred):
     return keras.tree.flatten(y_pred)[0]
 
 
+def _non_finite_images(images) -> list[int]:
+    """Indices of float images with NaN/Inf, for arrays (a dataset is checked on its batch)."""
+    if isinstance(images, (tf.data.Dataset, keras.utils.PyDataset)):
+        return []
+    x = np.asarray(images)
+    if x.dtype.kind != "f" or x.ndim < 3:
+        return []
+    return [int(i) for i in np.flatnonzero(~np.isfinite(x.reshape(len(x), -1)).all(axis=1))]
+
+
 def _first_loss(loss):
     """The loss of the first output, for a loss given per output (a list or a dict)."""
     if isinstance(loss, dict) or type(loss).__name__ == "_DictWrapper":
@@ -283,6 +306,8 @@ def _read_data(images, masks, limit: int, input_shape=None):
         y_probe = np.concatenate([b for b in ys if b.shape[1:] == ys[0].shape[1:]])[:PROBE_BATCH]
         audit = np.concatenate(ys) if same else y_probe
         return x_probe, y_probe, audit
+    if isinstance(images, keras.utils.PyDataset):
+        images, masks = images[0][:2]
     x = np.asarray(images)
     channels = input_shape[-1] if isinstance(input_shape, tuple) and len(input_shape) == 4 \
         else None
@@ -306,7 +331,7 @@ def _read_data(images, masks, limit: int, input_shape=None):
 
 def _num_classes(given: int | None, head: Head, masks) -> int:
     if given:
-        return int(given)
+        return max(int(given), 2)  # num_classes=1 for a binary task means 2 classes
     if head.channels and head.channels > 1:
         return head.channels
     if head.channels is None and masks is not None and is_one_hot(masks):
@@ -522,7 +547,8 @@ def check_targets(ctx: Context, masks) -> list[Finding]:
     m = np.asarray(masks)
     one_hot = is_one_hot(m)
     out = []
-    if loss.targets == "one_hot" and channels > 1 and not one_hot:
+    if loss.targets == "one_hot" and channels > 1 and not one_hot and \
+            m.shape[1:] != tuple(head.shape[1:]):  # same shape: one-hot, or label-smoothed
         out.append(Finding(
             "error", "targets", f"class-index masks {m.shape[1:]} given to {loss.name}, which "
             f"expects one-hot masks {head.shape[1:]}",
@@ -744,6 +770,8 @@ def check_encoder(*, encoder: str, encoder_weights, freeze_encoder: bool,
 def _loss_callable(loss, info: LossInfo):
     """loss(y_true, y_pred) -> scalar, for a loss name, object or function."""
     fn = keras.losses.get(loss) if isinstance(loss, str) else loss
+    if not isinstance(fn, keras.losses.Loss) and LossFunctionWrapper is not None:
+        fn = LossFunctionWrapper(fn)  # what compile() does: the masks' rank aligned
 
     def call(y, pred):
         if info.family in ("categorical", "binary", "dice") and info.kind is None:
@@ -813,6 +841,8 @@ def probe(model, loss, x, y, ctx: Context, *, compare_initial: bool = True,
                         f"{expected:.3f} for an untrained {channels}-channel head",
                         "an untrained head should give every class about the same probability; "
                         "a far-off initial loss points at label or activation problems",
+                        f"the images go up to {ctx.image_max:g}: scale them to [0, 1] (images "
+                        "/ 255) or standardise them" if ctx.image_max > 2 else
                         "check the label audit and the head/loss check"))
                 else:
                     out.append(Finding("ok", "initial loss", f"{what} {ce:.3f} (expected about "
@@ -954,8 +984,12 @@ def alarms_for(stats: dict, *, class_names: list[str], constant_share: float,
         return ["non-finite output: the network predicts NaN/Inf (diverged; lower the learning "
                 "rate)"]
     out = []
-    if stats["majority_share"] >= constant_share or stats["spread"] < constant_spread:
-        major = int(np.argmax(stats["pred_share"]))
+    major = int(np.argmax(stats["pred_share"]))
+    # one class nearly everywhere is a collapse only where the masks are not like that too
+    # (a perfect model on 99% background predicts 99% background)
+    one_class = (stats["majority_share"] >= constant_share
+                 and stats["true_share"][major] < constant_share)
+    if one_class or stats["spread"] < constant_spread:
         out.append(f"constant output: {100 * stats['majority_share']:.1f}% of pixels predicted "
                    f"as {class_names[major]}, probabilities vary by {stats['spread']:.3f} "
                    "across the image (the 'yellow image')")

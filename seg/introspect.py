@@ -244,8 +244,8 @@ def read_head(model: keras.Model, y_pred: np.ndarray) -> Head:
                                                    if k in Head.__dataclass_fields__})
     if "activation" not in found or found.get("unreadable"):
         head.activation, head.inferred = guess_activation(y_pred), True
-        if head.activation:
-            head.activation_layer = None
+        # the layer seg could not read is where the values come from (a Lambda(softmax))
+        head.activation_layer = found.get("unreadable") if head.activation else None
     if head.head_layer is None:
         head.head_layer = last_weighted_layer(model)
     return head
@@ -258,7 +258,8 @@ def guess_activation(y_pred: np.ndarray) -> str | None:
         return None
     if v.ndim == 4 and v.shape[-1] > 1 and np.allclose(v.sum(-1), 1, atol=1e-3):
         return "softmax"
-    if (v == 0).any():  # a sigmoid never gives exactly 0: zero logits, or a ReLU
+    zeros = v == 0  # a sigmoid never gives exactly 0: zero logits, or a ReLU (but a hard
+    if zeros.all() or (zeros.any() and not np.isin(v, (0, 1)).all()):  # 0/1 map is probability)
         return None
     return "sigmoid"
 

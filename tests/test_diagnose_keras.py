@@ -504,3 +504,51 @@ def test_keras_example_script_writes_both_panels(tmp_path):
     assert "categorical_crossentropy: loss per epoch [0.0], constant_output=True" in proc.stdout
     for name in ("keras_yellow_image_panel.png", "keras_fixed_panel.png"):
         assert (tmp_path / name).stat().st_size > 10_000
+
+
+# --- found by an adversarial campaign -------------------------------------------------------
+
+def test_campaign_cases_diagnose_reads_as_fit_does():
+    sigmoid = lambda: encoder_decoder([layers.Conv2D(1, 1, activation="sigmoid", name="p")])  # noqa: E731
+    # num_classes=1 for a binary task; a BCE loss given by name with masks without channel axis
+    assert seg.diagnose(compiled(sigmoid(), "binary_crossentropy"), IMAGES, BINARY,
+                        num_classes=1).ok
+    # label-smoothed one-hot masks into categorical cross-entropy
+    smooth = one_hot(THREE, 3) * 0.9 + 0.1 / 3
+    report = seg.diagnose(compiled(encoder_decoder([layers.Conv2D(3, 1, activation="softmax")]),
+                                   "categorical_crossentropy"), IMAGES, smooth)
+    assert report.ok and "initial_loss" in report.figures, str(report)
+    # NaN in an image outside the probe batch
+    images = IMAGES.copy()
+    images[10, 3, 3, 0] = np.nan
+    report = seg.diagnose(compiled(sigmoid(), "binary_crossentropy"), images, BINARY)
+    assert any("NaN" in f.title and "[10]" in f.title for f in report.errors), str(report)
+
+
+def test_a_perfect_model_on_rare_foreground_is_no_yellow_image():
+    from seg.diagnostics import alarms_for, output_stats
+
+    truth = np.zeros((1, 64, 64), int)
+    truth[0, :5, :5] = 1  # 0.6% foreground
+    probs = np.eye(2)[truth] * 0.9 + 0.05
+    stats = output_stats(probs, truth, num_classes=2, ignore_index=None)
+    assert stats["majority_share"] > 0.99
+    assert alarms_for(stats, class_names=["bg", "fg"], constant_share=0.98,
+                      constant_spread=0.02, vanished_share=0.1) == []
+
+
+def test_the_monitor_takes_multi_output_models_and_any_number_of_class_names(tmp_path):
+    x, y = _squares(16, 0)
+    inputs = keras.Input((S, S, 3))
+    feat = layers.Conv2D(8, 3, padding="same", activation="relu")(inputs)
+    main = layers.Conv2D(2, 1, name="main")(feat)
+    aux = layers.Conv2D(2, 1, name="aux")(feat)
+    model = keras.Model(inputs, [main, aux])
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    model.compile("adam", loss=[loss, loss])
+    for names in (["background"], ["background", "square", "extra", "more"]):
+        monitor = seg.SegmentationMonitor((x[:4], y[:4]), log_dir=tmp_path / str(len(names)),
+                                          num_images=2, class_names=names)
+        model.fit(x, [y, y], epochs=1, batch_size=8, verbose=0, callbacks=[monitor])
+        assert monitor.collapse.class_names[:1] == ["background"]
+        assert len(monitor.collapse.class_names) == 2
