@@ -6,7 +6,9 @@ seg's refusals into one readable message and exit code 2 instead of a traceback.
 
 from __future__ import annotations
 
+import argparse
 import hashlib
+import math
 import os
 import re
 import sys
@@ -61,6 +63,21 @@ def _job_name(override_dirname: str, params=None) -> str:
     return _run_name(",".join(first + [p for p in parts if p not in first]))
 
 
+def _store_schema():
+    """The schema (seg/config.py) as Hydra structured configs: composition then refuses an
+    unknown key or a value of the wrong type, naming it."""
+    from hydra.core.config_store import ConfigStore
+
+    from seg import config
+
+    store = ConfigStore.instance()
+    store.store(name="train_schema", node=config.Config)
+    for name, schema in config.DATA.items():
+        store.store(group="data", name=f"{name}_schema", node=schema)
+
+
+_store_schema()
+
 for name, fn in (("run_name", _run_name), ("job_name", _job_name),
                  ("project_root", lambda: str(PROJECT_ROOT))):
     if not OmegaConf.has_resolver(name):
@@ -68,8 +85,29 @@ for name, fn in (("run_name", _run_name), ("job_name", _job_name),
 
 
 def to_dict(cfg: DictConfig) -> dict:
-    """The resolved config as plain dicts (missing mandatory values fail here, named)."""
+    """The resolved config as plain dicts; every missing mandatory value (???) is named."""
+    from seg.config import ConfigError, help_for
+
+    missing = sorted(k for k in OmegaConf.missing_keys(cfg) if not k.startswith("hydra."))
+    if missing:
+        raise ConfigError("missing value(s), set on the command line as key=value:\n  " + "\n  ".join(
+            f"{k}" + (f" ({help_for(k)})" if help_for(k) else "") for k in missing))
     return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+
+
+def hydra_record(cfg: DictConfig) -> dict[str, str]:
+    """Hydra's record of a run (.hydra/config.yaml, hydra.yaml, overrides.yaml), as texts.
+
+    hydra.output_subdir is null, so Hydra writes nothing into the run folder itself: seg
+    writes these with config.json once the folder's checks passed, and a refused resume
+    changes no file.
+    """
+    from hydra.core.hydra_config import HydraConfig
+
+    hc = HydraConfig.get()
+    return {".hydra/config.yaml": OmegaConf.to_yaml(cfg),
+            ".hydra/hydra.yaml": OmegaConf.to_yaml(OmegaConf.create({"hydra": hc})),
+            ".hydra/overrides.yaml": OmegaConf.to_yaml(hc.overrides.task)}
 
 
 def refusal_types() -> tuple:
@@ -77,7 +115,7 @@ def refusal_types() -> tuple:
     from seg.diagnostics import PreflightError
     from seg.checkpoints import CheckpointError
     from seg.inference import LoadError
-    from seg.train import ConfigError
+    from seg.config import ConfigError
     from seg.distribute import StrategyError
     from omegaconf.errors import OmegaConfBaseException
     return (ConfigError, DataError, PreflightError, LoadError, CheckpointError, StrategyError,
@@ -104,6 +142,84 @@ def refusing(fn):
         if type(e).__module__.startswith(("hydra", "omegaconf")):
             fail(e)
         raise
+
+
+def launch(main):
+    """Call a @hydra.main function with Hydra's own errors refused like seg's (exit 2).
+
+    An unknown key or group option, a value of the wrong type, a missing value, a run folder
+    that cannot be made (read-only, a file, a name over 255 bytes): the message, no traceback.
+    """
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises instead of printing and exiting 1
+    try:
+        return main()
+    except (HydraException, OmegaConfBaseException) as e:
+        cause = e.__cause__
+        fail(type(e)(f"{e}\n{cause}") if isinstance(cause, OmegaConfBaseException) else e)
+    except refusal_types() as e:
+        fail(e)
+    except OSError as e:
+        if e.filename is None:
+            raise
+        fail(OSError(f"{e.filename}: {e.strerror or e}. The run folder (or a file in it) "
+                     "cannot be written: choose another with hydra.run.dir=... (a writable "
+                     "folder, a name under 255 bytes)"))
+
+
+def whole(low: int):
+    """argparse type: a whole number >= low."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < low:
+            raise argparse.ArgumentTypeError(f"{text!r}: use a whole number >= {low}")
+        return value
+    return parse
+
+
+def number(low: float, high: float):
+    """argparse type: a number in [low, high]."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{text!r}: use a number from {low:g} to {high:g}")
+        return value
+    return parse
+
+
+def folder_to_write(text: str) -> str:
+    """argparse type: an output folder (it may exist; it must not be a file)."""
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text}: is a file, not a folder; give a folder")
+    for parent in [path, *path.parents]:  # the nearest existing one must be writable
+        if parent.exists():
+            if not os.access(parent, os.W_OK):
+                raise argparse.ArgumentTypeError(f"{text}: {parent} is not writable")
+            break
+    return text
+
+
+def forget_unused(folder: str):
+    """Remove a run folder that Hydra made for a refused run and nothing used (it holds only
+    an empty train.log): a refusal leaves no trace behind."""
+    folder = Path(folder)
+    try:
+        entries = list(folder.iterdir())
+        if all(e.name == "train.log" and e.stat().st_size == 0 for e in entries):
+            for e in entries:
+                e.unlink()
+            folder.rmdir()
+    except OSError:
+        pass
 
 
 def fail(error: Exception, code: int = 2):
@@ -185,7 +301,15 @@ def apply_overrides(cfg: dict, overrides: list[str]) -> dict:
         raise ConfigError(f"overrides must be key=value on the run's config, got {bad}")
     base = OmegaConf.create(cfg)
     OmegaConf.set_struct(base, True)  # a typo is an error, not a new key
-    return to_dict(OmegaConf.merge(base, OmegaConf.from_dotlist(list(overrides))))
+    merged = to_dict(OmegaConf.merge(base, OmegaConf.from_dotlist(list(overrides))))
+    changed = tuple(o.split("=", 1)[0] for o in overrides)
+    from seg.config import problems
+
+    bad = [p for p in problems({k: v for k, v in merged.items() if k != "class_names"})
+           if p.startswith(changed)]  # the run's own values are not judged again
+    if bad:
+        raise ConfigError("\n".join(bad))
+    return merged
 
 
 try:

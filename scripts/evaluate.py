@@ -21,17 +21,19 @@ def parse(argv=None):
     p.add_argument("run", help="a run folder (uses checkpoints/best.keras) or a .keras file")
     p.add_argument("overrides", nargs="*", help="key=value changes to the run's config")
     p.add_argument("--split", default="val", choices=["val", "train"])
-    p.add_argument("--tile", type=int, default=512,
+    p.add_argument("--tile", type=_hydra.whole(0), default=512,
                    help="images with a side longer than this are predicted in overlapping "
                         "tiles of this size (0: always whole images; default 512)")
-    p.add_argument("--overlap", type=float, default=0.25, help="tile overlap (0..0.9)")
+    p.add_argument("--overlap", type=_hydra.number(0, 0.9), default=0.25,
+                   help="tile overlap (0..0.9)")
     p.add_argument("--flip", action="store_true", help="also predict mirrored images, average "
                    "(the same as --tta flip)")
     p.add_argument("--tta", default="none", choices=["none", "flip", "d4"],
                    help="test-time augmentation: average the predictions of the image and its "
                         "mirror (flip) or of its 8 rotations and mirrors (d4)")
-    p.add_argument("--worst", type=int, default=4, help="panels of this many worst images")
-    p.add_argument("--out", help="output folder (default RUN/evaluation/SPLIT)")
+    p.add_argument("--worst", type=_hydra.whole(0), default=4, help="panels of this many worst images")
+    p.add_argument("--out", type=_hydra.folder_to_write,
+                   help="output folder (default RUN/evaluation/SPLIT)")
     p.add_argument("--no-progress", action="store_true")
     return p.parse_args(argv)
 
@@ -51,6 +53,12 @@ def main(argv=None) -> dict:
     cfg = _hydra.apply_overrides(trained.config, args.overrides)
     cfg.pop("class_names", None)
     data = cfg["data"]
+    predicted = trained.model.output_shape[-1]
+    if data["num_classes"] != (2 if predicted == 1 else predicted):
+        raise inference.LoadError(
+            f"data.num_classes={data['num_classes']}, but {trained.checkpoint} predicts "
+            f"{2 if predicted == 1 else predicted} classes: evaluate it with the run's own "
+            "data.num_classes (leave it out of the overrides)")
     source, _ = open_data(data)
     dataset, names = source.split(args.split)
     tile = max(args.tile, data.get("image_size") or 0) if args.tile else 0

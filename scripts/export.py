@@ -14,7 +14,8 @@ import _hydra
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("checkpoint", help="a run folder (checkpoints/best.keras) or a .keras file")
-    p.add_argument("--out", help="output folder (default RUN/export)")
+    p.add_argument("--out", type=_hydra.folder_to_write,
+                   help="output folder (default RUN/export)")
     args = p.parse_args(argv)
     from pathlib import Path
 

@@ -23,26 +23,43 @@ def parse(argv=None):
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoint", help="a run folder or a .keras file")
     p.add_argument("inputs", nargs="+", help="image files or folders")
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--tile", type=int, default=512,
+    p.add_argument("--out", required=True, type=_hydra.folder_to_write, help="output folder")
+    p.add_argument("--batch-size", type=_hydra.whole(1), default=8)
+    p.add_argument("--tile", type=_hydra.whole(0), default=512,
                    help="images with a side longer than this are predicted in overlapping tiles "
                         "(0: whole images)")
-    p.add_argument("--overlap", type=float, default=0.25)
-    p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity of the mask colours")
+    p.add_argument("--overlap", type=_hydra.number(0, 0.9), default=0.25,
+                   help="tile overlap, 0..0.9 (default 0.25)")
+    p.add_argument("--alpha", type=_hydra.number(0, 1), default=0.5,
+                   help="overlay opacity of the mask colours, 0..1")
     return p.parse_args(argv)
 
 
-def collect(inputs: list[str]) -> list[tuple[Path, Path]]:
-    """(image file, output stem relative to --out) for every input, folders searched."""
-    found = []
+def collect(inputs: list[str], unreadable: dict | None = None) -> list[tuple[Path, Path]]:
+    """(image file, output stem relative to --out) for every input, folders searched.
+
+    Files that cannot be predicted (a dangling link, an unsupported extension) go into
+    unreadable, {file: why}, and are named at the end.
+    """
+    found, unreadable = [], {} if unreadable is None else unreadable
+    supported = ", ".join(sorted(IMAGE_SUFFIXES))
     for given in map(Path, inputs):
         if given.is_dir():
             for f in sorted(given.rglob("*")):
-                if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES:
+                if f.is_symlink() and not f.exists():
+                    unreadable[str(f)] = f"{f}: a dangling symbolic link (its target is gone)"
+                elif f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES:
                     found.append((f, f.relative_to(given).with_suffix("")))
+                elif f.is_file():
+                    unreadable[str(f)] = (f"{f}: unsupported extension {f.suffix or '(none)'!r} "
+                                          f"(supported: {supported})")
         elif given.is_file():
+            if given.suffix.lower() not in IMAGE_SUFFIXES:
+                raise ValueError(f"{given}: unsupported extension {given.suffix or '(none)'!r} "
+                                 f"(supported: {supported})")
             found.append((given, Path(given.stem)))
+        elif given.is_symlink():
+            raise FileNotFoundError(f"{given}: a dangling symbolic link (its target is gone)")
         else:
             raise FileNotFoundError(f"{given}: no such file or folder")
     stems = {}
@@ -63,20 +80,24 @@ def main(argv=None) -> int:
     from seg import inference, viz
     from seg.data.folder import DataError, read_image
 
-    trained = inference.load(args.checkpoint)
+    failed: dict[str, str] = {}
     try:
-        files = collect(args.inputs)
+        files = collect(args.inputs, failed)
     except (FileNotFoundError, ValueError) as e:
         _hydra.fail(e)
+    trained = inference.load(args.checkpoint)
     if not files:
         _hydra.fail(FileNotFoundError(f"no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) "
-                                      f"in {' '.join(args.inputs)}"))
+                                      f"in {' '.join(args.inputs)}" + "".join(
+                                          f"\n  {why}" for why in list(failed.values())[:10])))
     train_size = ((trained.config or {}).get("data") or {}).get("image_size") or 0
     tile = max(args.tile, train_size) if args.tile else 0
     out = Path(args.out)
     palette = np.zeros((256, 3), np.uint8)
     palette[: len(viz.PALETTE)] = viz.PALETTE
-    failed, done = {}, 0
+    done = 0
+    for why in failed.values():
+        print(f"predict: left out {why}", flush=True)
     bar = keras.utils.Progbar(len(files), unit_name="image")
     print(f"predict: {len(files)} image(s) with {trained.checkpoint} -> {out}", flush=True)
 

@@ -33,10 +33,10 @@ def main(cfg) -> float:
     # per save.
     logging.getLogger("absl").setLevel(logging.WARNING)
     hc = HydraConfig.get()
-    args = (_hydra.to_dict(cfg), hc.runtime.output_dir)
-    kwargs = {"run_name": _hydra._run_name(hc.job.override_dirname),
-              "overrides": list(hc.overrides.task)}
     try:
+        args = (_hydra.to_dict(cfg), hc.runtime.output_dir)
+        kwargs = {"run_name": _hydra._run_name(hc.job.override_dirname),
+                  "overrides": list(hc.overrides.task), "files": _hydra.hydra_record(cfg)}
         if hc.mode == RunMode.MULTIRUN:  # a process of its own: memory stays flat across jobs
             metrics = _hydra.in_own_process(run, *args, **kwargs)
         else:
@@ -50,6 +50,7 @@ def main(cfg) -> float:
     except Exception as e:
         if hc.mode != RunMode.MULTIRUN:
             if isinstance(e, _hydra.refusal_types()):
+                _hydra.forget_unused(hc.runtime.output_dir)
                 _hydra.fail(e)
             if isinstance(e, NonFiniteLoss):
                 _hydra.fail(e, code=3)
@@ -73,4 +74,4 @@ def main(cfg) -> float:
 
 
 if __name__ == "__main__":
-    main()
+    _hydra.launch(main)

@@ -617,6 +617,15 @@ class Guard(keras.callbacks.Callback):
         raise Interrupted(f"signal {self.signal}: stopped after step "
                           f"{int(self.model.optimizer.iterations.numpy())}; resume state {path}")
 
+    def on_test_batch_begin(self, batch, logs=None):
+        if self.signal is None:  # validation inside fit(): it stops too, without a commit
+            return
+        for fn in self.flush:
+            fn()
+        raise Interrupted(f"signal {self.signal} during the validation of epoch {self.epoch + 1}"
+                          f": stopped; resume state {self.checkpointer.last_committed or 'none'}"
+                          " (the steps after it run again)")
+
     def on_train_batch_end(self, batch, logs=None):
         loss = float((logs or {}).get("loss", 0.0))
         if not math.isfinite(loss):

@@ -14,7 +14,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from seg import viz
+from seg import checkpoints, viz
 from seg.introspect import probabilities
 from seg.metrics import confusion_matrix
 
@@ -73,6 +73,11 @@ def load(path: str | Path) -> Trained:
     import seg.losses  # noqa: F401
     import seg.metrics  # noqa: F401
 
+    problem = checkpoints.keras_problem(checkpoint)  # Keras calls a truncated file "not found"
+    if problem:
+        raise LoadError(f"{checkpoint}: not a usable .keras file ({problem}); a truncated or "
+                        "partly copied file? Use another checkpoint (checkpoints/last.keras) "
+                        "or copy it again")
     try:
         model = keras.saving.load_model(checkpoint, compile=False, safe_mode=True)
     except Exception as e:  # Keras raises ValueError, OSError, zipfile errors, ...
@@ -80,11 +85,22 @@ def load(path: str | Path) -> Trained:
                         f"{str(e).splitlines()[0] if str(e) else ''})") from e
     config = None
     if run_dir is not None:
-        config = json.loads((run_dir / "config.json").read_text())
+        config = _read_json(run_dir / "config.json")
         metrics_file = run_dir / "metrics.json"
         if metrics_file.is_file():  # the class names of folder data sets live in metrics.json
-            config["class_names"] = json.loads(metrics_file.read_text()).get("class_names")
+            config["class_names"] = _read_json(metrics_file).get("class_names")
     return Trained(model, config, checkpoint, run_dir)
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise LoadError(f"{path}: unreadable ({e}); restore it from the run, or give the "
+                        ".keras file alone") from None
+    if not isinstance(data, dict):
+        raise LoadError(f"{path}: holds a {type(data).__name__}, not a JSON object")
+    return data
 
 
 def load_user_model(spec: str) -> keras.Model:

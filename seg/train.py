@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import re
 import signal
 import sys
 import threading
@@ -20,20 +21,17 @@ import numpy as np
 import tensorflow as tf
 
 from seg import callbacks as seg_callbacks
-from seg import checkpoints, diagnostics, distribute, hparams, introspect
+from seg import (checkpoints, config, diagnostics, distribute, hparams, introspect, resources,
+                 runfolder)
+from seg.config import PRECISIONS, ConfigError
 from seg.data import AUDITS, SOURCES, DataError, pipeline
 from seg.fixes import ConfigFixes
 from seg.losses import SegmentationLoss
 from seg.metrics import make_metrics
 from seg.models import build_model, encoder_of, levels_of
 
-SECTIONS = ("seed", "data", "model", "decoder", "loss", "trainer", "diagnostics", "logging")
 PIPELINE_KEYS = ("name", "image_size", "ignore_index", "augment", "scale_range", "elastic_sigma",
                  "transpose", "cache")
-
-
-class ConfigError(ValueError):
-    """A config value or key that cannot work; the message names it."""
 
 
 def _call(fn, section: str, kwargs: dict):
@@ -73,9 +71,6 @@ def make_optimizer(optimizer: str, learning_rate, weight_decay: float, momentum:
     return optimizers[optimizer]()
 
 
-PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
-
-
 def check_precision(precision: str) -> str:
     if precision not in PRECISIONS:
         raise ConfigError(f"trainer.precision={precision!r}: use one of {list(PRECISIONS)}")
@@ -110,26 +105,13 @@ def compile_for_training(model, loss, metrics, trainer: dict, schedule, done_ste
     model.compile(optimizer=optimizer, loss=loss, metrics=metrics, **compile_options(trainer))
 
 
+def _say(text: str):
+    print(text, flush=True)
+
+
 def check_sections(cfg: dict):
-    unknown = sorted(set(cfg) - set(SECTIONS))
-    missing = sorted(set(SECTIONS) - set(cfg))
-    if unknown or missing:
-        raise ConfigError(f"config sections: unknown {unknown}, missing {missing}")
-    known = {"trainer": {"epochs", "batch_size", "steps_per_epoch", "optimizer", "learning_rate",
-                         "weight_decay", "momentum", "schedule", "early_stopping_patience",
-                         "unfreeze_encoder_after", "verbose", "deterministic", "resume",
-                         "precision", "jit_compile", "steps_per_execution", "strategy",
-                         "cpu_devices", "lr_scaling"},
-             "logging": {"panels_every", "num_panels"},
-             "diagnostics": {"preflight", "label_audit_samples", "probes", "overfit_steps",
-                             "monitor", "stop_on_collapse", "constant_share", "constant_spread",
-                             "vanished_share", "grace_epochs"},
-             "decoder": {"name", "interpolation", "kernel_size", "init"},
-             "loss": {"name", "from_logits", "class_weights", "focal_gamma"}}
-    for section, keys in known.items():
-        extra = sorted(set(cfg[section]) - keys)
-        if extra:
-            raise ConfigError(f"{section}: unknown key(s) {extra}; known: {sorted(keys)}")
+    """Refuse a config tree that breaks the schema (seg/config.py), naming every bad key."""
+    config.check(cfg)
 
 
 def _data_kwargs(data_cfg: dict) -> tuple[str, dict, dict]:
@@ -350,55 +332,9 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
         self._restored = state
 
 
-def _prepare_folder(cfg: dict, out: Path) -> tuple[bool, bool]:
-    """Check the run folder; (whether this run resumes, whether best.keras was lost)."""
-    checkpoints.check_writable(out)
-    ckpt, resume_dir = out / "checkpoints", out / "checkpoints" / "resume"
-    stray = checkpoints.clean_partial(out)
-    if stray:
-        print(f"seg: removed {len(stray)} file(s) of a resume state whose write never finished "
-              f"(a crash during a save): {', '.join(f.name for f in stray[:4])}", flush=True)
-    best_lost = False
-    for name in ("best.keras", "last.keras"):
-        problem = (ckpt / name).exists() and checkpoints.keras_problem(ckpt / name)
-        if problem:
-            (ckpt / name).rename(ckpt / f"{name}.corrupt")
-            print(f"seg: {ckpt / name} is unusable ({problem}); moved aside as {name}.corrupt",
-                  flush=True)
-            best_lost |= name == "best.keras"
-    states = checkpoints.committed(resume_dir)
-    if not states:
-        return False, False
-    if not cfg["trainer"]["resume"]:  # the old run's files go aside, none is deleted
-        aside = out / f"previous-{time.strftime('%Y-%m-%d_%H-%M-%S')}"
-        aside.mkdir()
-        for name in ("checkpoints", "tb", "panels", "diagnostics", "evaluation", "metrics.json"):
-            if (out / name).exists():
-                (out / name).rename(aside / name)
-        print(f"seg: trainer.resume=false: starting over in {out}; the previous run's files "
-              f"are in {aside}", flush=True)
-        return False, False
-    try:
-        old = json.loads((out / "config.json").read_text())
-    except (OSError, ValueError) as e:
-        old = None
-        print(f"seg: {out / 'config.json'} unreadable ({e}); resuming without comparing "
-              "configs", flush=True)
-    if old is not None:
-        problems = checkpoints.incompatibilities(old, cfg)
-        if problems:
-            raise ConfigError(
-                f"{out} holds a run that cannot continue with this config:\n  "
-                + "\n  ".join(problems) + "\nUse another run folder (hydra.run.dir=...) or "
-                "trainer.resume=false to start over in this one.")
-        changed = checkpoints.other_differences(old, cfg)
-        if changed:
-            print("seg: resuming with changed settings: " + "; ".join(changed), flush=True)
-    return True, best_lost or not (ckpt / "best.keras").exists()
-
-
 def run(cfg: dict, output_dir: str | Path, run_name: str | None = None,
-        overrides: list[str] = (), callbacks: list = (), timings: dict | None = None) -> dict:
+        overrides: list[str] = (), callbacks: list = (), timings: dict | None = None,
+        files: dict | None = None) -> dict:
     """Train the configured model and write everything about the run into output_dir.
 
     A run folder that already holds a resume state (checkpoints/resume/) is continued where
@@ -414,6 +350,8 @@ def run(cfg: dict, output_dir: str | Path, run_name: str | None = None,
         callbacks: extra Keras callbacks (after seg's own).
         timings: a dict that receives the seconds spent in each of seg's callbacks, by class
             name (scripts/benchmark.py).
+        files: more files for the run folder, {relative path: text}, written with config.json
+            once the folder's checks passed (the Hydra glue's .hydra/ record).
 
     Returns:
         The metrics written to metrics.json.
@@ -432,16 +370,87 @@ def run(cfg: dict, output_dir: str | Path, run_name: str | None = None,
                           "rate x replicas) or none")
     compile_options(trainer)  # refused before the run folder is touched
     check_precision(trainer["precision"])
+    resources.check(cfg, log=_say)  # what cannot fit in memory, before anything is built
     plan = distribute.make(trainer["strategy"], trainer["cpu_devices"])  # before any TF op
     chief = plan.is_chief  # only the chief writes; the other workers train in lock-step
     keras.utils.clear_session(free_memory=True)  # release earlier jobs' models (multirun)
     if trainer["deterministic"]:
         tf.config.experimental.enable_op_determinism()
     out = Path(output_dir)
+    if not chief:  # a worker reads the chief's state where the run folder is shared
+        return _train(cfg, out, plan, run_name, overrides, callbacks, timings, files, start)
+    checkpoints.check_writable(out)
+    with runfolder.RunLock(out):  # one run per folder; a second start is refused
+        return _train(cfg, out, plan, run_name, overrides, callbacks, timings, files, start)
+
+
+@contextlib.contextmanager
+def data_errors_named():
+    """A file that fails to decode inside tf.data (data.preflight=off, or a file changed since
+    the audit) stops with seg's DataError naming it, not TensorFlow's InvalidArgumentError."""
+    try:
+        yield
+    except tf.errors.OpError as e:
+        found = re.search(r"DataError: (.+)", e.message or "")
+        if not found:
+            raise
+        raise DataError(f"{found.group(1).strip()}\nFound while reading the data during "
+                        "training; the last committed checkpoint is kept. Fix or remove the "
+                        "file (python scripts/check_data.py scans every file), or set "
+                        "data.on_bad_sample=skip, and run the same command to resume.") from None
+
+
+class _Phase:
+    """What the run is doing, for the signal handler: during fit() a signal is noted and the
+    Guard stops after the current step (checkpoint first); in any other phase it stops at
+    once, since the committed state already is what a resume continues from."""
+
+    def __init__(self, guard=None):
+        self.name, self.guard, self.signal = "preparing the run", guard, None
+
+    def handler(self, signum, frame):
+        if self.signal is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop now
+        self.signal = signum
+        if self.guard is not None and self.name == "training":
+            self.guard.signal = signum
+            print(f"\nseg: signal {signum}: stopping after the current step; a checkpoint "
+                  "follows", flush=True)
+            return
+        raise seg_callbacks.Interrupted(f"signal {signum} while {self.name}: stopped; the "
+                                        "committed state is what a resume continues from")
+
+    @contextlib.contextmanager
+    def handling(self):
+        handled = (signal.SIGTERM, signal.SIGINT)
+        previous = ({sig: signal.signal(sig, self.handler) for sig in handled}
+                    if threading.current_thread() is threading.main_thread() else {})
+        try:
+            yield self
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+def _train(cfg, out, plan, run_name, overrides, callbacks, timings, files, start) -> dict:
+    with _Phase().handling() as phase:
+        return _train_phases(cfg, out, plan, run_name, overrides, callbacks, timings, files,
+                             start, phase)
+
+
+def _train_phases(cfg, out, plan, run_name, overrides, callbacks, timings, files, start,
+                  phase) -> dict:
+    trainer, data = cfg["trainer"], cfg["data"]
+    chief = plan.is_chief
+
+    def write_config():  # atomic: a kill leaves old or new
+        runfolder.write_files(out, {"config.json": cfg, **(files or {})})
+
     if chief:
-        resuming, best_lost = _prepare_folder(cfg, out)
-        checkpoints.write_json(out / "config.json", cfg)  # atomic: a kill leaves old or new
-    else:  # a worker reads the chief's state where the run folder is shared, writes nothing
+        resuming, best_lost = runfolder.open_folder(cfg, out, log=_say)
+        if not resuming:
+            write_config()
+    else:
         resuming = trainer["resume"] and bool(checkpoints.committed(out / "checkpoints" /
                                                                     "resume"))
         best_lost = False
@@ -523,7 +532,7 @@ def run(cfg: dict, output_dir: str | Path, run_name: str | None = None,
                                               after_commit=[monitor.write_pending])
     checkpointer.encoder_trainable = lambda: None if encoder is None else bool(encoder.trainable)
     tensorboard = keras.callbacks.TensorBoard(log_dir=str(out / "tb"), write_graph=False)
-    guard = seg_callbacks.Guard(checkpointer, flush=[
+    phase.guard = guard = seg_callbacks.Guard(checkpointer, flush=[
         monitor.write_pending, lambda: getattr(tensorboard, "_close_writers", lambda: None)()])
     if not chief:
         guard.writes, guard.flush = False, []
@@ -548,6 +557,8 @@ def run(cfg: dict, output_dir: str | Path, run_name: str | None = None,
         state = checkpoints.restore_latest(model, resume_dir)
     if state is not None and not chief:
         print(f"seg: worker {plan.worker}: resuming from {state['checkpoint']}", flush=True)
+    if state is not None and chief:
+        write_config()  # only now: the state fits this config
     if state is not None:
         if state.get("steps_per_epoch", steps) != steps:
             raise ConfigError(
@@ -575,7 +586,8 @@ def run(cfg: dict, output_dir: str | Path, run_name: str | None = None,
                                                   if state else [])
     elapsed_before = (state or {}).get("elapsed_s", 0.0)
     checkpointer.extra = lambda: {"resumes": resumes, "steps_per_epoch": steps,
-                                  "elapsed_s": elapsed_before + time.time() - start}
+                                  "elapsed_s": elapsed_before + time.time() - start,
+                                  "config": cfg}  # compared on resume if config.json is lost
 
     verbose = trainer["verbose"]
     if verbose == "auto":
@@ -585,44 +597,37 @@ def run(cfg: dict, output_dir: str | Path, run_name: str | None = None,
         """Epochs first..last-1 (the first of them from step skip_steps on)."""
         guard.offset = skip_steps
         train_ds = parts["train_stream"](first * steps + skip_steps)
-        model.fit(train_ds, validation_data=val_ds, initial_epoch=first, epochs=last,
-                  steps_per_epoch=steps - skip_steps if last == first + 1 else steps,
-                  callbacks=fit_callbacks, verbose=verbose, shuffle=False)
+        with data_errors_named():
+            model.fit(train_ds, validation_data=val_ds, initial_epoch=first, epochs=last,
+                      steps_per_epoch=steps - skip_steps if last == first + 1 else steps,
+                      callbacks=fit_callbacks, verbose=verbose, shuffle=False)
         return not model.stop_training
 
-    def on_signal(signum, frame):
-        if guard.signal is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt  # a second Ctrl-C: stop now
-        guard.signal = signum
-        print(f"\nseg: signal {signum}: stopping after the current step; a checkpoint follows",
-              flush=True)
-
-    handled = (signal.SIGTERM, signal.SIGINT)
-    previous = ({sig: signal.signal(sig, on_signal) for sig in handled}
-                if threading.current_thread() is threading.main_thread() else {})
-    try:
-        for a, b in phases:
-            if b <= start_epoch:
-                continue
-            first = max(a, start_epoch)
-            if first >= b:
-                continue
-            if a and not encoder.trainable:  # entering the unfrozen phase now
-                encoder.trainable = True
-                compile_model(a * steps)
-                print(f"seg: epoch {a}: encoder unfrozen, {model.count_params():,} parameters now "
-                      "train", flush=True)
-            go_on = True
-            if first == start_epoch and start_step:  # the rest of an interrupted epoch
-                go_on = fit(first, first + 1, start_step)
-                first += 1
-            if go_on and first < b:
-                go_on = fit(first, b)
-            if not go_on:
-                break
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    phase.name = "training"
+    for a, b in phases:
+        if b <= start_epoch:
+            continue
+        first = max(a, start_epoch)
+        if first >= b:
+            continue
+        if a and not encoder.trainable:  # entering the unfrozen phase now
+            encoder.trainable = True
+            compile_model(a * steps)
+            print(f"seg: epoch {a}: encoder unfrozen, {model.count_params():,} parameters now "
+                  "train", flush=True)
+        go_on = True
+        if first == start_epoch and start_step:  # the rest of an interrupted epoch
+            go_on = fit(first, first + 1, start_step)
+            first += 1
+        if go_on and first < b:
+            go_on = fit(first, b)
+        if not go_on:
+            break
+    if guard.signal is not None:  # it came after the last step began: the epoch is committed
+        raise seg_callbacks.Interrupted(
+            f"signal {guard.signal}: stopped at the end of training; resume state "
+            f"{checkpointer.last_committed} (the next start only re-scores best.keras)")
+    phase.name = "re-scoring best.keras"
     history = checkpointer.history
     train_time = elapsed_before + time.time() - start
     if not chief:  # the chief scores the best checkpoint and writes metrics.json
@@ -634,7 +639,8 @@ def run(cfg: dict, output_dir: str | Path, run_name: str | None = None,
 
     best_path = ckpt / "best.keras"
     best = keras.saving.load_model(best_path, safe_mode=True) if best_path.exists() else model
-    final = best.evaluate(val_ds, return_dict=True, verbose=0)
+    with data_errors_named():
+        final = best.evaluate(val_ds, return_dict=True, verbose=0)
     val_miou = history.get("val_mean_iou", [float("nan")])
     metrics_out = {
         "run_name": run_name,
@@ -667,7 +673,8 @@ def run(cfg: dict, output_dir: str | Path, run_name: str | None = None,
     if source.skipped:
         print(f"seg: {len(source.skipped)} sample(s) skipped (data.on_bad_sample=skip), listed "
               f"in metrics.json: " + ", ".join(list(source.skipped)[:5]), flush=True)
-    if state is None or start_epoch < epochs:  # not again when a finished run is re-run
+    phase.name = "writing metrics.json"
+    if not (out / "metrics.json").exists():  # not again when a finished run is re-run
         hparams.log_final(out / "tb", metrics_out, step=metrics_out["epochs_completed"])
     checkpoints.write_json(out / "metrics.json", metrics_out)
     return metrics_out

@@ -119,8 +119,8 @@ def _audit(listing, k, progress, **kwargs):
     splits = {"train": listing.train, "val": listing.val}
     if k is not None:  # an even sample of each split
         splits = {s: ps[:: max(len(ps) // max(k, 1), 1)][:k] for s, ps in splits.items()}
-    return audit.audit_pairs(splits, listing_problems=listing.problems, progress=progress,
-                             **kwargs)
+    return audit.audit_pairs(splits, listing_problems=listing.problems,
+                             ignored=listing.ignored, progress=progress, **kwargs)
 
 
 def folder_audit(*, root: str, num_classes: int, channels: int = 3, images_dir: str = "images",

@@ -98,7 +98,7 @@ def check_pair(pair: Pair, *, num_classes: int, ignore_index: int, channels: int
 def audit_pairs(splits: dict[str, list[Pair]], *, num_classes: int, ignore_index: int,
                 channels: int, table: np.ndarray, colour_table=None, max_pixels: int,
                 class_names: list[str], listing_problems: list[str] = (),
-                progress: bool = False) -> AuditReport:
+                ignored: list[str] = (), progress: bool = False) -> AuditReport:
     """Scan every pair of every split and report all problems at once.
 
     Args:
@@ -109,6 +109,12 @@ def audit_pairs(splits: dict[str, list[Pair]], *, num_classes: int, ignore_index
     """
     report = AuditReport(class_names=list(class_names))
     report.problems += [Problem("error", "pairing", p) for p in listing_problems]
+    if ignored:
+        kinds = sorted({Path(f).suffix.lower() or "(no extension)" for f in ignored})
+        report.problems.append(Problem(
+            "warning", "unsupported files", f"{len(ignored)} file(s) left out, not images seg "
+            f"reads ({', '.join(kinds)}): {', '.join(ignored[:5])}"
+            + (" ..." if len(ignored) > 5 else "")))
     for split, pairs in splits.items():
         if not pairs:
             report.problems.append(Problem("error", "empty split", f"the {split} split has no "
@@ -157,6 +163,12 @@ def audit_pairs(splits: dict[str, list[Pair]], *, num_classes: int, ignore_index
     for split, hist in hists.items():
         total = hist.sum()
         if not total:
+            if report.counts.get(split) and not report.errors:
+                report.problems.append(Problem(
+                    "error", "all void", f"{split}: every pixel of its masks is "
+                    f"ignore_index={ignore_index} (after data.label_map), so nothing can be "
+                    "learnt or scored; check data.label_map (0/255 masks need {0: 0, 255: 1}) "
+                    "and data.ignore_index"))
             continue
         share = hist / total
         absent = [class_names[k] for k in range(num_classes) if hist[k] == 0]

@@ -36,6 +36,7 @@ class Listing:
     train: list[Pair] = field(default_factory=list)
     val: list[Pair] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)  # files of unsupported types, named
 
 
 def _natural_key(stem: str):
@@ -43,15 +44,24 @@ def _natural_key(stem: str):
     return (0, int(stem), "") if stem.isdigit() else (1, 0, stem)
 
 
-def files_by_stem(folder: Path) -> tuple[dict[str, Path], list[str]]:
-    """Image files in a folder by stem (hidden files skipped), and duplicate-stem problems."""
+def files_by_stem(folder: Path, ignored: list | None = None
+                  ) -> tuple[dict[str, Path], list[str]]:
+    """Image files in a folder by stem (hidden files skipped), and duplicate-stem problems.
+
+    Other files (unsupported extensions, sub-folders) go into `ignored`, named, so that the
+    audit can say they were left out.
+    """
     if not folder.is_dir():
         raise DataError(f"{folder}: folder not found")
     found: dict[str, Path] = {}
     problems = []
     for p in sorted(folder.iterdir()):
-        if p.name.startswith(".") or p.suffix.lower() not in IMAGE_SUFFIXES:
+        if p.name.startswith("."):
             continue  # "._name" files are macOS metadata in some tarballs
+        if p.suffix.lower() not in IMAGE_SUFFIXES:
+            if ignored is not None:
+                ignored.append(str(p))
+            continue
         if p.stem in found:
             problems.append(f"{found[p.stem]} and {p}: duplicate stem {p.stem!r} (which is meant?)")
         found[p.stem] = p
@@ -90,9 +100,10 @@ def list_splits(root: str | Path, *, images_dir: str = "images", masks_dir: str 
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: dataset root not found (set data.root=DIR)")
-    images, img_dups = files_by_stem(root / images_dir)
-    masks, mask_dups = files_by_stem(root / masks_dir)
-    out = Listing(problems=img_dups + mask_dups)
+    ignored: list[str] = []
+    images, img_dups = files_by_stem(root / images_dir, ignored)
+    masks, mask_dups = files_by_stem(root / masks_dir, ignored)
+    out = Listing(problems=img_dups + mask_dups, ignored=ignored)
     if bool(train_list) != bool(val_list):
         raise DataError("give both data.train_list and data.val_list, or neither")
     if train_list:
@@ -130,7 +141,13 @@ def list_splits(root: str | Path, *, images_dir: str = "images", masks_dir: str 
 
 
 def _open(path: str, what: str, max_pixels: int):
-    if Path(path).stat().st_size == 0:
+    try:
+        size = Path(path).stat().st_size
+    except OSError as e:  # gone since the listing, unreadable, or a link to nothing
+        why = ("a dangling symbolic link (its target is gone)" if Path(path).is_symlink()
+               else e.strerror or str(e))
+        raise DataError(f"{path}: cannot read {what}: {why}") from None
+    if size == 0:
         raise DataError(f"{path}: zero-byte {what} file")
     try:
         im = Image.open(path)

@@ -83,6 +83,48 @@ def build_model(*, num_classes: int, in_channels: int, encoder: str = "unet",
     return keras.Model(inputs, outputs, name=f"{encoder}_{decoder}")
 
 
+# Parameters of the Keras applications' encoders (include_top=False), and their features'
+# channels at strides 2, 4, 8, 16 and 32 (what the decoder's skips concatenate).
+BACKBONE_SIZES = {"mobilenet_v2": (1_841_984, (96, 144, 192, 576, 320)),
+                  "resnet50": (23_587_712, (64, 256, 512, 1024, 2048)),
+                  "efficientnet_b0": (4_049_571, (96, 144, 240, 672, 1280))}
+_NORM_PARAMS = {"batch": 4, "sync_batch": 4, "group": 2, "layer": 2, "none": 1}  # per channel
+
+
+def estimate_parameters(*, num_classes: int, in_channels: int, encoder: str = "unet",
+                        depth: int = 3, base_filters: int = 16, norm: str = "batch",
+                        out_channels: int | None = None, decoder: str = "upsample",
+                        kernel_size: int = 4, **_) -> int:
+    """build_model's parameter count, without building it (exact for the U-Net encoder).
+
+    What the resource check weighs before anything is allocated: model.depth=9 would build
+    2.2 billion parameters.
+    """
+    levels, b, per_norm = levels_of(encoder, depth), base_filters, _NORM_PARAMS[norm]
+
+    def block(c_in, f):  # two 3x3 convolutions, each with its norm (or bias)
+        return 9 * c_in * f + 9 * f * f + 2 * per_norm * f
+
+    if encoder == "unet":
+        total, c = 0, in_channels
+        for level in range(depth + 1):  # the levels, then the bottleneck
+            total += block(c, b * 2 ** level)
+            c = b * 2 ** level
+        skips = [b * 2 ** level for level in range(depth)]
+    else:
+        total, channels = BACKBONE_SIZES[encoder]
+        c, skips = channels[-1], [0] + list(channels[:-1])
+    for level in reversed(range(levels)):
+        f = b * 2 ** level
+        k2, up = (kernel_size ** 2, f) if decoder == "deconv" else (9, 4 * f if decoder ==
+                                                                     "pixelshuffle" else f)
+        total += k2 * c * up + up
+        total += block(f + skips[level], f)
+        c = f
+    out = out_channels or num_classes
+    return int(total + c * out + out)
+
+
 def levels_of(encoder: str, depth: int) -> int:
     """Down-sampling levels: `depth` for the U-Net encoder, 5 (stride 32) for a backbone."""
     return depth if encoder == "unet" else 5
@@ -135,7 +177,7 @@ def _all_layers(model):
             yield layer
 
 
-__all__ = ["BACKBONES", "DECODERS", "ENCODERS", "ICNR", "ArgMax", "BackbonePreprocess",
+__all__ = ["BACKBONES", "estimate_parameters", "DECODERS", "ENCODERS", "ICNR", "ArgMax", "BackbonePreprocess",
            "ClassProbabilities",
            "BilinearUpsampleInit", "CropLike", "DepthToSpace", "PadToMultiple", "build_model",
            "build_unet", "encoder_of", "levels_of", "forward_flops", "level_sizes"]
