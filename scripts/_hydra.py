@@ -157,6 +157,13 @@ def launch(main):
     try:
         return main()
     except (HydraException, OmegaConfBaseException) as e:
+        from hydra.errors import OverrideParseException
+
+        if isinstance(e, OverrideParseException):
+            bad = _unparsable(sys.argv[1:])
+            fail(OverrideParseException(
+                override=" ".join(bad), message=f"{', '.join(bad) or 'an override'}: {e}\n"
+                "(quote a value with brackets or spaces: 'key=\"a[1] b\"')"))
         cause = e.__cause__
         fail(type(e)(f"{e}\n{cause}") if isinstance(cause, OmegaConfBaseException) else e)
     except refusal_types() as e:
@@ -164,7 +171,8 @@ def launch(main):
     except OSError as e:
         if e.filename is None:
             raise
-        fail(OSError(f"{e.filename}: {e.strerror or e}. The run folder (or a file in it) "
+        why = "exists and is not a folder" if isinstance(e, FileExistsError) else e.strerror
+        fail(OSError(f"{e.filename}: {why or e}. The run folder (or a file in it) "
                      "cannot be written: choose another with hydra.run.dir=... (a writable "
                      "folder, a name under 255 bytes)"))
 
@@ -220,6 +228,21 @@ def forget_unused(folder: str):
             folder.rmdir()
     except OSError:
         pass
+
+
+def _unparsable(args: list[str]) -> list[str]:
+    """The command-line overrides Hydra's grammar cannot read."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser, bad = OverridesParser.create(), []
+    for arg in args:
+        if arg.startswith("-"):
+            continue
+        try:
+            parser.parse_override(arg)
+        except Exception:  # noqa: BLE001 (any parse failure names it)
+            bad.append(arg)
+    return bad
 
 
 def fail(error: Exception, code: int = 2):

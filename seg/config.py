@@ -150,7 +150,8 @@ class FolderData(Pipeline):
     split: str = key(choices=("random", "contiguous"))
     val_fraction: float = key(above=0.0, below=1.0)
     split_seed: int = key(min=0)
-    label_map: Optional[Dict[int, int]] = key(help="raw mask value -> class index")
+    # Any, checked by _rules: OmegaConf 2.3 cannot merge a mapping into a null Optional[Dict]
+    label_map: Any = key(help="raw mask value -> class index, e.g. {255: 1}")
     colour_table: Optional[List[List[int]]] = key(help="one [r, g, b] per class index")
     class_names: Optional[List[str]] = key()
     on_bad_sample: str = key(choices=("error", "skip"))
@@ -307,7 +308,13 @@ def _rules(cfg: dict) -> list[str]:
     for i, rgb in enumerate(data.get("colour_table") or []):
         if len(rgb) != 3 or not all(0 <= c <= 255 for c in rgb):
             out.append(f"data.colour_table[{i}]={rgb}: use [r, g, b] with values 0..255")
-    for raw, index in (data.get("label_map") or {}).items():
+    label_map = data.get("label_map")
+    if label_map is not None and (not isinstance(label_map, dict) or any(
+            _type_problem(int, v) for pair in label_map.items() for v in pair)):
+        out.append(f"data.label_map={label_map!r}: use null or a mapping of whole numbers, "
+                   "raw mask value -> class index, e.g. {255: 1}")
+        label_map = None
+    for raw, index in (label_map or {}).items():
         if not (0 <= index < n or index == data["ignore_index"]):
             out.append(f"data.label_map: {raw} -> {index} is not a class index (0..{n - 1}) "
                        f"or data.ignore_index={data['ignore_index']}")

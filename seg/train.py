@@ -180,7 +180,8 @@ def prepare(cfg: dict, plan: distribute.Plan | None = None) -> dict:
                                        ignore_index=pipe["ignore_index"], cache=pipe["cache"]))
     # Batches of same-size images: their number is known only after one pass (which also fills
     # the cache). Told to Keras, it stops warning that validation "ran out of data".
-    val_batches = int(val_ds.reduce(0, lambda n, _: n + 1))
+    with data_errors_named():
+        val_batches = int(val_ds.reduce(0, lambda n, _: n + 1))
     val_ds = val_ds.apply(tf.data.experimental.assert_cardinality(val_batches))
     if plan and plan.replicas > 1:
         distribute.check_compile(plan, trainer["jit_compile"], trainer["steps_per_execution"])
@@ -212,7 +213,8 @@ def diagnose(cfg: dict, parts: dict | None = None) -> diagnostics.Report:
     samples = source.sample_masks(diag["label_audit_samples"])
     sizes = [(parts["image_size"], parts["image_size"])] + sorted({m.shape for _, m in samples})
     model_cfg, data = cfg["model"], cfg["data"]
-    images, masks = next(iter(parts["train_ds"]))
+    with data_errors_named():
+        images, masks = next(iter(parts["train_ds"]))
     report = diagnostics.diagnose(
         parts["model"], np.asarray(images), np.asarray(masks), loss=parts["loss"],
         num_classes=data["num_classes"], ignore_index=data["ignore_index"],
