@@ -84,11 +84,16 @@ for name, fn in (("run_name", _run_name), ("job_name", _job_name),
         OmegaConf.register_new_resolver(name, fn)
 
 
-def to_dict(cfg: DictConfig) -> dict:
-    """The resolved config as plain dicts; every missing mandatory value (???) is named."""
+def to_dict(cfg: DictConfig, missing_ok: bool = False) -> dict | None:
+    """The resolved config as plain dicts; every missing mandatory value (???) is named.
+
+    missing_ok: None instead of the error, for a record of what a failed job was given.
+    """
     from seg.config import ConfigError, help_for
 
     missing = sorted(k for k in OmegaConf.missing_keys(cfg) if not k.startswith("hydra."))
+    if missing and missing_ok:
+        return None
     if missing:
         raise ConfigError("missing value(s), set on the command line as key=value:\n  " + "\n  ".join(
             f"{k}" + (f" ({help_for(k)})" if help_for(k) else "") for k in missing))

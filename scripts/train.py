@@ -58,6 +58,7 @@ def main(cfg) -> float:
         # One failed job must not stop the sweep: record why, and let the next job run.
         refused = isinstance(e, _hydra.refusal_types())
         failure = {"job": hc.job.num, "overrides": list(hc.overrides.task),
+                   "config": _hydra.to_dict(cfg, missing_ok=True),  # compare groups by it
                    "error": type(e).__name__, "refused": refused, "message": str(e),
                    "traceback": "" if refused else getattr(e, "child_traceback", None)
                    or traceback.format_exc()}

@@ -66,9 +66,10 @@ def find_runs(root: str | Path) -> list[Run]:
     for folder in sorted(folders, key=lambda p: _natural(str(p.relative_to(root)))):
         if any(parent in folders for parent in folder.parents):
             continue  # a folder inside a run
-        runs.append(Run(folder, str(folder.relative_to(root)) or folder.name,
-                        _read(folder / "config.json"), _read(folder / "metrics.json"),
-                        _read(folder / "failure.json")))
+        failure = _read(folder / "failure.json")
+        config = _read(folder / "config.json") or (failure or {}).get("config")
+        runs.append(Run(folder, str(folder.relative_to(root)) or folder.name, config,
+                        _read(folder / "metrics.json"), failure))
     return runs
 
 

@@ -75,7 +75,8 @@ def load(path: str | Path) -> Trained:
 
     problem = checkpoints.keras_problem(checkpoint)  # Keras calls a truncated file "not found"
     if problem:
-        raise LoadError(f"{checkpoint}: not a usable .keras file ({problem}); a truncated or "
+        raise LoadError(f"{checkpoint}: cannot load: not a usable .keras file ({problem}); a "
+                        "truncated or "
                         "partly copied file? Use another checkpoint (checkpoints/last.keras) "
                         "or copy it again")
     try:

@@ -25,7 +25,7 @@ def _script(name, *args, cwd=ROOT):
 
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory):
-    """Two decoders x seeds 0, 1 and -1; seed -1 crashes (numpy refuses negative seeds)."""
+    """Two decoders x seeds 0, 1 and -1; seed -1 is refused (the schema: seeds are >= 0)."""
     out = tmp_path_factory.mktemp("sweep") / "multirun"
     done = _script("train.py", "-m", "+decoder=upsample,deconv", "seed=0,1,-1", *TINY,
                    f"hydra.sweep.dir={out}")
@@ -37,10 +37,12 @@ def test_failed_jobs_do_not_stop_the_sweep_and_are_summarised(sweep):
     out, stdout = sweep
     summary = stdout[stdout.index("Sweep "):]
     assert "6 job(s), 4 finished, 2 failed" in summary
-    assert summary.count("FAILED") == 2 and "seed=-1" in summary and "ValueError" in summary
+    assert summary.count("FAILED") == 2 and "seed=-1" in summary and "ConfigError" in summary
     failures = sorted(out.glob("*/failure.json"))
     assert len(failures) == 2
-    assert "Traceback" in json.loads(failures[0].read_text())["traceback"]
+    failure = json.loads(failures[0].read_text())
+    assert failure["refused"] and failure["traceback"] == "" and "seed=-1" in failure["message"]
+    assert failure["config"]["seed"] == -1  # what the job was given: compare groups by it
     assert len(list(out.glob("*/metrics.json"))) == 4
     assert json.loads((out / "summary.json").read_text())[0]["status"] == "ok"
 
