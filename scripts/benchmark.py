@@ -70,12 +70,12 @@ def main(argv=None) -> dict:
     # 1. The input pipeline alone, and the arrays for the bare baseline (the same distribution
     #    of images: augmented crops of the training split).
     parts = train.prepare(cfg)
-    steps, source = parts["steps"], parts["source"]
-    pipeline_ips = bench.pipeline_images_per_s(parts["train_ds"], bs, steps=max(steps, 50))
+    steps, source = parts.steps, parts.source
+    pipeline_ips = bench.pipeline_images_per_s(parts.train_ds, bs, steps=max(steps, 50))
     # An epoch of bare is as many images as one of ours (up to --bare-images).
-    x, y = bench.arrays(parts["train_ds"], max_images=min(steps, max(args.bare_images // bs, 1))
+    x, y = bench.arrays(parts.train_ds, max_images=min(steps, max(args.bare_images // bs, 1))
                         * bs)
-    val_ds = parts["val_ds"]
+    val_ds = parts.val_ds
     del parts
 
     def compiled(model, loss, metrics, total_steps):

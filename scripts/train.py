@@ -26,7 +26,7 @@ import _hydra
 
 @hydra.main(config_path=_hydra.CONFIG_DIR, config_name="train", version_base="1.3")
 def main(cfg) -> float:
-    from seg.callbacks import Interrupted, NonFiniteLoss
+    from seg.runfolder import Interrupted, NonFiniteLoss
     from seg.train import run
 
     # Hydra logs INFO to the console; TensorFlow's checkpoint writer (absl) would add a line

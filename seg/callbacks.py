@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import math
 import time
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from seg import checkpoints, viz
+from seg import viz
 from seg.diagnostics import alarms_for, diagnose, first_output, output_stats
 from seg.introspect import class_indices, probabilities, read_head
 
@@ -504,138 +503,6 @@ class SegmentationMonitor(keras.callbacks.Callback):
                   f"TensorBoard ({self.log_dir}, IMAGES tab)"
                   + (" and the diagnosis above" if self.report and self.report.errors else ""),
                   flush=True)
-
-
-class Interrupted(BaseException):
-    """SIGTERM or SIGINT: a checkpoint was written; the same command resumes the run.
-
-    A BaseException, like KeyboardInterrupt, so that a sweep stops instead of going on.
-    """
-
-    exit_code = 75  # EX_TEMPFAIL: try again (the same command resumes)
-
-
-class NonFiniteLoss(RuntimeError):
-    """The training loss became NaN or Inf; the message names the step."""
-
-
-class Checkpointer(keras.callbacks.Callback):
-    """At every epoch end: best.keras (by val mIoU), last.keras and the resume state, atomically.
-
-    Keeps the history and best value itself, and the state of the `stateful` callbacks
-    (get_state/set_state), so a resumed run carries on exactly where the committed state was.
-    Non-finite weights are never saved (seg.checkpoints raises NonFiniteWeights).
-    """
-
-    def __init__(self, folder: str | Path, *, monitor: str = "val_mean_iou",
-                 stateful: dict | None = None, after_commit=()):
-        super().__init__()
-        self.folder = Path(folder)
-        self.monitor, self.stateful = monitor, dict(stateful or {})
-        self.after_commit = list(after_commit)  # called after each commit (deferred writes)
-        self.history: dict[str, list] = {}
-        self.best, self.best_epoch = -math.inf, None
-        self.last_committed: Path | None = None
-        self.position: tuple[int, int] | None = None  # (epoch, step in it) last committed
-        self.extra = lambda: {}  # more JSON state from the trainer (resumes, elapsed time)
-        self.encoder_trainable = lambda: None  # the fine-tuning phase the optimizer belongs to
-
-    def state(self, epoch: int, step_in_epoch: int) -> dict:
-        return {"epoch": epoch, "step_in_epoch": step_in_epoch,
-                "global_step": int(self.model.optimizer.iterations.numpy()),
-                "stopped": bool(self.model.stop_training) and step_in_epoch == 0,
-                "encoder_trainable": self.encoder_trainable(),
-                "history": self.history, "best": self.best, "best_epoch": self.best_epoch,
-                "callbacks": {name: cb.get_state() for name, cb in self.stateful.items()},
-                **self.extra()}
-
-    def restore(self, state: dict):
-        self.history = {k: list(v) for k, v in state["history"].items()}
-        self.best = float(state["best"]) if state["best"] is not None else -math.inf
-        self.best_epoch = state["best_epoch"]
-        for name, cb_state in state["callbacks"].items():
-            if name in self.stateful:
-                self.stateful[name].set_state(cb_state)
-
-    def commit(self, epoch: int, step_in_epoch: int = 0, *, check_finite: bool = True) -> Path:
-        self.last_committed = checkpoints.save_state(self.model, self.folder / "resume",
-                                                     self.state(epoch, step_in_epoch),
-                                                     check_finite=check_finite)
-        self.position = (epoch, step_in_epoch)
-        return self.last_committed
-
-    def on_epoch_end(self, epoch, logs=None):
-        if not checkpoints.finite(self.model):  # the last step's loss was still finite
-            raise NonFiniteLoss(
-                f"the weights became NaN/Inf by step {int(self.model.optimizer.iterations.numpy())}"
-                f" (end of epoch {epoch + 1}); nothing was saved after it. Last good state: "
-                f"{self.last_committed or 'none yet'}. Lower trainer.learning_rate, or check the "
-                "data for NaN/Inf values")
-        logs = logs or {}
-        for key, value in logs.items():
-            self.history.setdefault(key, []).append(float(value))
-        value = float(logs.get(self.monitor, float("nan")))
-        if math.isfinite(value) and value > self.best:  # weights checked above: no re-scan
-            checkpoints.save_keras(self.model, self.folder / "best.keras", check_finite=False)
-            self.best, self.best_epoch = value, epoch + 1
-        checkpoints.save_keras(self.model, self.folder / "last.keras", check_finite=False)
-        self.commit(epoch + 1, check_finite=False)
-        for fn in self.after_commit:
-            fn()
-
-
-class Guard(keras.callbacks.Callback):
-    """Stops on a NaN/Inf loss (naming the step) and on SIGTERM/SIGINT (after a checkpoint).
-
-    Signals are only noted by the handler; the current step finishes, the resume state is
-    written at that step, TensorBoard is flushed, and Interrupted is raised. A second SIGINT
-    stops at once (KeyboardInterrupt).
-    """
-
-    def __init__(self, checkpointer: Checkpointer, flush=()):
-        super().__init__()
-        self.checkpointer, self.flush = checkpointer, list(flush)
-        self.signal: int | None = None
-        self.epoch, self.offset = 0, 0  # offset: steps of this epoch done before this fit
-        self.writes = True  # False on the workers of a multi-worker run other than the chief
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epoch = epoch
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.offset = 0
-
-    def on_train_batch_begin(self, batch, logs=None):
-        if self.signal is None:
-            return
-        position = (self.epoch, self.offset + batch)  # the steps done so far
-        path = self.checkpointer.last_committed
-        if self.writes and position != self.checkpointer.position and position != (0, 0):
-            path = self.checkpointer.commit(*position)
-        for fn in self.flush:
-            fn()
-        raise Interrupted(f"signal {self.signal}: stopped after step "
-                          f"{int(self.model.optimizer.iterations.numpy())}; resume state {path}")
-
-    def on_test_batch_begin(self, batch, logs=None):
-        if self.signal is None:  # validation inside fit(): it stops too, without a commit
-            return
-        for fn in self.flush:
-            fn()
-        raise Interrupted(f"signal {self.signal} during the validation of epoch {self.epoch + 1}"
-                          f": stopped; resume state {self.checkpointer.last_committed or 'none'}"
-                          " (the steps after it run again)")
-
-    def on_train_batch_end(self, batch, logs=None):
-        loss = float((logs or {}).get("loss", 0.0))
-        if not math.isfinite(loss):
-            step = int(self.model.optimizer.iterations.numpy())
-            last = self.checkpointer.last_committed
-            raise NonFiniteLoss(
-                f"the training loss became {loss} at step {step} (epoch {self.epoch + 1}, batch "
-                f"{self.offset + batch + 1}); nothing was saved after it. Last good state: "
-                f"{last or 'none yet'}. Lower trainer.learning_rate, or check the data for "
-                "NaN/Inf values")
 
 
 class Timed(keras.callbacks.Callback):

@@ -11,13 +11,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import os
 import shutil
+import signal
 import socket
 import sys
+import threading
 import time
 from pathlib import Path
+
+import keras
 
 from seg import checkpoints
 from seg.config import ConfigError
@@ -192,3 +198,194 @@ def write_files(out: Path, files: dict[str, str | dict]):
             tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
             tmp.write_text(content)
             os.replace(tmp, path)
+
+
+# --- resume state and signals ---------------------------------------------------------------
+
+class Interrupted(BaseException):
+    """SIGTERM or SIGINT: a checkpoint was written; the same command resumes the run.
+
+    A BaseException, like KeyboardInterrupt, so that a sweep stops instead of going on.
+    """
+
+    exit_code = 75  # EX_TEMPFAIL: try again (the same command resumes)
+
+
+class NonFiniteLoss(RuntimeError):
+    """The training loss became NaN or Inf; the message names the step."""
+
+
+class Checkpointer(keras.callbacks.Callback):
+    """At every epoch end: best.keras (by val mIoU), last.keras and the resume state, atomically.
+
+    Keeps the history and best value itself, and the state of the `stateful` callbacks
+    (get_state/set_state), so a resumed run carries on exactly where the committed state was.
+    Non-finite weights are never saved (seg.checkpoints raises NonFiniteWeights).
+    """
+
+    def __init__(self, folder: str | Path, *, monitor: str = "val_mean_iou",
+                 stateful: dict | None = None, after_commit=(), extra=dict,
+                 encoder_trainable=lambda: None):
+        """extra: () -> more JSON state from the trainer (resumes, elapsed time, the config).
+        encoder_trainable: () -> the fine-tuning phase the optimizer belongs to (or None)."""
+        super().__init__()
+        self.folder = Path(folder)
+        self.monitor, self.stateful = monitor, dict(stateful or {})
+        self.after_commit = list(after_commit)  # called after each commit (deferred writes)
+        self.extra, self.encoder_trainable = extra, encoder_trainable
+        self.history: dict[str, list] = {}
+        self.best, self.best_epoch = -math.inf, None
+        self.last_committed: Path | None = None
+        self.position: tuple[int, int] | None = None  # (epoch, step in it) last committed
+
+    def state(self, epoch: int, step_in_epoch: int) -> dict:
+        return {"epoch": epoch, "step_in_epoch": step_in_epoch,
+                "global_step": int(self.model.optimizer.iterations.numpy()),
+                "stopped": bool(self.model.stop_training) and step_in_epoch == 0,
+                "encoder_trainable": self.encoder_trainable(),
+                "history": self.history, "best": self.best, "best_epoch": self.best_epoch,
+                "callbacks": {name: cb.get_state() for name, cb in self.stateful.items()},
+                **self.extra()}
+
+    def resume_from(self, state: dict):
+        """Carry on from a restored resume state: history, best value, callbacks, position."""
+        self.restore(state)
+        self.position = (state["epoch"], state["step_in_epoch"])
+        self.last_committed = self.folder / "resume" / f"{state['checkpoint']}.json"
+
+    def restore(self, state: dict):
+        self.history = {k: list(v) for k, v in state["history"].items()}
+        self.best = float(state["best"]) if state["best"] is not None else -math.inf
+        self.best_epoch = state["best_epoch"]
+        for name, cb_state in state["callbacks"].items():
+            if name in self.stateful:
+                self.stateful[name].set_state(cb_state)
+
+    def commit(self, epoch: int, step_in_epoch: int = 0, *, check_finite: bool = True) -> Path:
+        self.last_committed = checkpoints.save_state(self.model, self.folder / "resume",
+                                                     self.state(epoch, step_in_epoch),
+                                                     check_finite=check_finite)
+        self.position = (epoch, step_in_epoch)
+        return self.last_committed
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not checkpoints.finite(self.model):  # the last step's loss was still finite
+            raise NonFiniteLoss(
+                f"the weights became NaN/Inf by step {int(self.model.optimizer.iterations.numpy())}"
+                f" (end of epoch {epoch + 1}); nothing was saved after it. Last good state: "
+                f"{self.last_committed or 'none yet'}. Lower trainer.learning_rate, or check the "
+                "data for NaN/Inf values")
+        logs = logs or {}
+        for key, value in logs.items():
+            self.history.setdefault(key, []).append(float(value))
+        value = float(logs.get(self.monitor, float("nan")))
+        if math.isfinite(value) and value > self.best:  # weights checked above: no re-scan
+            checkpoints.save_keras(self.model, self.folder / "best.keras", check_finite=False)
+            self.best, self.best_epoch = value, epoch + 1
+        checkpoints.save_keras(self.model, self.folder / "last.keras", check_finite=False)
+        self.commit(epoch + 1, check_finite=False)
+        for fn in self.after_commit:
+            fn()
+
+
+class Guard(keras.callbacks.Callback):
+    """Stops on a NaN/Inf loss (naming the step) and on SIGTERM/SIGINT (after a checkpoint).
+
+    Signals are only noted by the handler; the current step finishes, the resume state is
+    written at that step, TensorBoard is flushed, and Interrupted is raised. A second SIGINT
+    stops at once (KeyboardInterrupt).
+    """
+
+    def __init__(self, checkpointer: Checkpointer, flush=(), writes: bool = True):
+        """flush: what to write out before stopping; writes: False on the workers of a
+        multi-worker run other than the chief (they commit nothing)."""
+        super().__init__()
+        self.checkpointer, self.flush, self.writes = checkpointer, list(flush), writes
+        self.signal: int | None = None
+        self.epoch, self.offset = 0, 0  # offset: steps of this epoch done before this fit
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.offset = 0
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self.signal is None:
+            return
+        position = (self.epoch, self.offset + batch)  # the steps done so far
+        path = self.checkpointer.last_committed
+        if self.writes and position != self.checkpointer.position and position != (0, 0):
+            path = self.checkpointer.commit(*position)
+        for fn in self.flush:
+            fn()
+        raise Interrupted(f"signal {self.signal}: stopped after step "
+                          f"{int(self.model.optimizer.iterations.numpy())}; resume state {path}")
+
+    def on_test_batch_begin(self, batch, logs=None):
+        if self.signal is None:  # validation inside fit(): it stops too, without a commit
+            return
+        for fn in self.flush:
+            fn()
+        raise Interrupted(f"signal {self.signal} during the validation of epoch {self.epoch + 1}"
+                          f": stopped; resume state {self.checkpointer.last_committed or 'none'}"
+                          " (the steps after it run again)")
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = float((logs or {}).get("loss", 0.0))
+        if not math.isfinite(loss):
+            step = int(self.model.optimizer.iterations.numpy())
+            last = self.checkpointer.last_committed
+            raise NonFiniteLoss(
+                f"the training loss became {loss} at step {step} (epoch {self.epoch + 1}, batch "
+                f"{self.offset + batch + 1}); nothing was saved after it. Last good state: "
+                f"{last or 'none yet'}. Lower trainer.learning_rate, or check the data for "
+                "NaN/Inf values")
+
+
+class Signals:
+    """SIGTERM/SIGINT for a whole run, phase by phase.
+
+    While training, a signal is noted and the Guard stops after the current step (checkpoint
+    first). In every other phase (preparing, re-scoring best.keras, writing metrics.json) it
+    stops at once: the committed state already is what a resume continues from. A second
+    SIGINT stops at once (KeyboardInterrupt).
+    """
+
+    def __init__(self):
+        self.phase, self.guard, self.signal = "preparing the run", None, None
+
+    def handler(self, signum, frame):
+        if self.signal is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signal = signum
+        if self.guard is not None and self.phase == "training":
+            self.guard.signal = signum
+            print(f"\nseg: signal {signum}: stopping after the current step; a checkpoint "
+                  "follows", flush=True)
+            return
+        raise Interrupted(f"signal {signum} while {self.phase}: stopped; the committed state is "
+                          "what a resume continues from")
+
+    @contextlib.contextmanager
+    def handled(self):
+        """Install the handler (in the main thread) for the block; restore the old ones."""
+        sigs = (signal.SIGTERM, signal.SIGINT)
+        previous = ({sig: signal.signal(sig, self.handler) for sig in sigs}
+                    if threading.current_thread() is threading.main_thread() else {})
+        try:
+            yield self
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+@contextlib.contextmanager
+def held(out: Path, chief: bool = True):
+    """The run folder, writable and locked for the block (the chief's; a worker only reads)."""
+    if not chief:
+        yield
+        return
+    checkpoints.check_writable(out)
+    with RunLock(out):
+        yield

@@ -10,11 +10,11 @@ import contextlib
 import json
 import math
 import re
-import signal
 import sys
-import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import keras
 import numpy as np
@@ -24,7 +24,7 @@ from seg import callbacks as seg_callbacks
 from seg import (checkpoints, config, diagnostics, distribute, hparams, introspect, resources,
                  runfolder)
 from seg.config import PRECISIONS, ConfigError
-from seg.data import AUDITS, SOURCES, DataError, pipeline
+from seg.data import AUDITS, SOURCES, DataError, Source, pipeline
 from seg.fixes import ConfigFixes
 from seg.losses import SegmentationLoss
 from seg.metrics import make_metrics
@@ -150,7 +150,23 @@ def build(cfg: dict, source) -> tuple:
     return model, loss, metrics
 
 
-def prepare(cfg: dict, plan: distribute.Plan | None = None) -> dict:
+@dataclass
+class Parts:
+    """What prepare() makes of a config: the data pipelines, the model, its loss and metrics."""
+
+    source: Source
+    image_size: int
+    train_ds: tf.data.Dataset
+    train_stream: Callable[[int], tf.data.Dataset]  # start batch -> the stream from there
+    batch_size: int  # global: trainer.batch_size x replicas
+    val_ds: tf.data.Dataset
+    model: keras.Model
+    loss: object
+    metrics: list
+    steps: int  # per epoch
+
+
+def prepare(cfg: dict, plan: distribute.Plan | None = None) -> Parts:
     """Data pipelines, model, loss and metrics for a config (no training).
 
     With a distribution plan, the batches are global (trainer.batch_size per replica) and the
@@ -196,12 +212,11 @@ def prepare(cfg: dict, plan: distribute.Plan | None = None) -> dict:
         print(f"seg: {steps} steps per epoch is not a multiple of trainer.steps_per_execution="
               f"{per_call}; training {rounded} steps per epoch", flush=True)
         steps = rounded
-    return {"source": source, "image_size": pipe["image_size"], "train_ds": train_ds,
-            "train_stream": train_stream, "batch_size": batch_size,
-            "val_ds": val_ds, "model": model, "loss": loss, "metrics": metrics, "steps": steps}
+    return Parts(source, pipe["image_size"], train_ds, train_stream, batch_size, val_ds, model,
+                 loss, metrics, steps)
 
 
-def diagnose(cfg: dict, parts: dict | None = None) -> diagnostics.Report:
+def diagnose(cfg: dict, parts: Parts | None = None) -> diagnostics.Report:
     """Every check before training and the probes on one batch, for a config.
 
     The checks are seg.diagnose's, on the model and loss this config builds (the same path as
@@ -209,14 +224,14 @@ def diagnose(cfg: dict, parts: dict | None = None) -> diagnostics.Report:
     shape plan of the padding, a frozen random encoder and the file audit of the data.
     """
     parts = parts or prepare(cfg)
-    source, diag = parts["source"], cfg["diagnostics"]
+    source, diag = parts.source, cfg["diagnostics"]
     samples = source.sample_masks(diag["label_audit_samples"])
-    sizes = [(parts["image_size"], parts["image_size"])] + sorted({m.shape for _, m in samples})
+    sizes = [(parts.image_size, parts.image_size)] + sorted({m.shape for _, m in samples})
     model_cfg, data = cfg["model"], cfg["data"]
     with data_errors_named():
-        images, masks = next(iter(parts["train_ds"]))
+        images, masks = next(iter(parts.train_ds))
     report = diagnostics.diagnose(
-        parts["model"], np.asarray(images), np.asarray(masks), loss=parts["loss"],
+        parts.model, np.asarray(images), np.asarray(masks), loss=parts.loss,
         num_classes=data["num_classes"], ignore_index=data["ignore_index"],
         class_names=source.class_names, probes=diag["probes"],
         overfit_steps=diag["overfit_steps"], learning_rate=float(cfg["trainer"]["learning_rate"]),
@@ -341,7 +356,7 @@ def run(cfg: dict, output_dir: str | Path, run_name: str | None = None,
 
     A run folder that already holds a resume state (checkpoints/resume/) is continued where
     it stopped: weights, optimizer and schedule, epoch, best value, callbacks' state and the
-    position in the data stream (trainer.resume=false starts over instead).
+    position in the data stream (trainer.resume=false moves the old run aside instead).
 
     Args:
         cfg: the resolved config tree as plain dicts (see configs/train.yaml).
@@ -360,30 +375,383 @@ def run(cfg: dict, output_dir: str | Path, run_name: str | None = None,
 
     Raises:
         ConfigError, DataError, diagnostics.PreflightError: set-ups that cannot work.
-        checkpoints.CheckpointError: the run folder cannot be written.
-        seg.callbacks.NonFiniteLoss: the loss became NaN/Inf (the step is named).
-        seg.callbacks.Interrupted: SIGTERM/SIGINT; the same command resumes.
+        checkpoints.CheckpointError: the run folder cannot be written, or is in use.
+        seg.runfolder.NonFiniteLoss: the loss became NaN/Inf (the step is named).
+        seg.runfolder.Interrupted: SIGTERM/SIGINT; the same command resumes.
     """
-    start = time.time()
+    clock = Clock()
+    check_config(cfg)                                   # refused before anything is written
+    plan = start_strategy(cfg["trainer"])
+    out = Path(output_dir)
+    with runfolder.held(out, plan.is_chief), runfolder.Signals().handled() as signals:
+        resuming = open_run_folder(cfg, out, plan.is_chief, files)
+        parts = prepare(cfg, plan)
+        describe(cfg, parts, plan, out)
+        report = preflight(cfg, parts, out, plan.is_chief)
+        training = compile_phases(cfg, parts, plan, resuming, out)
+        cbs = make_callbacks(cfg, parts, out, plan.is_chief, report, training, clock,
+                             list(callbacks), timings)
+        signals.guard = cbs.guard
+        begin = restore_or_start(cfg, parts, out, plan, resuming, cbs, clock, overrides, files)
+        signals.phase = "training"
+        fit_phases(cfg, parts, training, cbs, begin)
+        signals.phase = "re-scoring best.keras"
+        if not plan.is_chief:
+            return worker_result(cfg, parts, plan, begin, clock, run_name)
+        return finish(cfg, out, parts, plan, report, training, cbs, begin, clock, run_name,
+                      signals)
+
+
+# --- the stages of run(), in order ----------------------------------------------------------
+
+@dataclass
+class Clock:
+    """Seconds of training: this process's, plus those before the resumed state."""
+
+    start: float = field(default_factory=time.time)
+    before: float = 0.0  # elapsed_s of the restored state
+
+    def elapsed(self) -> float:
+        return self.before + time.time() - self.start
+
+
+def check_config(cfg: dict):
+    """Every key and value (the schema), the speed settings, and whether it fits in memory."""
     check_sections(cfg)
-    trainer, data = cfg["trainer"], cfg["data"]
-    if trainer["lr_scaling"] not in ("linear", "none"):
-        raise ConfigError(f"trainer.lr_scaling={trainer['lr_scaling']!r}: use linear (learning "
-                          "rate x replicas) or none")
-    compile_options(trainer)  # refused before the run folder is touched
-    check_precision(trainer["precision"])
-    resources.check(cfg, log=_say)  # what cannot fit in memory, before anything is built
-    plan = distribute.make(trainer["strategy"], trainer["cpu_devices"])  # before any TF op
-    chief = plan.is_chief  # only the chief writes; the other workers train in lock-step
+    compile_options(cfg["trainer"])
+    check_precision(cfg["trainer"]["precision"])
+    resources.check(cfg, log=_say)  # what cannot fit, before anything is built
+
+
+def start_strategy(trainer: dict) -> distribute.Plan:
+    """The distribution strategy (before any TensorFlow op), and a clean Keras session."""
+    plan = distribute.make(trainer["strategy"], trainer["cpu_devices"])
     keras.utils.clear_session(free_memory=True)  # release earlier jobs' models (multirun)
     if trainer["deterministic"]:
         tf.config.experimental.enable_op_determinism()
-    out = Path(output_dir)
-    if not chief:  # a worker reads the chief's state where the run folder is shared
-        return _train(cfg, out, plan, run_name, overrides, callbacks, timings, files, start)
-    checkpoints.check_writable(out)
-    with runfolder.RunLock(out):  # one run per folder; a second start is refused
-        return _train(cfg, out, plan, run_name, overrides, callbacks, timings, files, start)
+    return plan
+
+
+def open_run_folder(cfg: dict, out: Path, chief: bool, files: dict | None) -> Resuming | None:
+    """Whether (and how) the folder's run resumes; a fresh run's config is written now.
+
+    Only the chief writes; a worker of a multi-worker run reads the chief's state where the
+    run folder is shared. A resumed run's config.json is written once its state is restored.
+    """
+    if not chief:
+        resume = cfg["trainer"]["resume"] and checkpoints.committed(out / "checkpoints" /
+                                                                    "resume")
+        return Resuming(best_lost=False) if resume else None
+    resuming, best_lost = runfolder.open_folder(cfg, out, log=_say)
+    if not resuming:
+        write_config(cfg, out, files)
+        return None
+    return Resuming(best_lost=best_lost)
+
+
+@dataclass
+class Resuming:
+    best_lost: bool  # best.keras was unusable (moved aside) or missing
+
+
+def write_config(cfg: dict, out: Path, files: dict | None):
+    runfolder.write_files(out, {"config.json": cfg, **(files or {})})  # atomic
+
+
+def describe(cfg: dict, parts: Parts, plan: distribute.Plan, out: Path):
+    """The run's first lines: the distribution, the data, the model and the folder."""
+    trainer = cfg["trainer"]
+    if plan.distributed:
+        rate = learning_rate_of(trainer, plan)
+        print(f"seg: {plan.describe(trainer['batch_size'])}; learning rate {rate:g}"
+              + (f" (x{plan.replicas}, trainer.lr_scaling=linear)"
+                 if rate != float(trainer["learning_rate"]) else ""), flush=True)
+    print(f"seg: {parts.source.description}; model {parts.model.name}, "
+          f"{parts.model.count_params():,} parameters; run folder {out}", flush=True)
+
+
+def learning_rate_of(trainer: dict, plan: distribute.Plan) -> float:
+    return float(trainer["learning_rate"]) * (plan.replicas if trainer["lr_scaling"] == "linear"
+                                              else 1)
+
+
+def preflight(cfg: dict, parts: Parts, out: Path, chief: bool) -> diagnostics.Report:
+    """The checks before training (on every worker: all refuse, or none); the chief saves and
+    prints the report. PreflightError refuses a broken set-up with diagnostics.preflight=error."""
+    mode = cfg["diagnostics"]["preflight"]
+    if mode == "off":
+        return diagnostics.Report()
+    report = diagnose(cfg, parts)
+    refuse = bool(report.errors) and mode == "error"
+    if chief:
+        report.save(out / "diagnostics")
+        # a refusal's errors come once, in its message; the rest of the report here
+        print(report.text(skip_errors=refuse), flush=True)
+    if refuse:
+        raise diagnostics.PreflightError(
+            report.text(errors_only=True) + "\n\nTraining refused before the first step. To "
+            "train anyway (for example to watch the collapse), set diagnostics.preflight=warn.")
+    if report.errors:
+        print(f"seg: training anyway despite {len(report.errors)} preflight error(s) "
+              "(diagnostics.preflight=warn); the monitors will watch for a collapse.", flush=True)
+    return report
+
+
+@dataclass
+class Training:
+    """The compiled model's phases: (first epoch, end epoch) pairs, and how to re-compile."""
+
+    phases: list[tuple[int, int]]
+    encoder: keras.Model | None
+    learning_rate: float
+    compile: Callable[[int], None]  # done_steps -> compile with the schedule continuing there
+
+
+def compile_phases(cfg: dict, parts: Parts, plan: distribute.Plan, resuming: Resuming | None,
+                   out: Path) -> Training:
+    """Compile the model for its first phase.
+
+    Fine-tuning: with a frozen encoder and unfreeze_encoder_after=N, train the decoder for N
+    epochs, then everything. Keras needs a new compile (and optimizer) to see new trainable
+    weights; the callbacks carry over, so checkpoints and TensorBoard continue. A resumed run
+    is compiled for the phase its state was saved in.
+    """
+    trainer, model = cfg["trainer"], parts.model
+    epochs, rate = trainer["epochs"], learning_rate_of(trainer, plan)
+    schedule = make_schedule(trainer["schedule"], rate, epochs * parts.steps)
+
+    def compile_model(done_steps: int = 0):
+        with plan.strategy.scope():
+            compile_for_training(model, parts.loss, parts.metrics, trainer, schedule, done_steps)
+
+    after, encoder = trainer["unfreeze_encoder_after"], encoder_of(model)
+    unfreeze_at = min(after, epochs) if after and encoder is not None and not encoder.trainable \
+        else None
+    phases = [(0, unfreeze_at), (unfreeze_at, epochs)] if unfreeze_at else [(0, epochs)]
+    if resuming and unfreeze_at is not None:  # restore into the optimizer of the right phase
+        states = checkpoints.committed(out / "checkpoints" / "resume")
+        try:
+            newest = json.loads(states[0].read_text()) if states else {}
+        except (OSError, ValueError):
+            newest = {}
+        if newest.get("encoder_trainable"):
+            encoder.trainable = True
+    compile_model()
+    return Training(phases, encoder, rate, compile_model)
+
+
+@dataclass
+class Callbacks:
+    """seg's callbacks for fit(), made with every setting passed to their constructors."""
+
+    monitor: seg_callbacks.CollapseMonitor
+    throughput: seg_callbacks.Throughput
+    checkpointer: runfolder.Checkpointer
+    guard: runfolder.Guard
+    fit: list  # in the order fit() calls them, the user's last
+    progress: dict = field(default_factory=lambda: {"resumes": []})
+
+
+def make_callbacks(cfg: dict, parts: Parts, out: Path, chief: bool, report, training: Training,
+                   clock: Clock, extra: list, timings: dict | None) -> Callbacks:
+    """The monitor (seg.SegmentationMonitor's parts: its figures go into Keras' logs, its
+    writes wait until the epoch is committed, so a resumed run never repeats a step), the
+    checkpointer, TensorBoard, the panels and the guard."""
+    data, trainer, epochs = cfg["data"], cfg["trainer"], cfg["trainer"]["epochs"]
+    source = parts.source
+    settings = {k: v for k, v in cfg["diagnostics"].items() if k in seg_callbacks.MONITOR_KEYS}
+    if any(f.check in seg_callbacks.PROVEN_COLLAPSE for f in report.errors):
+        settings["grace_epochs"] = 0  # proven before the first step: flag at once
+    monitor = seg_callbacks.CollapseMonitor(
+        parts.val_ds, num_classes=data["num_classes"], class_names=source.class_names,
+        ignore_index=data["ignore_index"], log_dir=out / "tb" / "validation", into_logs=True,
+        defer_writes=True, total_epochs=epochs, **settings)
+    throughput = seg_callbacks.Throughput(parts.batch_size)
+    stateful = {"monitor": monitor, "throughput": throughput}
+    if trainer["early_stopping_patience"]:
+        stateful["early_stopping"] = ResumableEarlyStopping(
+            monitor="val_mean_iou", mode="max", patience=trainer["early_stopping_patience"])
+    progress = {"resumes": []}
+    encoder = training.encoder
+    checkpointer = runfolder.Checkpointer(
+        out / "checkpoints", stateful=stateful, after_commit=[monitor.write_pending],
+        extra=lambda: {"resumes": progress["resumes"], "steps_per_epoch": parts.steps,
+                       "elapsed_s": clock.elapsed(), "config": cfg},  # compared on resume
+        encoder_trainable=lambda: None if encoder is None else bool(encoder.trainable))
+    tensorboard = keras.callbacks.TensorBoard(log_dir=str(out / "tb"), write_graph=False)
+    guard = runfolder.Guard(checkpointer, writes=chief, flush=[
+        monitor.write_pending, lambda: getattr(tensorboard, "_close_writers", lambda: None)()]
+        if chief else [])
+    fit = [monitor, throughput] + ([stateful["early_stopping"]] if "early_stopping" in stateful
+                                   else []) + ([checkpointer, tensorboard] if chief else [])
+    if cfg["logging"]["panels_every"] and chief:
+        fit.append(seg_callbacks.PredictionPanels(
+            source.val.map(lambda x, y: (tf.image.convert_image_dtype(x, tf.float32), y)),
+            num_images=cfg["logging"]["num_panels"], every=cfg["logging"]["panels_every"],
+            num_classes=data["num_classes"], class_names=source.class_names,
+            ignore_index=data["ignore_index"], monitor=monitor, total_epochs=epochs,
+            log_dir=out / "tb" / "validation", png_dir=out / "panels"))
+    fit.append(guard)
+    if timings is not None:
+        fit = [seg_callbacks.Timed(cb, timings) for cb in fit]
+    return Callbacks(monitor, throughput, checkpointer, guard, fit + extra, progress)
+
+
+@dataclass
+class Begin:
+    """Where training starts: epoch and step, and the restored state (None when fresh)."""
+
+    epoch: int
+    step: int
+    state: dict | None
+
+
+def restore_or_start(cfg: dict, parts: Parts, out: Path, plan: distribute.Plan,
+                     resuming: Resuming | None, cbs: Callbacks, clock: Clock, overrides,
+                     files: dict | None) -> Begin:
+    """Restore the newest resume state (weights, optimizer, callbacks, data position), or log
+    a fresh run's hparams. A resumed run's config.json is written only now that its state
+    fits this config."""
+    model, steps, chief = parts.model, parts.steps, plan.is_chief
+    resume_dir = out / "checkpoints" / "resume"
+    state = None
+    if resuming:
+        model.optimizer.build(model.trainable_variables)
+        state = checkpoints.restore_latest(model, resume_dir)
+    if state is None:
+        if chief:  # the HPARAMS tab names each run by its folder (and its sweep's folder)
+            hparams.log_hparams(out / "tb", hparams.hparams_of(cfg, overrides,
+                                                               model.count_params()),
+                                trial_id=f"{out.parent.name}/{out.name}")
+        return Begin(0, 0, None)
+    if chief:
+        write_config(cfg, out, files)
+    else:
+        print(f"seg: worker {plan.worker}: resuming from {state['checkpoint']}", flush=True)
+    if state.get("steps_per_epoch", steps) != steps:
+        raise ConfigError(
+            f"{out}: the run made {state['steps_per_epoch']} steps per epoch, this config "
+            f"makes {steps} (has the training set changed?), so the position in the data "
+            "cannot be resumed; start over with trainer.resume=false or use another folder")
+    checkpointer = cbs.checkpointer
+    checkpointer.resume_from(state)
+    print(f"seg: resuming {out} from {state['checkpoint']}: epoch {state['epoch']}, step "
+          f"{state['step_in_epoch']} of {steps} in it (global step {state['global_step']})",
+          flush=True)
+    if resuming.best_lost and checkpointer.best_epoch is not None:
+        print(f"seg: best.keras (epoch {checkpointer.best_epoch}) was lost; the best of the "
+              "epochs from here on will be kept instead", flush=True)
+        checkpointer.best, checkpointer.best_epoch = -math.inf, None
+    epoch, step = state["epoch"], state["step_in_epoch"]
+    if state.get("stopped"):  # early stopping or a collapse stop had ended it
+        print(f"seg: the run had stopped at epoch {epoch}; only re-scoring it", flush=True)
+        epoch, step = cfg["trainer"]["epochs"], 0
+    cbs.progress["resumes"] = state.get("resumes", []) + [{"epoch": epoch, "step": step}]
+    clock.before = state.get("elapsed_s", 0.0)
+    return Begin(epoch, step, state)
+
+
+def fit_phases(cfg: dict, parts: Parts, training: Training, cbs: Callbacks, begin: Begin):
+    """model.fit over the phases from where the run begins (the rest of an interrupted epoch
+    first); Interrupted when a signal came during the last epoch."""
+    model, steps = parts.model, parts.steps
+    verbose = cfg["trainer"]["verbose"]
+    if verbose == "auto":
+        verbose = 1 if sys.stdout.isatty() else 2  # a progress bar only where it can redraw
+
+    def fit(first: int, last: int, skip_steps: int = 0) -> bool:
+        """Epochs first..last-1 (the first of them from step skip_steps on)."""
+        cbs.guard.offset = skip_steps
+        with data_errors_named():
+            model.fit(parts.train_stream(first * steps + skip_steps), validation_data=parts.val_ds,
+                      initial_epoch=first, epochs=last,
+                      steps_per_epoch=steps - skip_steps if last == first + 1 else steps,
+                      callbacks=cbs.fit, verbose=verbose, shuffle=False)
+        return not model.stop_training
+
+    for a, b in training.phases:
+        first = max(a, begin.epoch)
+        if first >= b:
+            continue
+        encoder = training.encoder
+        if a and not encoder.trainable:  # entering the unfrozen phase now
+            encoder.trainable = True
+            training.compile(a * steps)
+            print(f"seg: epoch {a}: encoder unfrozen, {model.count_params():,} parameters now "
+                  "train", flush=True)
+        go_on = True
+        if first == begin.epoch and begin.step:  # the rest of an interrupted epoch
+            go_on = fit(first, first + 1, begin.step)
+            first += 1
+        if go_on and first < b:
+            go_on = fit(first, b)
+        if not go_on:
+            break
+    if cbs.guard.signal is not None:  # it came after the last step began: the epoch is saved
+        raise runfolder.Interrupted(
+            f"signal {cbs.guard.signal}: stopped at the end of training; resume state "
+            f"{cbs.checkpointer.last_committed} (the next start only re-scores best.keras)")
+
+
+def worker_result(cfg: dict, parts: Parts, plan: distribute.Plan, begin: Begin, clock: Clock,
+                  run_name: str | None) -> dict:
+    """What a worker other than the chief returns (the chief writes metrics.json)."""
+    model = parts.model
+    last = model.history.history if getattr(model, "history", None) else {}
+    return {"run_name": run_name, "decoder": cfg["decoder"]["name"], "worker": plan.worker,
+            "val_mean_iou": last.get("val_mean_iou", [float("nan")])[-1],
+            "epochs_completed": begin.epoch + len(last.get("loss", [])),
+            "wall_time_s": round(clock.elapsed(), 1)}
+
+
+def finish(cfg: dict, out: Path, parts: Parts, plan: distribute.Plan, report,
+           training: Training, cbs: Callbacks, begin: Begin, clock: Clock,
+           run_name: str | None, signals: runfolder.Signals) -> dict:
+    """Score best.keras on the validation split and write metrics.json (atomically)."""
+    history, train_time = cbs.checkpointer.history, clock.elapsed()
+    best_path = out / "checkpoints" / "best.keras"
+    best = keras.saving.load_model(best_path, safe_mode=True) if best_path.exists() \
+        else parts.model
+    with data_errors_named():
+        final = best.evaluate(parts.val_ds, return_dict=True, verbose=0)
+    source, trainer, n = parts.source, cfg["trainer"], cfg["data"]["num_classes"]
+    val_miou = history.get("val_mean_iou", [float("nan")])
+    metrics = {
+        "run_name": run_name,
+        "decoder": cfg["decoder"]["name"],
+        "val_mean_iou": final["mean_iou"],
+        "val_pixel_accuracy": final["pixel_accuracy"],
+        "val_dice": final["dice"],
+        "val_loss": final["loss"],
+        "val_iou_per_class": [final[f"iou_{k}"] for k in range(n)],
+        "class_names": source.class_names,
+        "epochs_completed": len(history.get("loss", [])),
+        "best_epoch": int(max(range(len(val_miou)), key=lambda i: (val_miou[i], -i))) + 1
+        if not all(math.isnan(v) for v in val_miou) else None,
+        "history": {k: [float(v) for v in vals] for k, vals in history.items()},
+        "wall_time_s": round(train_time, 1),
+        "train_images_per_s": cbs.throughput.images_per_s(),
+        "encoder": cfg["model"]["encoder"],
+        "parameters": parts.model.count_params(),
+        "diagnostics": {**cbs.monitor.summary(), "preflight": report.as_dict()},
+        "checkpoint": str(best_path),
+        "resumes": cbs.progress["resumes"],
+        "strategy": plan.name, "replicas": plan.replicas, "workers": plan.workers,
+        "global_batch_size": parts.batch_size, "learning_rate": training.learning_rate,
+        "precision": trainer["precision"],
+        "rss_mb_per_epoch": cbs.throughput.rss_mb,
+        "rss_mb_at_end": seg_callbacks.rss_mb(),  # the process's memory after the run
+        "skipped_samples": [{"file": f, "reason": r} for f, r in source.skipped.items()],
+        "skipped_count": len(source.skipped),
+    }
+    if source.skipped:
+        print(f"seg: {len(source.skipped)} sample(s) skipped (data.on_bad_sample=skip), listed "
+              f"in metrics.json: " + ", ".join(list(source.skipped)[:5]), flush=True)
+    signals.phase = "writing metrics.json"
+    if not (out / "metrics.json").exists():  # not again when a finished run is re-run
+        hparams.log_final(out / "tb", metrics, step=metrics["epochs_completed"])
+    checkpoints.write_json(out / "metrics.json", metrics)
+    return metrics
 
 
 @contextlib.contextmanager
@@ -400,286 +768,6 @@ def data_errors_named():
                         "training; the last committed checkpoint is kept. Fix or remove the "
                         "file (python scripts/check_data.py scans every file), or set "
                         "data.on_bad_sample=skip, and run the same command to resume.") from None
-
-
-class _Phase:
-    """What the run is doing, for the signal handler: during fit() a signal is noted and the
-    Guard stops after the current step (checkpoint first); in any other phase it stops at
-    once, since the committed state already is what a resume continues from."""
-
-    def __init__(self, guard=None):
-        self.name, self.guard, self.signal = "preparing the run", guard, None
-
-    def handler(self, signum, frame):
-        if self.signal is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt  # a second Ctrl-C: stop now
-        self.signal = signum
-        if self.guard is not None and self.name == "training":
-            self.guard.signal = signum
-            print(f"\nseg: signal {signum}: stopping after the current step; a checkpoint "
-                  "follows", flush=True)
-            return
-        raise seg_callbacks.Interrupted(f"signal {signum} while {self.name}: stopped; the "
-                                        "committed state is what a resume continues from")
-
-    @contextlib.contextmanager
-    def handling(self):
-        handled = (signal.SIGTERM, signal.SIGINT)
-        previous = ({sig: signal.signal(sig, self.handler) for sig in handled}
-                    if threading.current_thread() is threading.main_thread() else {})
-        try:
-            yield self
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-
-
-def _train(cfg, out, plan, run_name, overrides, callbacks, timings, files, start) -> dict:
-    with _Phase().handling() as phase:
-        return _train_phases(cfg, out, plan, run_name, overrides, callbacks, timings, files,
-                             start, phase)
-
-
-def _train_phases(cfg, out, plan, run_name, overrides, callbacks, timings, files, start,
-                  phase) -> dict:
-    trainer, data = cfg["trainer"], cfg["data"]
-    chief = plan.is_chief
-
-    def write_config():  # atomic: a kill leaves old or new
-        runfolder.write_files(out, {"config.json": cfg, **(files or {})})
-
-    if chief:
-        resuming, best_lost = runfolder.open_folder(cfg, out, log=_say)
-        if not resuming:
-            write_config()
-    else:
-        resuming = trainer["resume"] and bool(checkpoints.committed(out / "checkpoints" /
-                                                                    "resume"))
-        best_lost = False
-    parts = prepare(cfg, plan)
-    source, val_ds = parts["source"], parts["val_ds"]
-    model, loss, metrics, steps = parts["model"], parts["loss"], parts["metrics"], parts["steps"]
-    batch_size = parts["batch_size"]
-    learning_rate = float(trainer["learning_rate"]) * (
-        plan.replicas if trainer["lr_scaling"] == "linear" else 1)
-    if plan.distributed:
-        print(f"seg: {plan.describe(trainer['batch_size'])}; learning rate {learning_rate:g}"
-              + (f" (x{plan.replicas}, trainer.lr_scaling=linear)"
-                 if learning_rate != float(trainer["learning_rate"]) else ""), flush=True)
-    print(f"seg: {source.description}; model {model.name}, {model.count_params():,} parameters; "
-          f"run folder {out}", flush=True)
-    if cfg["diagnostics"]["preflight"] != "off":  # on every worker: all refuse, or none
-        report = diagnose(cfg, parts)
-        refuse = bool(report.errors) and cfg["diagnostics"]["preflight"] == "error"
-        if chief:
-            report.save(out / "diagnostics")
-            # a refusal's errors come once, in its message; the rest of the report here
-            print(report.text(skip_errors=refuse), flush=True)
-        if refuse:
-            raise diagnostics.PreflightError(
-                report.text(errors_only=True) + "\n\nTraining refused before the first step. To "
-                "train anyway (for example to watch the collapse), set diagnostics.preflight=warn.")
-        if report.errors:
-            print(f"seg: training anyway despite {len(report.errors)} preflight error(s) "
-                  "(diagnostics.preflight=warn); the monitors will watch for a collapse.",
-                  flush=True)
-    else:
-        report = diagnostics.Report()
-
-    epochs = trainer["epochs"]
-    schedule = make_schedule(trainer["schedule"], learning_rate, epochs * steps)
-
-    def compile_model(done_steps: int = 0):
-        with plan.strategy.scope():
-            compile_for_training(model, loss, metrics, trainer, schedule, done_steps)
-
-    # Fine-tuning: with a frozen encoder and unfreeze_encoder_after=N, train the decoder for N
-    # epochs, then everything. Keras needs a new compile (and optimizer) to see new trainable
-    # weights; the callbacks carry over, so checkpoints and TensorBoard continue.
-    after = trainer["unfreeze_encoder_after"]
-    encoder = encoder_of(model)
-    unfreeze_at = min(after, epochs) if after and encoder is not None and not encoder.trainable \
-        else None
-    phases = [(0, unfreeze_at), (unfreeze_at, epochs)] if unfreeze_at else [(0, epochs)]
-    ckpt = out / "checkpoints"
-    resume_dir = ckpt / "resume"
-    if resuming and unfreeze_at is not None:  # restore into the optimizer of the right phase
-        try:
-            newest = json.loads(checkpoints.committed(resume_dir)[0].read_text())
-        except (OSError, ValueError):
-            newest = {}
-        if newest.get("encoder_trainable"):
-            encoder.trainable = True
-    compile_model()
-
-    # The callback seg.SegmentationMonitor is made of, in parts (see seg.callbacks): its figures
-    # go into Keras' logs (metrics.json's history, the TensorBoard callback), its writes wait
-    # until the epoch is committed, so a resumed run never repeats a step.
-    monitor_settings = {k: v for k, v in cfg["diagnostics"].items()
-                        if k in seg_callbacks.MONITOR_KEYS}
-    if any(f.check in seg_callbacks.PROVEN_COLLAPSE for f in report.errors):
-        monitor_settings["grace_epochs"] = 0  # proven before the first step: flag at once
-    monitor = seg_callbacks.CollapseMonitor(
-        val_ds, num_classes=data["num_classes"], class_names=source.class_names,
-        ignore_index=data["ignore_index"], log_dir=out / "tb" / "validation", into_logs=True,
-        defer_writes=True, total_epochs=epochs, **monitor_settings)
-    throughput = seg_callbacks.Throughput(batch_size)
-    stateful = {"monitor": monitor, "throughput": throughput}
-    early = None
-    if trainer["early_stopping_patience"]:
-        early = ResumableEarlyStopping(monitor="val_mean_iou", mode="max",
-                                       patience=trainer["early_stopping_patience"])
-        stateful["early_stopping"] = early
-    checkpointer = seg_callbacks.Checkpointer(ckpt, stateful=stateful,
-                                              after_commit=[monitor.write_pending])
-    checkpointer.encoder_trainable = lambda: None if encoder is None else bool(encoder.trainable)
-    tensorboard = keras.callbacks.TensorBoard(log_dir=str(out / "tb"), write_graph=False)
-    phase.guard = guard = seg_callbacks.Guard(checkpointer, flush=[
-        monitor.write_pending, lambda: getattr(tensorboard, "_close_writers", lambda: None)()])
-    if not chief:
-        guard.writes, guard.flush = False, []
-    fit_callbacks = [monitor, throughput] + ([early] if early else []) + (
-        [checkpointer, tensorboard] if chief else [])
-    if cfg["logging"]["panels_every"] and chief:
-        panels = seg_callbacks.PredictionPanels(
-            source.val.map(lambda x, y: (tf.image.convert_image_dtype(x, tf.float32), y)),
-            num_images=cfg["logging"]["num_panels"], every=cfg["logging"]["panels_every"],
-            num_classes=data["num_classes"], class_names=source.class_names,
-            ignore_index=data["ignore_index"], monitor=monitor, total_epochs=epochs,
-            log_dir=out / "tb" / "validation", png_dir=out / "panels")
-        fit_callbacks.append(panels)
-    fit_callbacks.append(guard)
-    if timings is not None:
-        fit_callbacks = [seg_callbacks.Timed(cb, timings) for cb in fit_callbacks]
-    fit_callbacks += list(callbacks)
-
-    state = None
-    if resuming:
-        model.optimizer.build(model.trainable_variables)
-        state = checkpoints.restore_latest(model, resume_dir)
-    if state is not None and not chief:
-        print(f"seg: worker {plan.worker}: resuming from {state['checkpoint']}", flush=True)
-    if state is not None and chief:
-        write_config()  # only now: the state fits this config
-    if state is not None:
-        if state.get("steps_per_epoch", steps) != steps:
-            raise ConfigError(
-                f"{out}: the run made {state['steps_per_epoch']} steps per epoch, this config "
-                f"makes {steps} (has the training set changed?), so the position in the data "
-                "cannot be resumed; start over with trainer.resume=false or use another folder")
-        checkpointer.restore(state)
-        checkpointer.position = (state["epoch"], state["step_in_epoch"])
-        checkpointer.last_committed = resume_dir / f"{state['checkpoint']}.json"
-        print(f"seg: resuming {out} from {state['checkpoint']}: epoch {state['epoch']}, "
-              f"step {state['step_in_epoch']} of {steps} in it (global step "
-              f"{state['global_step']})", flush=True)
-        if best_lost and checkpointer.best_epoch is not None:
-            print(f"seg: best.keras (epoch {checkpointer.best_epoch}) was lost; the best of the "
-                  "epochs from here on will be kept instead", flush=True)
-            checkpointer.best, checkpointer.best_epoch = -math.inf, None
-    elif chief:  # the HPARAMS tab names each run by its folder (and its sweep's folder)
-        hparams.log_hparams(out / "tb", hparams.hparams_of(cfg, overrides, model.count_params()),
-                            trial_id=f"{out.parent.name}/{out.name}")
-    start_epoch, start_step = (state["epoch"], state["step_in_epoch"]) if state else (0, 0)
-    if state and state.get("stopped"):  # early stopping or a collapse stop had ended it
-        print(f"seg: the run had stopped at epoch {start_epoch}; only re-scoring it", flush=True)
-        start_epoch, start_step = epochs, 0
-    resumes = (state or {}).get("resumes", []) + ([{"epoch": start_epoch, "step": start_step}]
-                                                  if state else [])
-    elapsed_before = (state or {}).get("elapsed_s", 0.0)
-    checkpointer.extra = lambda: {"resumes": resumes, "steps_per_epoch": steps,
-                                  "elapsed_s": elapsed_before + time.time() - start,
-                                  "config": cfg}  # compared on resume if config.json is lost
-
-    verbose = trainer["verbose"]
-    if verbose == "auto":
-        verbose = 1 if sys.stdout.isatty() else 2  # a progress bar only where it can redraw
-
-    def fit(first: int, last: int, skip_steps: int = 0):
-        """Epochs first..last-1 (the first of them from step skip_steps on)."""
-        guard.offset = skip_steps
-        train_ds = parts["train_stream"](first * steps + skip_steps)
-        with data_errors_named():
-            model.fit(train_ds, validation_data=val_ds, initial_epoch=first, epochs=last,
-                      steps_per_epoch=steps - skip_steps if last == first + 1 else steps,
-                      callbacks=fit_callbacks, verbose=verbose, shuffle=False)
-        return not model.stop_training
-
-    phase.name = "training"
-    for a, b in phases:
-        if b <= start_epoch:
-            continue
-        first = max(a, start_epoch)
-        if first >= b:
-            continue
-        if a and not encoder.trainable:  # entering the unfrozen phase now
-            encoder.trainable = True
-            compile_model(a * steps)
-            print(f"seg: epoch {a}: encoder unfrozen, {model.count_params():,} parameters now "
-                  "train", flush=True)
-        go_on = True
-        if first == start_epoch and start_step:  # the rest of an interrupted epoch
-            go_on = fit(first, first + 1, start_step)
-            first += 1
-        if go_on and first < b:
-            go_on = fit(first, b)
-        if not go_on:
-            break
-    if guard.signal is not None:  # it came after the last step began: the epoch is committed
-        raise seg_callbacks.Interrupted(
-            f"signal {guard.signal}: stopped at the end of training; resume state "
-            f"{checkpointer.last_committed} (the next start only re-scores best.keras)")
-    phase.name = "re-scoring best.keras"
-    history = checkpointer.history
-    train_time = elapsed_before + time.time() - start
-    if not chief:  # the chief scores the best checkpoint and writes metrics.json
-        last = model.history.history if getattr(model, "history", None) else {}
-        return {"run_name": run_name, "decoder": cfg["decoder"]["name"], "worker": plan.worker,
-                "val_mean_iou": last.get("val_mean_iou", [float("nan")])[-1],
-                "epochs_completed": start_epoch + len(last.get("loss", [])),
-                "wall_time_s": round(train_time, 1)}
-
-    best_path = ckpt / "best.keras"
-    best = keras.saving.load_model(best_path, safe_mode=True) if best_path.exists() else model
-    with data_errors_named():
-        final = best.evaluate(val_ds, return_dict=True, verbose=0)
-    val_miou = history.get("val_mean_iou", [float("nan")])
-    metrics_out = {
-        "run_name": run_name,
-        "decoder": cfg["decoder"]["name"],
-        "val_mean_iou": final["mean_iou"],
-        "val_pixel_accuracy": final["pixel_accuracy"],
-        "val_dice": final["dice"],
-        "val_loss": final["loss"],
-        "val_iou_per_class": [final[f"iou_{k}"] for k in range(data["num_classes"])],
-        "class_names": source.class_names,
-        "epochs_completed": len(history.get("loss", [])),
-        "best_epoch": int(max(range(len(val_miou)), key=lambda i: (val_miou[i], -i))) + 1
-        if not all(math.isnan(v) for v in val_miou) else None,
-        "history": {k: [float(v) for v in vals] for k, vals in history.items()},
-        "wall_time_s": round(train_time, 1),
-        "train_images_per_s": throughput.images_per_s(),
-        "encoder": cfg["model"]["encoder"],
-        "parameters": model.count_params(),
-        "diagnostics": {**monitor.summary(), "preflight": report.as_dict()},
-        "checkpoint": str(best_path),
-        "resumes": resumes,
-        "strategy": plan.name, "replicas": plan.replicas, "workers": plan.workers,
-        "global_batch_size": batch_size, "learning_rate": learning_rate,
-        "precision": trainer["precision"],
-        "rss_mb_per_epoch": throughput.rss_mb,
-        "rss_mb_at_end": seg_callbacks.rss_mb(),  # the process's memory after the run
-        "skipped_samples": [{"file": f, "reason": r} for f, r in source.skipped.items()],
-        "skipped_count": len(source.skipped),
-    }
-    if source.skipped:
-        print(f"seg: {len(source.skipped)} sample(s) skipped (data.on_bad_sample=skip), listed "
-              f"in metrics.json: " + ", ".join(list(source.skipped)[:5]), flush=True)
-    phase.name = "writing metrics.json"
-    if not (out / "metrics.json").exists():  # not again when a finished run is re-run
-        hparams.log_final(out / "tb", metrics_out, step=metrics_out["epochs_completed"])
-    checkpoints.write_json(out / "metrics.json", metrics_out)
-    return metrics_out
 
 
 __all__ = ["ConfigError", "DataError", "run"]

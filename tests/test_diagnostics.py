@@ -124,9 +124,9 @@ def test_overfit_probe_passes_for_a_good_config_and_catches_a_diverging_learning
 def test_probes_leave_the_weights_unchanged(tiny):
     from seg.train import prepare
     parts = prepare(tiny("diagnostics.overfit_steps=5"))
-    before = [w.copy() for w in parts["model"].get_weights()]
+    before = [w.copy() for w in parts.model.get_weights()]
     diagnose(tiny("diagnostics.overfit_steps=5"), parts)
-    assert all(np.array_equal(a, b) for a, b in zip(before, parts["model"].get_weights()))
+    assert all(np.array_equal(a, b) for a, b in zip(before, parts.model.get_weights()))
 
 
 # --- the monitors' arithmetic ---------------------------------------------------------------

@@ -96,7 +96,7 @@ def test_fine_tune_schedule_unfreezes_after_n_epochs(tiny, tmp_path):
     base = ("model.encoder=mobilenet_v2", "model.freeze_encoder=true", "trainer.epochs=2",
             "trainer.steps_per_epoch=2", "logging.panels_every=0", "diagnostics.monitor=false")
     frozen = run(tiny(*base), tmp_path / "frozen")
-    start = encoder_of(prepare(tiny(*base))["model"]).get_weights()
+    start = encoder_of(prepare(tiny(*base)).model).get_weights()
     last = encoder_of(keras.saving.load_model(tmp_path / "frozen" / "checkpoints" / "last.keras"))
     assert frozen["epochs_completed"] == 2 and not last.trainable
     assert all(np.array_equal(a, b) for a, b in zip(start, last.get_weights()))

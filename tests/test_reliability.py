@@ -175,7 +175,7 @@ def test_resuming_with_another_architecture_is_refused_with_the_differences(tmp_
 def test_a_nan_at_a_known_step_stops_the_run_and_keeps_the_good_checkpoints(tmp_path, compose):
     import keras
 
-    from seg.callbacks import NonFiniteLoss
+    from seg.runfolder import NonFiniteLoss
     from seg.train import run
 
     class PoisonAtStep6(keras.callbacks.Callback):
@@ -391,7 +391,7 @@ def test_sigterm_in_the_middle_of_an_epoch_resumes_that_epoch_to_the_same_bits(t
     that step, Interrupted is raised, and the resumed run ends with the uninterrupted weights."""
     import keras
 
-    from seg.callbacks import Interrupted
+    from seg.runfolder import Interrupted
     from seg.train import run
 
     class SigtermAtStep7(keras.callbacks.Callback):

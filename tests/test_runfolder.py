@@ -128,7 +128,7 @@ def test_a_signal_after_training_stops_at_once_and_the_next_start_finishes(
     """SIGTERM while best.keras is re-scored or metrics.json written: Interrupted (exit 75)
     at once; the committed state makes the next start re-score and write metrics.json."""
     from seg import hparams, train
-    from seg.callbacks import Interrupted
+    from seg.runfolder import Interrupted
 
     cfg = compose(*SMALL, "trainer.epochs=1", "trainer.steps_per_epoch=2", "trainer.verbose=0")
     real = {"re-scoring best.keras": train.keras.saving.load_model,

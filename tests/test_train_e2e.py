@@ -61,14 +61,14 @@ def test_train_each_decoder_and_read_everything_back(tiny, tmp_path, decoder):
     for name in ("best.keras", "last.keras"):
         model = keras.saving.load_model(out / "checkpoints" / name)
         assert model.name == f"unet_{decoder}"
-    result = model.evaluate(parts["val_ds"], return_dict=True, verbose=0)
+    result = model.evaluate(parts.val_ds, return_dict=True, verbose=0)
     best = keras.saving.load_model(out / "checkpoints" / "best.keras")
-    best_result = best.evaluate(parts["val_ds"], return_dict=True, verbose=0)
+    best_result = best.evaluate(parts.val_ds, return_dict=True, verbose=0)
     assert best_result["mean_iou"] == pytest.approx(saved["val_mean_iou"], abs=1e-5)
     assert best_result["mean_iou"] >= result["mean_iou"] - 1e-6
 
     # the trained model beats a constant prediction by a wide margin
-    baseline = constant_baseline_miou(parts["val_ds"], 4)
+    baseline = constant_baseline_miou(parts.val_ds, 4)
     assert saved["val_mean_iou"] > baseline + 0.2, (saved["val_mean_iou"], baseline)
 
     # TensorBoard's own reader: one point per epoch, train and validation, panels as images
