@@ -27,7 +27,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-import _hydra
+import seg_hydra
 
 
 def parse(argv=None):
@@ -56,7 +56,7 @@ def main(argv=None) -> dict:
     args = parse(argv)
     if args.epochs < 2:
         sys.exit("benchmark: --epochs must be at least 2 (the first is warm-up)")
-    cfg = _hydra.compose_dict([f"trainer.epochs={args.epochs}", "trainer.verbose=0",
+    cfg = seg_hydra.compose_dict([f"trainer.epochs={args.epochs}", "trainer.verbose=0",
                                "trainer.early_stopping_patience=null", *args.overrides])
     import keras
     import tensorflow as tf
@@ -198,4 +198,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    _hydra.refusing(main)
+    seg_hydra.refusing(main)

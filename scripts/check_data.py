@@ -9,15 +9,18 @@ Exits 1 when there are errors.
 import json
 import sys
 
-import _hydra
+import seg_hydra
 
 
 def main(argv: list[str]) -> int:
+    if {"-h", "--help"} & set(argv):
+        print(__doc__.strip())
+        return 0
     from seg.train import check_data
 
     as_json = "--json" in argv
     argv = [a for a in argv if a != "--json"]
-    report = _hydra.refusing(lambda: check_data(_hydra.compose_dict(argv),
+    report = seg_hydra.refusing(lambda: check_data(seg_hydra.compose_dict(argv),
                                                 progress=sys.stdout.isatty() and not as_json))
     if report is None:
         print("data.name=shapes is generated in memory: there are no files to check.")

@@ -12,7 +12,7 @@ TensorBoard as the run "compare".
 import argparse
 from pathlib import Path
 
-import _hydra
+import seg_hydra
 
 
 def main(argv=None) -> str:
@@ -28,9 +28,9 @@ def main(argv=None) -> str:
     try:
         runs = compare.find_runs(root)
     except FileNotFoundError as e:
-        _hydra.fail(e)
+        seg_hydra.fail(e)
     if not runs:
-        _hydra.fail(FileNotFoundError(f"{root}: no run folders (with config.json) under it"))
+        seg_hydra.fail(FileNotFoundError(f"{root}: no run folders (with config.json) under it"))
     groups, keys = compare.group_runs(runs)
     text = compare.markdown(groups, runs)
     print(f"{len(runs)} run(s) under {root}; settings that differ: "
@@ -62,4 +62,4 @@ def main(argv=None) -> str:
 
 
 if __name__ == "__main__":
-    _hydra.refusing(main)
+    seg_hydra.refusing(main)

@@ -11,7 +11,7 @@ the input is refused.
 
 import sys
 
-import _hydra
+import seg_hydra
 
 OPTIONS = ("--model", "--loss", "--from-logits")
 
@@ -25,34 +25,37 @@ def parse(argv: list[str]) -> tuple[dict, list[str]]:
         if name in OPTIONS:
             if not eq:
                 if not args or args[0].startswith("--"):
-                    _hydra.fail(ValueError(f"{name} needs a value"))
+                    seg_hydra.fail(ValueError(f"{name} needs a value"))
                 value = args.pop(0)
             options[name] = value
         elif arg.startswith("--"):
-            _hydra.fail(ValueError(f"unknown option {arg}: use {', '.join(OPTIONS)} and "
+            seg_hydra.fail(ValueError(f"unknown option {arg}: use {', '.join(OPTIONS)} and "
                                    "key=value overrides"))
         else:
             rest.append(arg)
     if ("--loss" in options or "--from-logits" in options) and "--model" not in options:
-        _hydra.fail(ValueError("--loss and --from-logits go with --model PATH"))
+        seg_hydra.fail(ValueError("--loss and --from-logits go with --model PATH"))
     if options.get("--from-logits", "true") not in ("true", "false"):
-        _hydra.fail(ValueError(f"--from-logits {options['--from-logits']}: use true or false"))
+        seg_hydra.fail(ValueError(f"--from-logits {options['--from-logits']}: use true or false"))
     return options, rest
 
 
 def main(argv: list[str]) -> int:
+    if {"-h", "--help"} & set(argv):
+        print(__doc__.strip())
+        return 0
     from seg.inference import load_user_model
     from seg.train import diagnose, diagnose_model
 
     options, overrides = parse(argv)
     if "--model" in options:
         from_logits = options.get("--from-logits")
-        report = _hydra.refusing(lambda: diagnose_model(
-            _hydra.compose_dict(overrides), load_user_model(options["--model"]),
+        report = seg_hydra.refusing(lambda: diagnose_model(
+            seg_hydra.compose_dict(overrides), load_user_model(options["--model"]),
             loss=options.get("--loss"),
             from_logits=None if from_logits is None else from_logits == "true"))
     else:
-        report = _hydra.refusing(lambda: diagnose(_hydra.compose_dict(overrides)))
+        report = seg_hydra.refusing(lambda: diagnose(seg_hydra.compose_dict(overrides)))
     print(report.text())
     return 1 if report.errors else 0
 

@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-import _hydra
+import seg_hydra
 
 
 def parse(argv=None):
@@ -21,18 +21,18 @@ def parse(argv=None):
     p.add_argument("run", help="a run folder (uses checkpoints/best.keras) or a .keras file")
     p.add_argument("overrides", nargs="*", help="key=value changes to the run's config")
     p.add_argument("--split", default="val", choices=["val", "train"])
-    p.add_argument("--tile", type=_hydra.whole(0), default=512,
+    p.add_argument("--tile", type=seg_hydra.whole(0), default=512,
                    help="images with a side longer than this are predicted in overlapping "
                         "tiles of this size (0: always whole images; default 512)")
-    p.add_argument("--overlap", type=_hydra.number(0, 0.9), default=0.25,
+    p.add_argument("--overlap", type=seg_hydra.number(0, 0.9), default=0.25,
                    help="tile overlap (0..0.9)")
     p.add_argument("--flip", action="store_true", help="also predict mirrored images, average "
                    "(the same as --tta flip)")
     p.add_argument("--tta", default="none", choices=["none", "flip", "d4"],
                    help="test-time augmentation: average the predictions of the image and its "
                         "mirror (flip) or of its 8 rotations and mirrors (d4)")
-    p.add_argument("--worst", type=_hydra.whole(0), default=4, help="panels of this many worst images")
-    p.add_argument("--out", type=_hydra.folder_to_write,
+    p.add_argument("--worst", type=seg_hydra.whole(0), default=4, help="panels of this many worst images")
+    p.add_argument("--out", type=seg_hydra.folder_to_write,
                    help="output folder (default RUN/evaluation/SPLIT)")
     p.add_argument("--no-progress", action="store_true")
     return p.parse_args(argv)
@@ -50,7 +50,7 @@ def main(argv=None) -> dict:
     if trained.config is None:
         raise inference.LoadError(f"{trained.checkpoint}: no config.json of its run beside it, "
                                   "so the data set is unknown (evaluate a run folder)")
-    cfg = _hydra.apply_overrides(trained.config, args.overrides)
+    cfg = seg_hydra.apply_overrides(trained.config, args.overrides)
     cfg.pop("class_names", None)
     data = cfg["data"]
     predicted = trained.model.output_shape[-1]
@@ -113,4 +113,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    _hydra.refusing(main)
+    seg_hydra.refusing(main)

@@ -8,13 +8,13 @@ checkpoint is reloaded in Keras' safe mode first.
 
 import argparse
 
-import _hydra
+import seg_hydra
 
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("checkpoint", help="a run folder (checkpoints/best.keras) or a .keras file")
-    p.add_argument("--out", type=_hydra.folder_to_write,
+    p.add_argument("--out", type=seg_hydra.folder_to_write,
                    help="output folder (default RUN/export)")
     args = p.parse_args(argv)
     from pathlib import Path
@@ -31,4 +31,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    _hydra.refusing(main)
+    seg_hydra.refusing(main)

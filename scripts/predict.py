@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-import _hydra
+import seg_hydra
 
 MAX_PENDING_VALUES = 64_000_000  # pixel values held while same-size batches fill up
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp"}
@@ -23,14 +23,14 @@ def parse(argv=None):
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoint", help="a run folder or a .keras file")
     p.add_argument("inputs", nargs="+", help="image files or folders")
-    p.add_argument("--out", required=True, type=_hydra.folder_to_write, help="output folder")
-    p.add_argument("--batch-size", type=_hydra.whole(1), default=8)
-    p.add_argument("--tile", type=_hydra.whole(0), default=512,
+    p.add_argument("--out", required=True, type=seg_hydra.folder_to_write, help="output folder")
+    p.add_argument("--batch-size", type=seg_hydra.whole(1), default=8)
+    p.add_argument("--tile", type=seg_hydra.whole(0), default=512,
                    help="images with a side longer than this are predicted in overlapping tiles "
                         "(0: whole images)")
-    p.add_argument("--overlap", type=_hydra.number(0, 0.9), default=0.25,
+    p.add_argument("--overlap", type=seg_hydra.number(0, 0.9), default=0.25,
                    help="tile overlap, 0..0.9 (default 0.25)")
-    p.add_argument("--alpha", type=_hydra.number(0, 1), default=0.5,
+    p.add_argument("--alpha", type=seg_hydra.number(0, 1), default=0.5,
                    help="overlay opacity of the mask colours, 0..1")
     return p.parse_args(argv)
 
@@ -84,10 +84,10 @@ def main(argv=None) -> int:
     try:
         files = collect(args.inputs, failed)
     except (FileNotFoundError, ValueError) as e:
-        _hydra.fail(e)
+        seg_hydra.fail(e)
     trained = inference.load(args.checkpoint)
     if not files:
-        _hydra.fail(FileNotFoundError(f"no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) "
+        seg_hydra.fail(FileNotFoundError(f"no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) "
                                       f"in {' '.join(args.inputs)}" + "".join(
                                           f"\n  {why}" for why in list(failed.values())[:10])))
     train_size = ((trained.config or {}).get("data") or {}).get("image_size") or 0
@@ -153,4 +153,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(_hydra.refusing(main))
+    sys.exit(seg_hydra.refusing(main))

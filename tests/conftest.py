@@ -1,5 +1,4 @@
 import os
-import sys
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -9,15 +8,14 @@ import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))  # the scripts' Hydra glue (_hydra) for compose tests
 
 
 @pytest.fixture
 def compose():
     """Compose the project's Hydra config like scripts/train.py does, as a plain dict."""
-    import _hydra
+    import seg_hydra
 
-    return lambda *overrides: _hydra.compose_dict(list(overrides))
+    return lambda *overrides: seg_hydra.compose_dict(list(overrides))
 
 
 TINY = ("data.num_train=64", "data.num_val=16", "data.image_size=32", "trainer.batch_size=8",

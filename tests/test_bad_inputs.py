@@ -130,10 +130,10 @@ def places(tmp_path_factory):
     os.symlink(base / "gone.png", base / "link.png")
 
     from seg.train import run
-    import _hydra
+    import seg_hydra
 
     run_dir = base / "run"
-    run(_hydra.compose_dict(T), run_dir)
+    run(seg_hydra.compose_dict(T), run_dir)
     truncated = base / "truncated.keras"
     data = (run_dir / "checkpoints" / "best.keras").read_bytes()
     truncated.write_bytes(data[: len(data) // 2])
@@ -218,15 +218,15 @@ def test_predict_names_every_file_it_cannot_read_and_predicts_the_rest(places, c
 
 def test_the_audit_calls_an_all_void_dataset_an_error_and_names_unsupported_files(places,
                                                                                   tmp_path):
-    import _hydra
+    import seg_hydra
     from seg.train import check_data
 
-    report = check_data(_hydra.compose_dict(["data=folder", f"data.root={places['void']}",
+    report = check_data(seg_hydra.compose_dict(["data=folder", f"data.root={places['void']}",
                                              "data.num_classes=2"]), progress=False)
     assert any(p.kind == "all void" for p in report.errors), report.text()
     (Path(places["ds"]) / "masks" / "README.md").write_text("x")
     try:
-        report = check_data(_hydra.compose_dict(["data=folder", f"data.root={places['ds']}",
+        report = check_data(seg_hydra.compose_dict(["data=folder", f"data.root={places['ds']}",
                                                  "data.num_classes=2"]), progress=False)
     finally:
         (Path(places["ds"]) / "masks" / "README.md").unlink()

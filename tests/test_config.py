@@ -97,10 +97,10 @@ def test_multirun_sweep_names_each_job_by_its_overrides(tmp_path):
 
 
 def test_run_names_stay_folder_safe():
-    import _hydra
-    assert _hydra._run_name("") == "default"
-    assert _hydra._run_name("+decoder=deconv,data.root=/a/b") == "decoder=deconv,data.root=_a_b"
+    import seg_hydra
+    assert seg_hydra.run_name("") == "default"
+    assert seg_hydra.run_name("+decoder=deconv,data.root=/a/b") == "decoder=deconv,data.root=_a_b"
     # TensorFlow reads checkpoint paths as file patterns: no [ ] * ? in a run folder's name
-    assert _hydra._run_name("data.scale_range=[1.0,1.0]") == "data.scale_range=(1.0,1.0)"
-    long = _hydra._run_name(",".join(f"key{i}=value{i}" for i in range(40)))
+    assert seg_hydra.run_name("data.scale_range=[1.0,1.0]") == "data.scale_range=(1.0,1.0)"
+    long = seg_hydra.run_name(",".join(f"key{i}=value{i}" for i in range(40)))
     assert len(long) <= 120 and long.startswith("key0=value0")

@@ -91,8 +91,7 @@ def _free_port() -> int:
 
 DRIVER = """
 import json, os, sys
-sys.path.insert(0, {scripts!r})
-import _hydra, keras, numpy as np
+import seg_hydra, keras, numpy as np
 from seg.train import run
 index, out = int(sys.argv[1]), sys.argv[2]
 
@@ -100,7 +99,7 @@ class SaveFinalWeights(keras.callbacks.Callback):
     def on_train_end(self, logs=None):
         np.savez(f"{{out}}/weights_{{index}}.npz", *self.model.get_weights())
 
-cfg = _hydra.compose_dict({overrides!r})
+cfg = seg_hydra.compose_dict({overrides!r})
 metrics = run(cfg, f"{{out}}/worker_{{index}}", callbacks=[SaveFinalWeights()])
 print("RESULT", json.dumps({{k: metrics[k] for k in ("val_mean_iou", "epochs_completed")}}))
 """
@@ -111,8 +110,7 @@ def test_multi_worker_two_processes_end_with_the_same_weights_and_only_the_chief
         tmp_path):
     overrides = [*TINY, "trainer.batch_size=4", "trainer.epochs=2", "trainer.steps_per_epoch=4",
                  "trainer.strategy=multi_worker"]
-    (tmp_path / "driver.py").write_text(DRIVER.format(scripts=str(ROOT / "scripts"),
-                                                      overrides=overrides))
+    (tmp_path / "driver.py").write_text(DRIVER.format(overrides=overrides))
     ports = [_free_port(), _free_port()]
     workers = []
     for index in range(2):

@@ -16,10 +16,10 @@ TINY = ["data.num_train=32", "data.num_val=8", "data.image_size=32", "trainer.ba
 
 def _compose(*overrides):
     """configs/train.yaml with the hydra node, as scripts/train.py composes it."""
-    import _hydra  # the project's resolvers (project_root, job_name)
+    import seg_hydra  # the project's resolvers (project_root, job_name)
     from hydra import compose, initialize_config_dir
 
-    with initialize_config_dir(config_dir=_hydra.CONFIG_DIR, version_base="1.3"):
+    with initialize_config_dir(config_dir=seg_hydra.CONFIG_DIR, version_base="1.3"):
         return compose(config_name="train", overrides=list(overrides), return_hydra_config=True)
 
 
@@ -61,9 +61,9 @@ def test_slurm_launcher_config():
     assert (launcher.gpus_per_node, launcher.tasks_per_node, launcher.nodes) == (1, 1, 1)
     assert launcher.cpus_per_task > 0 and launcher.mem_gb > 0 and launcher.array_parallelism > 0
     assert launcher.submitit_folder == "/shared/sweep/.submitit/%j"  # inside the sweep folder
-    # the SLURM job unpickles train.py's function, which imports scripts/_hydra
-    export = f'export PYTHONPATH="{ROOT}/scripts${{PYTHONPATH:+:$PYTHONPATH}}"'
-    assert list(launcher.setup) == [export]
+    # the SLURM job unpickles train.py's function, which imports the installed seg_hydra:
+    # no PYTHONPATH line is needed any more
+    assert list(launcher.setup) == []
     assert _compose("+launcher=slurm").hydra.launcher.partition is None
     assert _settings(cfg) == _settings(_compose())
 

@@ -1,0 +1,28 @@
+"""The glue between Hydra and seg, installed beside it: seg itself never imports Hydra.
+
+- compose: where configs/ is, the schema (seg/config.py) in Hydra's ConfigStore, the
+  resolvers, DictConfig -> the plain dicts seg reads (compose_dict, to_dict, apply_overrides).
+- errors: seg's refusals and Hydra's own errors as one message and exit code 2 (launch,
+  refusing, fail).
+- jobs: the training job of scripts/train.py (exit codes 2/3/75) and, in sweeps, one process
+  per job with failure.json.
+- sweep: the summary at the end of a sweep (hydra.callbacks).
+- cli, names: argparse types for the scripts' options; run and job folder names.
+"""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out
+
+from seg_hydra.cli import folder_to_write, number, whole  # noqa: E402
+from seg_hydra.compose import (CONFIG_DIR, PROJECT_ROOT, apply_overrides,  # noqa: E402
+                               compose_dict, config_dir, hydra_record, to_dict)
+from seg_hydra.errors import REFUSALS, fail, forget_unused, launch, refusing  # noqa: E402
+from seg_hydra.jobs import in_own_process, train_job  # noqa: E402
+from seg_hydra.names import job_name, run_name  # noqa: E402
+from seg_hydra.sweep import SweepSummary  # noqa: E402
+
+__all__ = ["CONFIG_DIR", "PROJECT_ROOT", "REFUSALS", "SweepSummary", "apply_overrides",
+           "compose_dict", "config_dir", "fail", "folder_to_write", "forget_unused",
+           "hydra_record", "in_own_process", "job_name", "launch", "number", "refusing",
+           "run_name", "to_dict", "train_job", "whole"]

@@ -1,0 +1,95 @@
+"""Refusals instead of tracebacks: seg's and Hydra's errors as one message and exit code 2."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException, OverrideParseException
+from omegaconf.errors import OmegaConfBaseException
+
+from seg.checkpoints import CheckpointError
+from seg.config import ConfigError
+from seg.data import DataError
+from seg.diagnostics import PreflightError
+from seg.distribute import StrategyError
+from seg.inference import LoadError
+
+REFUSALS = (ConfigError, DataError, PreflightError, LoadError, CheckpointError, StrategyError,
+            OmegaConfBaseException)
+
+
+def refusing(fn):
+    """fn(), with seg's refusals and Hydra's config errors printed as one message (exit 2)."""
+    try:
+        return fn()
+    except REFUSALS as e:
+        fail(e)
+    except Exception as e:  # Hydra's override errors name the bad key or option
+        if type(e).__module__.startswith(("hydra", "omegaconf")):
+            fail(e)
+        raise
+
+
+def launch(main):
+    """Call a @hydra.main function with Hydra's own errors refused like seg's (exit 2).
+
+    An unknown key or group option, a value of the wrong type, a missing value, a run folder
+    that cannot be made (read-only, a file, a name over 255 bytes): the message, no traceback.
+    """
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises instead of printing and exiting 1
+    try:
+        return main()
+    except (HydraException, OmegaConfBaseException) as e:
+        if isinstance(e, OverrideParseException):
+            bad = _unparsable(sys.argv[1:])
+            fail(OverrideParseException(
+                override=" ".join(bad), message=f"{', '.join(bad) or 'an override'}: {e}\n"
+                "(quote a value with brackets or spaces: 'key=\"a[1] b\"')"))
+        cause = e.__cause__
+        fail(type(e)(f"{e}\n{cause}") if isinstance(cause, OmegaConfBaseException) else e)
+    except REFUSALS as e:
+        fail(e)
+    except OSError as e:
+        if e.filename is None:
+            raise
+        why = "exists and is not a folder" if isinstance(e, FileExistsError) else e.strerror
+        fail(OSError(f"{e.filename}: {why or e}. The run folder (or a file in it) "
+                     "cannot be written: choose another with hydra.run.dir=... (a writable "
+                     "folder, a name under 255 bytes)"))
+
+
+def forget_unused(folder: str):
+    """Remove a run folder that Hydra made for a refused run and nothing used (it holds only
+    an empty train.log): a refusal leaves no trace behind."""
+    folder = Path(folder)
+    try:
+        entries = list(folder.iterdir())
+        if all(e.name == "train.log" and e.stat().st_size == 0 for e in entries):
+            for e in entries:
+                e.unlink()
+            folder.rmdir()
+    except OSError:
+        pass
+
+
+def _unparsable(args: list[str]) -> list[str]:
+    """The command-line overrides Hydra's grammar cannot read."""
+    parser, bad = OverridesParser.create(), []
+    for arg in args:
+        if arg.startswith("-"):
+            continue
+        try:
+            parser.parse_override(arg)
+        except Exception:  # noqa: BLE001 (any parse failure names it)
+            bad.append(arg)
+    return bad
+
+
+def fail(error: Exception, code: int = 2):
+    """Print a refusal without a traceback and exit."""
+    kind = type(error).__name__
+    print(f"\nseg: {kind}:\n{error}", file=sys.stderr, flush=True)
+    sys.exit(code)

@@ -1,0 +1,139 @@
+"""The training job behind scripts/train.py: seg.train.run with exit codes 2, 3 and 75, and in a
+sweep each job in a fresh process, its failure recorded in failure.json while the sweep goes on.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import logging
+import multiprocessing
+import os
+import pickle
+import signal
+import sys
+import traceback
+from pathlib import Path
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+
+from seg.runfolder import Interrupted, NonFiniteLoss
+from seg.train import run
+from seg_hydra.compose import hydra_record, to_dict
+from seg_hydra.errors import REFUSALS, fail, forget_unused
+from seg_hydra.names import run_name
+
+
+def train_job(cfg) -> float:
+    """The task of @hydra.main in scripts/train.py: train, and return the validation mean IoU
+    (what Hydra's sweepers maximise).
+
+    Exit codes: 0 done; 1 a crash (traceback); 2 a refused set-up or an unwritable run folder;
+    3 the loss became NaN/Inf; 75 stopped by SIGTERM/SIGINT after writing a checkpoint (the
+    same command resumes). In a sweep, a failed job writes failure.json and returns NaN.
+    """
+    # Hydra logs INFO to the console; TensorFlow's checkpoint writer (absl) would add a line
+    # per save.
+    logging.getLogger("absl").setLevel(logging.WARNING)
+    hc = HydraConfig.get()
+    sweep = hc.mode == RunMode.MULTIRUN
+    try:
+        args = (to_dict(cfg), hc.runtime.output_dir)
+        kwargs = {"run_name": run_name(hc.job.override_dirname),
+                  "overrides": list(hc.overrides.task), "files": hydra_record(cfg)}
+        # in a sweep, a process of its own: memory stays flat across jobs
+        metrics = in_own_process(run, *args, **kwargs) if sweep else run(*args, **kwargs)
+    except Interrupted as e:  # the whole sweep stops too: the next start resumes
+        folder = (f"hydra.sweep.dir={hc.sweep.dir}" if sweep
+                  else f"hydra.run.dir={hc.runtime.output_dir}")
+        print(f"\nseg: interrupted: {e}\nseg: run the same command to resume, with {folder}",
+              flush=True)
+        sys.exit(Interrupted.exit_code)
+    except Exception as e:
+        if not sweep:
+            if isinstance(e, REFUSALS):
+                forget_unused(hc.runtime.output_dir)
+                fail(e)
+            if isinstance(e, NonFiniteLoss):
+                fail(e, code=3)
+            raise
+        return _record_failure(e, cfg, hc)
+    print(f"\nval mIoU {metrics['val_mean_iou']:.4f} ({metrics['decoder']} decoder, "
+          f"{metrics['epochs_completed']} epochs, {metrics['wall_time_s']:.0f} s); "
+          f"run folder {hc.runtime.output_dir}")
+    return metrics["val_mean_iou"]
+
+
+def _record_failure(e: Exception, cfg, hc) -> float:
+    """One failed job must not stop the sweep: record why, and let the next job run."""
+    refused = isinstance(e, REFUSALS)
+    try:
+        given = to_dict(cfg, missing_ok=True)  # compare groups the job by it
+    except Exception:  # noqa: BLE001 (the record must not fail for the config's sake)
+        given = None
+    failure = {"job": hc.job.num, "overrides": list(hc.overrides.task), "config": given,
+               "error": type(e).__name__, "refused": refused, "message": str(e),
+               "traceback": "" if refused else getattr(e, "child_traceback", None)
+               or traceback.format_exc()}
+    out = Path(hc.runtime.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "failure.json").write_text(json.dumps(failure, indent=2))
+    print(f"\nseg: job {hc.job.num} failed ({type(e).__name__}): {str(e)[:2000]}\n"
+          f"seg: details in {out / 'failure.json'}; the sweep goes on", flush=True)
+    return float("nan")
+
+
+def in_own_process(fn, *args, **kwargs):
+    """fn(*args, **kwargs) in a fresh (spawned) process: its result, or its exception, here.
+
+    A sweep runs its jobs one after another in one process, and TensorFlow keeps about 65 MB
+    for every model trained in a process however it is released (keras-team/keras#17458), so
+    each job runs in its own process and the sweep's memory stays flat. SIGTERM is passed on
+    to the job (which checkpoints and stops as usual); a terminal's Ctrl-C reaches it directly.
+    Inside a launcher's worker process (joblib's) fn runs there: spawn cannot copy its start
+    method.
+    """
+    if multiprocessing.parent_process() is not None:
+        return fn(*args, **kwargs)
+    context = multiprocessing.get_context("spawn")
+    receive, send = context.Pipe(duplex=False)
+    child = context.Process(target=_child, args=(send, fn, args, kwargs))
+    child.start()
+    send.close()
+    previous = {signal.SIGTERM: signal.signal(signal.SIGTERM,
+                                              lambda signum, _: os.kill(child.pid, signum)),
+                signal.SIGINT: signal.signal(signal.SIGINT, signal.SIG_IGN)}
+    try:
+        try:
+            kind, value, text = receive.recv()
+        except EOFError:  # it died without a word: killed, or out of memory
+            child.join()
+            raise RuntimeError(f"the job's process (pid {child.pid}) ended with exit code "
+                               f"{child.exitcode} before reporting a result (killed? out of "
+                               "memory?)") from None
+        child.join()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if kind == "ok":
+        return value
+    value.child_traceback = text
+    raise value
+
+
+def _child(send, fn, args, kwargs):
+    try:  # Linux: if the sweep's process dies, the job gets SIGTERM (checkpoint, stop)
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    try:
+        result = ("ok", fn(*args, **kwargs), "")
+    except BaseException as e:  # noqa: BLE001 (Interrupted and KeyboardInterrupt included)
+        text = traceback.format_exc()
+        try:
+            pickle.dumps(e)
+        except Exception:  # noqa: BLE001 (an exception that cannot travel: its text does)
+            e = RuntimeError(f"{type(e).__name__}: {e}")
+        result = ("error", e, text)
+    send.send(result)
