@@ -106,7 +106,7 @@ def main(argv=None) -> dict:
     model_clock = bench.StepClock()
     model.fit(batch, epochs=2, steps_per_epoch=args.model_only_steps, callbacks=[model_clock],
               verbose=0, shuffle=False)
-    flops = bench.forward_flops(model, cfg["data"]["image_size"], source.channels)
+    flops = bench.profiled_flops(model, cfg["data"]["image_size"], source.channels)
 
     # 4. Figures.
     ours, base, alone = ours_clock.window(), bare_clock.window(), model_clock.window()

@@ -17,7 +17,7 @@ from PIL import Image, ImageDraw  # noqa: E402
 from scipy import ndimage  # noqa: E402
 
 from seg import viz  # noqa: E402
-from seg.models import forward_flops  # noqa: E402
+from seg.models import count_flops  # noqa: E402
 from seg.models.decoders import DECODERS  # noqa: E402
 
 VARIANTS = [
@@ -41,7 +41,7 @@ def response(decoder: str, kwargs: dict, features: np.ndarray, channels: int = 1
 
 def block_flops(decoder: str, kwargs: dict, size: int = 32, channels: int = 64) -> int:
     inputs = keras.Input((size, size, channels))
-    return forward_flops(keras.Model(inputs, DECODERS[decoder](inputs, channels // 2, **kwargs)))
+    return count_flops(keras.Model(inputs, DECODERS[decoder](inputs, channels // 2, **kwargs)))
 
 
 def main():

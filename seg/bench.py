@@ -98,7 +98,7 @@ def pipeline_images_per_s(dataset: tf.data.Dataset, batch_size: int, steps: int,
     return steps * batch_size / (time.perf_counter() - start)
 
 
-def forward_flops(model: keras.Model, image_size: int, channels: int) -> int:
+def profiled_flops(model: keras.Model, image_size: int, channels: int) -> int:
     """Floating-point operations of one forward pass of one image, counted from the model's
     graph by TensorFlow's profiler (convolutions, transposed convolutions, matmuls, ...)."""
     from tensorflow.python.framework.convert_to_constants import (

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from seg.config import flatten
+from seg.config import ARCHITECTURE_KEYS, flatten
 
 KERAS_MEMBERS = {"config.json", "metadata.json", "model.weights.h5"}
 KEEP_STATES = 2
@@ -247,11 +247,6 @@ def check_writable(folder: str | Path):
                               "choose another with hydra.run.dir=...") from e
 
 
-# What may not change between a run and its resumption: what makes the weights and the
-# optimizer state, and what fixes the position in the data stream (batch, steps per epoch).
-ARCHITECTURE_KEYS = ("model", "decoder", "data.num_classes", "data.channels", "trainer.optimizer",
-                     "trainer.unfreeze_encoder_after", "trainer.batch_size",
-                     "trainer.steps_per_epoch", "trainer.precision")
 # Keys added since runs were first written: an older run's config counts as their default.
 _DEFAULTS = {"trainer.precision": "float32"}
 

@@ -15,9 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from seg.config import flatten
+from seg.config import SEED_KEYS, flatten
 
-SEED_KEYS = ("seed",)  # differences in these make repeats of a config, not another config
 
 
 @dataclass

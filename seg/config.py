@@ -175,6 +175,23 @@ class Config:
 
 SECTIONS = tuple(f.name for f in dataclasses.fields(Config))
 
+# Key paths of this tree that other modules act on; a path names a key or a whole section.
+# What may not change between a run and its resumption: what makes the weights and the
+# optimizer state, and what fixes the position in the data stream (batch, steps per epoch).
+ARCHITECTURE_KEYS = ("model", "decoder", "data.num_classes", "data.channels", "trainer.optimizer",
+                     "trainer.unfreeze_encoder_after", "trainer.batch_size",
+                     "trainer.steps_per_epoch", "trainer.precision")
+# Always in TensorBoard's HPARAMS table: what decides a segmentation run (with the keys the
+# command line overrode).
+HPARAM_KEYS = ("decoder.name", "model.encoder", "model.depth", "model.base_filters", "model.norm",
+               "model.out_channels", "loss.name", "trainer.optimizer", "trainer.learning_rate",
+               "trainer.schedule", "trainer.batch_size", "trainer.epochs", "data.name",
+               "data.image_size", "seed")
+SEED_KEYS = ("seed",)  # differences in these make repeats of a config, not another config
+# The data keys of the tf.data pipeline (crops, augmentation, cache); the rest open the source.
+PIPELINE_KEYS = tuple(f.name for f in dataclasses.fields(Pipeline)
+                      if f.name not in ("num_classes", "channels"))
+
 # --- checking a plain dict ------------------------------------------------------------------
 
 def _type_problem(tp, value) -> str | None:

@@ -12,11 +12,8 @@ from pathlib import Path
 import tensorflow as tf
 from tensorboard.plugins.hparams import api as hp
 
-# Always logged: what decides a segmentation run. Keys the command line overrode are added.
-HPARAM_KEYS = ("decoder.name", "model.encoder", "model.depth", "model.base_filters", "model.norm",
-               "model.out_channels", "loss.name", "trainer.optimizer", "trainer.learning_rate",
-               "trainer.schedule", "trainer.batch_size", "trainer.epochs", "data.name",
-               "data.image_size", "seed")
+from seg.config import HPARAM_KEYS
+
 SKIP_OVERRIDES = ("sweep",)  # +sweep=NAME only launches the sweep
 FINAL_METRICS = ("val_mean_iou", "val_pixel_accuracy", "val_dice", "val_loss",
                  "epochs_completed", "wall_time_s")

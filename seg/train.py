@@ -23,15 +23,13 @@ import tensorflow as tf
 from seg import callbacks as seg_callbacks
 from seg import (checkpoints, config, diagnostics, distribute, hparams, introspect, resources,
                  runfolder)
-from seg.config import PRECISIONS, ConfigError
+from seg.config import PIPELINE_KEYS, PRECISIONS, ConfigError
 from seg.data import AUDITS, SOURCES, DataError, Source, pipeline
 from seg.fixes import ConfigFixes
 from seg.losses import SegmentationLoss
 from seg.metrics import make_metrics
 from seg.models import build_model, encoder_of, levels_of
 
-PIPELINE_KEYS = ("name", "image_size", "ignore_index", "augment", "scale_range", "elastic_sigma",
-                 "transpose", "cache")
 
 
 def _call(fn, section: str, kwargs: dict):

@@ -14,7 +14,7 @@ import pytest
 
 from conftest import ROOT
 from seg import callbacks as seg_callbacks
-from seg.bench import StepClock, forward_flops
+from seg.bench import StepClock, profiled_flops
 from seg.train import ConfigError, run
 
 FAST = ("trainer.epochs=2", "trainer.steps_per_epoch=8", "diagnostics.preflight=off")
@@ -105,7 +105,7 @@ def test_flops_are_counted_from_the_graph_for_convolutions_and_transposed_ones()
                             (keras.layers.Conv2DTranspose(16, 4, strides=2, padding="same"),
                              2 * 32 * 32 * 8 * 16 * 16)):
         inputs = keras.Input((None, None, 8))
-        flops = forward_flops(keras.Model(inputs, layer(inputs)), 32, 8)
+        flops = profiled_flops(keras.Model(inputs, layer(inputs)), 32, 8)
         assert expected <= flops <= expected * 1.05  # + bias additions
 
 

@@ -59,25 +59,59 @@ def shapes_source(*, num_classes: int, image_size: int, channels: int = 3, num_t
                          "val": [f"shapes:val[{i}]" for i in range(num_val)]})
 
 
-def folder_source(*, root: str, num_classes: int, channels: int = 3, images_dir: str = "images",
-                  masks_dir: str = "masks", train_list: str | None = None,
-                  val_list: str | None = None, split: str = "random", val_fraction: float = 0.2,
-                  split_seed: int = 0, label_map: dict | None = None, colour_table=None,
-                  class_names: list[str] | None = None, on_bad_sample: str = "error",
-                  max_pixels: int = folder.MAX_PIXELS, ignore_index: int = 255) -> Source:
-    """Images and masks paired by stem (or by split lists) under root; see data/README.md.
+@dataclass
+class _Folder:
+    """A folder dataset listed and split, with what reading and auditing its files takes."""
 
-    on_bad_sample="error" stops at the first unreadable or inconsistent pair with the file named;
-    "skip" leaves such pairs out, prints each one, and lists them in source.skipped.
-    """
+    root: str
+    listing: folder.Listing
+    names: list[str]
+    read: dict  # read_pair's keywords: channels, table, colour_table, max_pixels
+    num_classes: int
+    ignore_index: int
+    on_bad_sample: str
+
+    def audit(self, k: int | None = None, progress: bool = False) -> audit.AuditReport:
+        """Every file (k=None) or an even sample of k pairs per split."""
+        splits = {"train": self.listing.train, "val": self.listing.val}
+        if k is not None:
+            splits = {s: ps[:: max(len(ps) // max(k, 1), 1)][:k] for s, ps in splits.items()}
+        return audit.audit_pairs(splits, listing_problems=self.listing.problems,
+                                 ignored=self.listing.ignored, progress=progress,
+                                 num_classes=self.num_classes, ignore_index=self.ignore_index,
+                                 class_names=self.names, **self.read)
+
+
+def _open_folder(*, root: str, num_classes: int, channels: int = 3, images_dir: str = "images",
+                 masks_dir: str = "masks", train_list: str | None = None,
+                 val_list: str | None = None, split: str = "random", val_fraction: float = 0.2,
+                 split_seed: int = 0, label_map: dict | None = None, colour_table=None,
+                 class_names: list[str] | None = None, on_bad_sample: str = "error",
+                 max_pixels: int = folder.MAX_PIXELS, ignore_index: int = 255) -> _Folder:
+    """The data section's keys of a folder dataset (see data/README.md), listed and split."""
     if on_bad_sample not in ("error", "skip"):
         raise DataError(f"data.on_bad_sample={on_bad_sample!r}: use 'error' or 'skip'")
     listing = folder.list_splits(root, images_dir=images_dir, masks_dir=masks_dir,
                                  train_list=train_list, val_list=val_list, split=split,
                                  val_fraction=val_fraction, split_seed=split_seed)
+    names = list(class_names) if class_names else [f"class_{i}" for i in range(num_classes)]
+    read = dict(channels=channels, table=folder.label_lookup(label_map),
+                colour_table=colour_table, max_pixels=max_pixels)
+    return _Folder(root, listing, names, read, num_classes, ignore_index, on_bad_sample)
+
+
+def folder_source(**settings) -> Source:
+    """Images and masks paired by stem (or by split lists) under root; see data/README.md.
+
+    Takes the folder keys of the data section (_open_folder's keywords). on_bad_sample="error"
+    stops at the first unreadable or inconsistent pair with the file named; "skip" leaves such
+    pairs out, prints each one, and lists them in source.skipped.
+    """
+    spec = _open_folder(**settings)
+    listing, read, root = spec.listing, spec.read, spec.root
     skipped: dict[str, str] = {}
     if listing.problems:
-        if on_bad_sample == "error":
+        if spec.on_bad_sample == "error":
             raise DataError(f"{len(listing.problems)} problem(s) pairing images and masks:\n  "
                             + "\n  ".join(listing.problems)
                             + "\n(python scripts/check_data.py lists every problem of a dataset)")
@@ -87,57 +121,33 @@ def folder_source(*, root: str, num_classes: int, channels: int = 3, images_dir:
     for name, pairs in (("train", listing.train), ("validation", listing.val)):
         if not pairs:
             raise DataError(f"{root}: the {name} split is empty")
-    table = folder.label_lookup(label_map)
-    names = list(class_names) if class_names else [f"class_{i}" for i in range(num_classes)]
-    read = dict(channels=channels, table=table, colour_table=colour_table, max_pixels=max_pixels)
 
     def sample_masks(k):
         step = max(len(listing.train) // max(k, 1), 1)
         out = []
         for p in listing.train[::step][:k]:
             try:
-                out.append((p.mask, folder.read_mask(p.mask, table, colour_table, max_pixels)))
+                out.append((p.mask, folder.read_mask(p.mask, read["table"], read["colour_table"],
+                                                     read["max_pixels"])))
             except DataError:
                 pass  # reported by the file audit
         return out
 
-    def audit_fn(k: int | None = None, progress: bool = False):
-        return _audit(listing, k, progress, num_classes=num_classes, ignore_index=ignore_index,
-                      class_names=names, **read)
-
     source = Source(
-        pipeline.from_pairs(listing.train, on_bad_sample=on_bad_sample, skipped=skipped, **read),
-        pipeline.from_pairs(listing.val, on_bad_sample=on_bad_sample, skipped=skipped, **read),
-        len(listing.train), len(listing.val), names, channels, sample_masks,
+        pipeline.from_pairs(listing.train, on_bad_sample=spec.on_bad_sample, skipped=skipped,
+                            **read),
+        pipeline.from_pairs(listing.val, on_bad_sample=spec.on_bad_sample, skipped=skipped,
+                            **read),
+        len(listing.train), len(listing.val), spec.names, read["channels"], sample_masks,
         f"folder {root}, {len(listing.train)} train / {len(listing.val)} val")
-    source.audit, source.skipped = audit_fn, skipped
+    source.audit, source.skipped = spec.audit, skipped
     source.names = {"train": [p.image for p in listing.train], "val": [p.image for p in listing.val]}
     return source
 
 
-def _audit(listing, k, progress, **kwargs):
-    splits = {"train": listing.train, "val": listing.val}
-    if k is not None:  # an even sample of each split
-        splits = {s: ps[:: max(len(ps) // max(k, 1), 1)][:k] for s, ps in splits.items()}
-    return audit.audit_pairs(splits, listing_problems=listing.problems,
-                             ignored=listing.ignored, progress=progress, **kwargs)
-
-
-def folder_audit(*, root: str, num_classes: int, channels: int = 3, images_dir: str = "images",
-                 masks_dir: str = "masks", train_list: str | None = None,
-                 val_list: str | None = None, split: str = "random", val_fraction: float = 0.2,
-                 split_seed: int = 0, label_map: dict | None = None, colour_table=None,
-                 class_names: list[str] | None = None, on_bad_sample: str = "error",
-                 max_pixels: int = folder.MAX_PIXELS, ignore_index: int = 255,
-                 progress: bool = False) -> audit.AuditReport:
-    """The full audit of a folder dataset (same arguments as folder_source): every file."""
-    listing = folder.list_splits(root, images_dir=images_dir, masks_dir=masks_dir,
-                                 train_list=train_list, val_list=val_list, split=split,
-                                 val_fraction=val_fraction, split_seed=split_seed)
-    names = list(class_names) if class_names else [f"class_{i}" for i in range(num_classes)]
-    return _audit(listing, None, progress, num_classes=num_classes, ignore_index=ignore_index,
-                  class_names=names, channels=channels, table=folder.label_lookup(label_map),
-                  colour_table=colour_table, max_pixels=max_pixels)
+def folder_audit(*, progress: bool = False, **settings) -> audit.AuditReport:
+    """The full audit of a folder dataset (folder_source's keywords): every file."""
+    return _open_folder(**settings).audit(None, progress)
 
 
 SOURCES = {"shapes": shapes_source, "folder": folder_source}

@@ -148,7 +148,7 @@ def level_sizes(size: int, depth: int) -> dict:
             "output": size}
 
 
-def forward_flops(model: keras.Model) -> int:
+def count_flops(model: keras.Model) -> int:
     """Multiply-add FLOPs (x2) of one forward pass, counted from the convolution and dense
     layers (nested models included). The model needs a fixed input size."""
     total = 0
@@ -180,4 +180,4 @@ def _all_layers(model):
 __all__ = ["BACKBONES", "estimate_parameters", "DECODERS", "ENCODERS", "ICNR", "ArgMax", "BackbonePreprocess",
            "ClassProbabilities",
            "BilinearUpsampleInit", "CropLike", "DepthToSpace", "PadToMultiple", "build_model",
-           "build_unet", "encoder_of", "levels_of", "forward_flops", "level_sizes"]
+           "build_unet", "encoder_of", "levels_of", "count_flops", "level_sizes"]
