@@ -119,6 +119,67 @@ class Context:
 
 # --- the one entry point ----------------------------------------------------------------
 
+def _run_model(report: Report, model, images, masks, audit_samples: int):
+    """(x, y, masks for the label audit, the model's outputs on x), or None with the finding
+    that says why the data could not be read or the model could not run on it."""
+    try:
+        x, y, audit_masks = _read_data(images, masks, audit_samples,
+                                       getattr(model, "input_shape", None))
+    except Exception as e:  # noqa: BLE001 (diagnose never crashes: it says what it could not read)
+        report.findings.append(Finding(
+            "error", "inputs", f"the images/masks cannot be read: {type(e).__name__}: {e}",
+            "diagnose needs arrays or a tf.data.Dataset of (image, mask) batches",
+            "pass diagnose(model, images, masks) with numpy arrays, or a batched dataset"))
+        return None
+    try:
+        with warnings.catch_warnings():  # Keras' own hints (softmax over one channel): the
+            warnings.simplefilter("ignore")  # report explains them in the model's terms
+            outputs = keras.tree.flatten(model(x, training=False))
+    except Exception as e:  # noqa: BLE001
+        shape = getattr(model, "input_shape", None)
+        report.findings.append(Finding(
+            "error", "inputs", f"the model cannot run on images of shape {x.shape}: "
+            f"{type(e).__name__}: {str(e).splitlines()[0][:300]}",
+            "every check needs one forward pass",
+            f"give the model images of the shape it expects ({shape})" if shape else
+            "check the images' shape and channels against the model's input"))
+        return None
+    bad = _non_finite_images(images)
+    if bad:
+        report.findings.append(Finding(
+            "error", "inputs", f"{len(bad)} image(s) hold NaN or Inf values: index {bad[:8]}",
+            "one non-finite pixel makes the loss and every weight NaN at the first step",
+            "clean or drop those images (np.isfinite(images).all(axis=(1, 2, 3)))"))
+    return x, y, audit_masks, outputs
+
+
+def _multi_output(model, n: int) -> Finding:
+    try:
+        first = f" (from `{model.outputs[0]._keras_history.operation.name}`)"
+    except (AttributeError, IndexError, ValueError):
+        first = ""
+    return Finding(
+        "warning", "model", f"the model has {n} outputs: the first{first} is checked, with its "
+        "loss", "seg.diagnose follows one segmentation output; the masks given must be that "
+        "output's", "to check another, pass a model of that output: keras.Model(model.inputs, "
+        "model.outputs[i])")
+
+
+def _labels_into(report: Report, label_samples, audit_masks, ctx: Context):
+    """The label audit: of the given samples, else of the data's masks (class indices,
+    one-hot with unlabelled rows of zeros; multi-label masks have none)."""
+    if label_samples:
+        _audit_into(report, label_samples, ctx)
+    elif audit_masks is not None and is_multi_hot(audit_masks) and not is_one_hot(audit_masks):
+        report.findings.append(Finding("ok", "labels", f"{len(audit_masks)} multi-label masks "
+                                       "(0/1 per channel): no class-index audit"))
+    elif audit_masks is not None:
+        void = ctx.ignore_index if ctx.ignore_index is not None else (
+            -1 if is_one_hot(audit_masks) else None)  # a one-hot row of zeros: unlabelled
+        _audit_into(report, [(f"mask {i}", m) for i, m in enumerate(
+            class_indices(audit_masks, void))], dataclasses.replace(ctx, ignore_index=void))
+
+
 def diagnose(model: keras.Model, images, masks=None, *, loss=None, num_classes: int | None = None,
              ignore_index: int | None = None, class_names: list[str] | None = None,
              probes: bool = True, overfit_steps: int = 0, learning_rate: float = 1e-3,
@@ -151,35 +212,11 @@ def diagnose(model: keras.Model, images, masks=None, *, loss=None, num_classes: 
     if ignore_index is None and info.ignore_class is not None:
         ignore_index = int(info.ignore_class)  # the loss itself skips that label
     report = Report(title=f"seg diagnose: model `{model.name}`, loss {info.name}")
-    try:
-        x, y, audit_masks = _read_data(images, masks, audit_samples,
-                                       getattr(model, "input_shape", None))
-    except Exception as e:  # noqa: BLE001 (diagnose never crashes: it says what it could not read)
-        report.findings.append(Finding(
-            "error", "inputs", f"the images/masks cannot be read: {type(e).__name__}: {e}",
-            "diagnose needs arrays or a tf.data.Dataset of (image, mask) batches",
-            "pass diagnose(model, images, masks) with numpy arrays, or a batched dataset"))
+    ran = _run_model(report, model, images, masks, audit_samples)
+    if ran is None:
         return report
-    try:
-        with warnings.catch_warnings():  # Keras' own hints (softmax over one channel): the
-            warnings.simplefilter("ignore")  # report explains them in the model's terms
-            outputs = keras.tree.flatten(model(x, training=False))
-            y_pred = np.asarray(outputs[0])
-    except Exception as e:  # noqa: BLE001
-        shape = getattr(model, "input_shape", None)
-        report.findings.append(Finding(
-            "error", "inputs", f"the model cannot run on images of shape {x.shape}: "
-            f"{type(e).__name__}: {str(e).splitlines()[0][:300]}",
-            "every check needs one forward pass",
-            f"give the model images of the shape it expects ({shape})" if shape else
-            "check the images' shape and channels against the model's input"))
-        return report
-    bad = _non_finite_images(images)
-    if bad:
-        report.findings.append(Finding(
-            "error", "inputs", f"{len(bad)} image(s) hold NaN or Inf values: index {bad[:8]}",
-            "one non-finite pixel makes the loss and every weight NaN at the first step",
-            "clean or drop those images (np.isfinite(images).all(axis=(1, 2, 3)))"))
+    x, y, audit_masks, outputs = ran
+    y_pred = np.asarray(outputs[0])
     head = read_head(model, y_pred)
     ctx = Context(head, info, _num_classes(num_classes, head, y), ignore_index,
                   list(class_names or []), fixes or KerasFixes())
@@ -187,16 +224,7 @@ def diagnose(model: keras.Model, images, masks=None, *, loss=None, num_classes: 
     ctx.image_max = float(np.nanmax(x)) if x.size and np.isfinite(x).any() else 0.0
     report.findings += check_readable(ctx, model)
     if len(outputs) > 1:
-        try:
-            first = f" (from `{model.outputs[0]._keras_history.operation.name}`)"
-        except (AttributeError, IndexError, ValueError):
-            first = ""
-        report.findings.append(Finding(
-            "warning", "model", f"the model has {len(outputs)} outputs: the first{first} is "
-            "checked, with its loss", "seg.diagnose follows one segmentation output; the "
-            "masks given must be that output's",
-            "to check another, pass a model of that output: keras.Model(model.inputs, "
-            "model.outputs[i])"))
+        report.findings.append(_multi_output(model, len(outputs)))
         if head.inferred:  # a subclassed model: which layer feeds the first output is unknown
             head.head_layer = None
     shape_findings = [] if y is None else check_output_shape(ctx, model, x, y)
@@ -207,16 +235,7 @@ def diagnose(model: keras.Model, images, masks=None, *, loss=None, num_classes: 
     report.findings += head_findings
     if y is not None and not shape_findings:
         report.findings += check_targets(ctx, y)
-    if label_samples:
-        _audit_into(report, label_samples, ctx)
-    elif audit_masks is not None and is_multi_hot(audit_masks) and not is_one_hot(audit_masks):
-        report.findings.append(Finding("ok", "labels", f"{len(audit_masks)} multi-label masks "
-                                       "(0/1 per channel): no class-index audit"))
-    elif audit_masks is not None:
-        void = ignore_index if ignore_index is not None else (
-            -1 if is_one_hot(audit_masks) else None)  # a one-hot row of zeros: unlabelled
-        _audit_into(report, [(f"mask {i}", m) for i, m in enumerate(
-            class_indices(audit_masks, void))], dataclasses.replace(ctx, ignore_index=void))
+    _labels_into(report, label_samples, audit_masks, ctx)
     report.findings += check_transposed(ctx, model)
     if probes:
         _probe_into(report, model, loss, x, y, ctx, overfit_steps=overfit_steps,
@@ -600,25 +619,8 @@ def audit_labels(samples: list[tuple[str, np.ndarray]], ctx: Context
     """Check masks (class indices) for values outside [0, num_classes) and a degenerate class
     balance. Returns the findings and the class histogram (pixel counts) of the masks."""
     num_classes, ignore_index, fixes = ctx.num_classes, ctx.ignore_index, ctx.fixes
-    names = ctx.class_names or [str(k) for k in range(num_classes)]
-    hist = np.zeros(num_classes, np.int64)
-    bad: dict[str, list[int]] = {}
-    ignored, pixels, only_zero_and_ignore = 0, 0, []
-    for name, mask in samples:
-        values, counts = np.unique(mask, return_counts=True)
-        is_void = (values == ignore_index) if ignore_index is not None else np.zeros_like(values,
-                                                                                           bool)
-        ignored += int(counts[is_void].sum())
-        pixels += mask.size
-        if ignore_index is not None and set(values.tolist()) == {0, ignore_index}:
-            only_zero_and_ignore.append(name)
-        out_of_range = [int(v) for v, void in zip(values, is_void)
-                        if not void and not 0 <= v < num_classes]
-        if out_of_range:
-            bad[name] = out_of_range
-        for v, c, void in zip(values, counts, is_void):
-            if 0 <= v < num_classes and not void:
-                hist[int(v)] += c
+    hist, bad, ignored, pixels, only_zero_and_ignore = _count_labels(samples, num_classes,
+                                                                     ignore_index)
     out = []
     if bad:
         all_bad = sorted({v for vs in bad.values() for v in vs})
@@ -654,33 +656,61 @@ def audit_labels(samples: list[tuple[str, np.ndarray]], ctx: Context
         out.append(Finding("error", "labels", "every sampled pixel is ignore_index",
                            "there is nothing to learn from", fixes.ignore_share(ctx)))
     elif samples and not bad:  # with out-of-range labels, the histogram says little
-        present = [k for k in range(num_classes) if hist[k] > 0]
-        if len(present) == 1:
-            out.append(Finding(
-                "error", "labels",
-                f"every labelled pixel in {len(samples)} sampled masks is class "
-                f"{present[0]} ({names[present[0]]})",
-                "a network trained on a single class learns to output that class everywhere: a "
-                "constant picture, and the IoU of every other class stays 0",
-                fixes.single_class(ctx)))
-        else:
-            absent = [names[k] for k in range(num_classes) if hist[k] == 0]
-            if absent:
-                out.append(Finding("warning", "labels", f"classes {absent} never appear in "
-                                   f"{len(samples)} sampled masks",
-                                   "a class that is never seen cannot be learned",
-                                   fixes.absent_classes(ctx)))
-            share = hist / total
-            rare = [f"{names[k]} {100 * share[k]:.2f}%" for k in present if share[k] < 0.01]
-            if rare:
-                out.append(Finding("warning", "labels", f"rare classes: {rare}",
-                                   "a class under 1% of pixels is easy to predict away",
-                                   fixes.rare_classes(ctx)))
-        if len(present) > 1:
-            void = f" or ignore_index={ignore_index}" if ignore_index is not None else ""
-            out.append(Finding("ok", "labels", f"{len(samples)} masks sampled, values within "
-                               f"[0, {num_classes}){void}"))
+        out += _class_balance(hist, len(samples), ctx)
     return out, hist
+
+
+def _count_labels(samples, num_classes: int, ignore_index: int | None):
+    """(class histogram, {file: out-of-range values}, void pixels, pixels, files holding only
+    0 and ignore_index) of class-index masks."""
+    hist = np.zeros(num_classes, np.int64)
+    bad: dict[str, list[int]] = {}
+    ignored, pixels, only_zero_and_ignore = 0, 0, []
+    for name, mask in samples:
+        values, counts = np.unique(mask, return_counts=True)
+        is_void = (values == ignore_index) if ignore_index is not None else np.zeros_like(values,
+                                                                                           bool)
+        ignored += int(counts[is_void].sum())
+        pixels += mask.size
+        if ignore_index is not None and set(values.tolist()) == {0, ignore_index}:
+            only_zero_and_ignore.append(name)
+        out_of_range = [int(v) for v, void in zip(values, is_void)
+                        if not void and not 0 <= v < num_classes]
+        if out_of_range:
+            bad[name] = out_of_range
+        for v, c, void in zip(values, counts, is_void):
+            if 0 <= v < num_classes and not void:
+                hist[int(v)] += c
+    return hist, bad, ignored, pixels, only_zero_and_ignore
+
+
+def _class_balance(hist: np.ndarray, n: int, ctx: Context) -> list[Finding]:
+    """Of n sampled masks: a single class everywhere (an error), absent or rare classes, else
+    the all-clear."""
+    num_classes, ignore_index, fixes = ctx.num_classes, ctx.ignore_index, ctx.fixes
+    names = ctx.class_names or [str(k) for k in range(num_classes)]
+    present = [k for k in range(num_classes) if hist[k] > 0]
+    if len(present) == 1:
+        return [Finding(
+            "error", "labels", f"every labelled pixel in {n} sampled masks is class "
+            f"{present[0]} ({names[present[0]]})",
+            "a network trained on a single class learns to output that class everywhere: a "
+            "constant picture, and the IoU of every other class stays 0", fixes.single_class(ctx))]
+    out = []
+    absent = [names[k] for k in range(num_classes) if hist[k] == 0]
+    if absent:
+        out.append(Finding("warning", "labels", f"classes {absent} never appear in {n} sampled "
+                           "masks", "a class that is never seen cannot be learned",
+                           fixes.absent_classes(ctx)))
+    share = hist / hist.sum()
+    rare = [f"{names[k]} {100 * share[k]:.2f}%" for k in present if share[k] < 0.01]
+    if rare:
+        out.append(Finding("warning", "labels", f"rare classes: {rare}",
+                           "a class under 1% of pixels is easy to predict away",
+                           fixes.rare_classes(ctx)))
+    void = f" or ignore_index={ignore_index}" if ignore_index is not None else ""
+    return out + [Finding("ok", "labels", f"{n} masks sampled, values within "
+                          f"[0, {num_classes}){void}")]
 
 
 # --- shapes and decoder ---------------------------------------------------------------

@@ -144,27 +144,43 @@ def audit_pairs(splits: dict[str, list[Pair]], *, num_classes: int, ignore_index
     report.counts = {split: len(pairs) for split, pairs in splits.items()}
     report.histograms = {split: h.tolist() for split, h in hists.items()}
 
+    report.problems += _overlaps(splits, digests)
+    report.problems += _balance(hists, report, num_classes=num_classes,
+                                ignore_index=ignore_index, class_names=class_names)
+    return report
+
+
+def _overlaps(splits: dict, digests: dict) -> list[Problem]:
+    """Stems or identical image content in both splits (errors), duplicates within one."""
+    found = []
     stems = {split: {p.stem for p in pairs} for split, pairs in splits.items()}
     if "train" in stems and "val" in stems:
         shared = sorted(stems["train"] & stems["val"])
         if shared:
-            report.problems.append(Problem("error", "train/val overlap", f"{len(shared)} stems "
-                                           f"are in both splits: {shared[:10]}"))
+            found.append(Problem("error", "train/val overlap",
+                                 f"{len(shared)} stems are in both splits: {shared[:10]}"))
     for copies in digests.values():
         if len(copies) > 1:
             in_splits = {s for s, _ in copies}
             files = [f for _, f in copies]
             if len(in_splits) > 1:
-                report.problems.append(Problem("error", "train/val overlap", "identical image "
-                                               f"content in both splits: {files[:5]}"))
+                found.append(Problem("error", "train/val overlap",
+                                     f"identical image content in both splits: {files[:5]}"))
             else:
-                report.problems.append(Problem("warning", "duplicate", "identical image "
-                                               f"content: {files[:5]}"))
+                found.append(Problem("warning", "duplicate",
+                                     f"identical image content: {files[:5]}"))
+    return found
+
+
+def _balance(hists: dict, report: AuditReport, *, num_classes: int, ignore_index: int,
+             class_names: list[str]) -> list[Problem]:
+    """Per split: masks that are all void (an error), classes absent or under 1%."""
+    found = []
     for split, hist in hists.items():
         total = hist.sum()
         if not total:
             if report.counts.get(split) and not report.errors:
-                report.problems.append(Problem(
+                found.append(Problem(
                     "error", "all void", f"{split}: every pixel of its masks is "
                     f"ignore_index={ignore_index} (after data.label_map), so nothing can be "
                     "learnt or scored; check data.label_map (0/255 masks need {0: 0, 255: 1}) "
@@ -173,12 +189,12 @@ def audit_pairs(splits: dict[str, list[Pair]], *, num_classes: int, ignore_index
         share = hist / total
         absent = [class_names[k] for k in range(num_classes) if hist[k] == 0]
         if absent:
-            report.problems.append(Problem("warning", "class balance", f"{split}: classes "
-                                           f"{absent} never appear"))
+            found.append(Problem("warning", "class balance",
+                                 f"{split}: classes {absent} never appear"))
         rare = [f"{class_names[k]} {100 * share[k]:.2f}%" for k in range(num_classes)
                 if 0 < share[k] < 0.01]
         if rare:
-            report.problems.append(Problem(
+            found.append(Problem(
                 "warning", "class balance", f"{split}: rare classes {rare} (under 1% of "
                 "labelled pixels; consider loss.name=ce_dice or loss.class_weights)"))
-    return report
+    return found
