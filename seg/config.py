@@ -51,7 +51,7 @@ class Model:
     freeze_encoder: bool = key()
     depth: int = key(min=1)
     base_filters: int = key(min=1, max=1024)
-    norm: str = key(choices=tuple(n for n in NORMS if n != "sync_batch"))
+    norm: str = key(choices=tuple(NORMS))
     dropout: float = key(min=0.0, below=1.0)
     activation: str = key(help="a Keras activation name")
     out_channels: Optional[int] = key(min=1)
