@@ -18,8 +18,10 @@ import seg_hydra
 def main(argv=None) -> str:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("dir", help="a folder of runs (a sweep folder, outputs/, ...)")
-    p.add_argument("--csv", help="where the per-config CSV goes (default DIR/compare.csv)")
-    p.add_argument("--images", type=int, default=4, help="validation images in the picture")
+    p.add_argument("--csv", type=seg_hydra.file_to_write,
+                   help="where the per-config CSV goes (default DIR/compare.csv)")
+    p.add_argument("--images", type=seg_hydra.whole(1), default=4,
+                   help="validation images in the picture")
     p.add_argument("--no-picture", action="store_true", help="skip the prediction picture")
     args = p.parse_args(argv)
     from seg import compare
@@ -36,6 +38,7 @@ def main(argv=None) -> str:
     print(f"{len(runs)} run(s) under {root}; settings that differ: "
           f"{', '.join(keys) or 'none'}\n\n{text}\n")
     csv_path = Path(args.csv) if args.csv else root / "compare.csv"
+    csv_path.parent.mkdir(parents=True, exist_ok=True)
     compare.write_csv(csv_path, compare.rows(groups))
     compare.write_csv(csv_path.with_name(csv_path.stem + "_runs.csv"),
                       compare.run_records(runs, keys))

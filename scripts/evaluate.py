@@ -44,12 +44,19 @@ def main(argv=None) -> dict:
     from PIL import Image
 
     from seg import inference, viz
+    from seg.config import ConfigError
     from seg.train import open_data
 
     trained = inference.load(args.run)
     if trained.config is None:
         raise inference.LoadError(f"{trained.checkpoint}: no config.json of its run beside it, "
                                   "so the data set is unknown (evaluate a run folder)")
+    fixed = [o for o in args.overrides if not o.startswith("data.")]
+    if fixed:
+        raise ConfigError(
+            f"{' '.join(fixed)}: evaluate.py takes data.* overrides only (where the data is, "
+            "e.g. data.root=DIR); the model was trained and saved with its own settings, and a "
+            "config group cannot be switched here (give its keys, e.g. data.root=...)")
     cfg = seg_hydra.apply_overrides(trained.config, args.overrides)
     cfg.pop("class_names", None)
     data = cfg["data"]

@@ -71,6 +71,24 @@ def collect(inputs: list[str], unreadable: dict | None = None) -> list[tuple[Pat
     return found
 
 
+def check_out(out: Path, inputs: list[str], files: list[tuple[Path, Path]]):
+    """--out must not overwrite an input, nor lie inside an input folder (a second run would
+    predict the first one's outputs)."""
+    target = out.resolve()
+    for given in map(Path, inputs):
+        if given.is_dir() and (target == given.resolve() or given.resolve() in target.parents):
+            raise ValueError(f"--out {out} is inside the input folder {given}: the masks would "
+                             "land among the images (and be predicted by the next run); give "
+                             "another folder")
+    sources = {f.resolve() for f, _ in files}
+    for f, stem in files:
+        for suffix in ("_mask.png", "_overlay.png"):
+            written = (target / f"{stem}{suffix}").resolve()
+            if written in sources:
+                raise ValueError(f"--out {out}: {written} is an input and would be overwritten "
+                                 f"by the prediction for {f}; give another folder")
+
+
 def main(argv=None) -> int:
     args = parse(argv)
     import keras
@@ -83,6 +101,7 @@ def main(argv=None) -> int:
     failed: dict[str, str] = {}
     try:
         files = collect(args.inputs, failed)
+        check_out(Path(args.out), args.inputs, files)
     except (FileNotFoundError, ValueError) as e:
         seg_hydra.fail(e)
     trained = inference.load(args.checkpoint)

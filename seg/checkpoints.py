@@ -218,7 +218,8 @@ def restore_latest(model, folder: str | Path, log=print) -> dict | None:
             f.rename(f.with_name(f.name + ".corrupt"))
     if tried:
         raise CheckpointError(f"{folder}: none of the {len(tried)} resume state(s) could be read "
-                              "(moved aside as .corrupt); run again to start over")
+                              "(moved aside as .corrupt); run again to start over (the run's "
+                              "files then move into previous-<time>/, none is deleted)")
     return None
 
 

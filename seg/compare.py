@@ -43,6 +43,9 @@ class Run:
         if self.failure:
             first = (self.failure.get("message") or "").strip().splitlines() or [""]
             return f"{self.failure.get('error')}: {first[0][:300]}"
+        for name in ("config.json", "metrics.json"):
+            if (self.path / name).exists() and _read(self.path / name) is None:
+                return f"{name} is unreadable (truncated or corrupt)"
         return "no metrics.json (still running, or killed before the end)"
 
 
@@ -57,7 +60,8 @@ def find_runs(root: str | Path) -> list[Run]:
     """Every run folder under root (root itself included), in folder-name order."""
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"{root}: no such folder")
+        raise FileNotFoundError(f"{root}: " + ("a file, not a folder of runs" if root.exists()
+                                               else "no such folder"))
     folders = set()
     for marker in ("config.json", "failure.json", ".hydra"):
         folders |= {p.parent for p in root.rglob(marker)}

@@ -76,44 +76,44 @@ class Loss:
 
 @dataclass
 class Trainer:
-    epochs: int = key(min=1)
-    batch_size: int = key(min=1)
-    steps_per_epoch: Optional[int] = key(min=1)
+    epochs: int = key(min=1, max=100_000)
+    batch_size: int = key(min=1, max=100_000)
+    steps_per_epoch: Optional[int] = key(min=1, max=10_000_000)
     optimizer: str = key(choices=OPTIMIZERS)
     learning_rate: float = key(above=0.0)
     weight_decay: float = key(min=0.0)
     momentum: float = key(min=0.0, below=1.0)
     schedule: str = key(choices=SCHEDULES)
-    unfreeze_encoder_after: Optional[int] = key(min=1)
-    early_stopping_patience: Optional[int] = key(min=1)
+    unfreeze_encoder_after: Optional[int] = key(min=1, max=100_000)
+    early_stopping_patience: Optional[int] = key(min=1, max=100_000)
     verbose: Any = key(choices=("auto", 0, 1, 2))
     resume: bool = key()
     deterministic: bool = key()
     precision: str = key(choices=PRECISIONS)
     jit_compile: Any = key(choices=("auto", True, False))
-    steps_per_execution: int = key(min=1)
+    steps_per_execution: int = key(min=1, max=100_000)
     strategy: str = key(choices=STRATEGIES)
-    cpu_devices: Optional[int] = key(min=1)
+    cpu_devices: Optional[int] = key(min=1, max=4096)
     lr_scaling: str = key(choices=("linear", "none"))
 
 
 @dataclass
 class Diagnostics:
     preflight: str = key(choices=("error", "warn", "off"))
-    label_audit_samples: int = key(min=1)
+    label_audit_samples: int = key(min=1, max=100_000)
     probes: bool = key()
-    overfit_steps: int = key(min=0)
+    overfit_steps: int = key(min=0, max=100_000)
     monitor: bool = key()
     stop_on_collapse: bool = key()
     constant_share: float = key(above=0.0, max=1.0)
     constant_spread: float = key(min=0.0)
     vanished_share: float = key(min=0.0, max=1.0)
-    grace_epochs: int = key(min=0)
+    grace_epochs: int = key(min=0, max=100_000)
 
 
 @dataclass
 class Logging:
-    panels_every: int = key(min=0)
+    panels_every: int = key(min=0, max=100_000)
     num_panels: int = key(min=1, max=64)
 
 
@@ -135,9 +135,9 @@ class Pipeline:
 
 @dataclass
 class ShapesData(Pipeline):
-    num_train: int = key(min=1)
-    num_val: int = key(min=1)
-    seed: int = key(min=0)
+    num_train: int = key(min=1, max=1_000_000)
+    num_val: int = key(min=1, max=1_000_000)
+    seed: int = key(min=0, max=2 ** 32 - 1)
 
 
 @dataclass
@@ -149,13 +149,13 @@ class FolderData(Pipeline):
     val_list: Optional[str] = key()
     split: str = key(choices=("random", "contiguous"))
     val_fraction: float = key(above=0.0, below=1.0)
-    split_seed: int = key(min=0)
+    split_seed: int = key(min=0, max=2 ** 32 - 1)
     # Any, checked by _rules: OmegaConf 2.3 cannot merge a mapping into a null Optional[Dict]
     label_map: Any = key(help="raw mask value -> class index, e.g. {255: 1}")
     colour_table: Optional[List[List[int]]] = key(help="one [r, g, b] per class index")
     class_names: Optional[List[str]] = key()
     on_bad_sample: str = key(choices=("error", "skip"))
-    max_pixels: int = key(min=1)
+    max_pixels: int = key(min=1, max=2 ** 40)
 
 
 DATA = {"shapes": ShapesData, "folder": FolderData}
@@ -163,7 +163,7 @@ DATA = {"shapes": ShapesData, "folder": FolderData}
 
 @dataclass
 class Config:
-    seed: int = key(min=0)
+    seed: int = key(min=0, max=2 ** 32 - 1)
     data: Any = key()  # one of DATA, by data.name
     model: Model = key()
     decoder: Decoder = key()
@@ -237,9 +237,14 @@ def _range_problem(meta: dict, value) -> str | None:
         return None
     limits = [("min", lambda v, x: v >= x, ">="), ("above", lambda v, x: v > x, ">"),
               ("max", lambda v, x: v <= x, "<="), ("below", lambda v, x: v < x, "<")]
-    wanted = [f"{sign} {meta[name]:g}" for name, ok, sign in limits if meta[name] is not None]
+    wanted = [f"{sign} {_number(meta[name])}" for name, ok, sign in limits
+              if meta[name] is not None]
     fails = any(meta[name] is not None and not ok(value, meta[name]) for name, ok, _ in limits)
     return f"use a value {' and '.join(wanted)}" if fails else None
+
+
+def _number(x) -> str:
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
 
 
 def _text(value) -> str:
@@ -337,6 +342,14 @@ def _rules(cfg: dict) -> list[str]:
                        f"or data.ignore_index={data['ignore_index']}")
     if data["name"] == "shapes" and n > 4:
         out.append(f"data.num_classes={n}: the built-in shapes have 2, 3 or 4 classes")
+    return out + _model_rules(cfg) + _training_rules(cfg) + _machine_rules(cfg)
+
+
+def _model_rules(cfg: dict) -> list[str]:
+    data, model, out = cfg["data"], cfg["model"], []
+    if not _is_activation(model["activation"]):
+        out.append(f"model.activation={model['activation']!r}: not a Keras activation; use "
+                   "relu, gelu, silu, elu, leaky_relu, ... (keras.activations)")
     weights_file = model["encoder_weights"]
     if weights_file not in (None, "imagenet") and not os.path.isfile(
             os.path.expanduser(weights_file)):
@@ -354,6 +367,26 @@ def _rules(cfg: dict) -> list[str]:
     return out
 
 
+def _training_rules(cfg: dict) -> list[str]:
+    data, model, trainer, out = cfg["data"], cfg["model"], cfg["trainer"], []
+    if trainer["unfreeze_encoder_after"] is not None and not model["freeze_encoder"]:
+        out.append(f"trainer.unfreeze_encoder_after={trainer['unfreeze_encoder_after']} has no "
+                   "effect: the encoder is not frozen; set model.freeze_encoder=true (train the "
+                   "decoder first), or trainer.unfreeze_encoder_after=null")
+    steps = trainer["steps_per_epoch"]
+    if steps is not None and trainer["steps_per_execution"] > steps:
+        out.append(f"trainer.steps_per_execution={trainer['steps_per_execution']} is more than "
+                   f"the {steps} steps of an epoch (trainer.steps_per_epoch): use at most {steps}")
+    if data["elastic_sigma"] > data["image_size"] / 4:
+        out.append(f"data.elastic_sigma={data['elastic_sigma']:g}: displacements over a quarter "
+                   f"of the {data['image_size']}-pixel crop turn it into noise; use at most "
+                   f"{data['image_size'] / 4:g} (the U-Net paper used 10 for 572 pixels)")
+    if data["name"] == "folder" and not str(data["root"]).strip():
+        out.append("data.root='' is empty: set data.root=DIR (the folder holding images/ and "
+                   "masks/)")
+    return out
+
+
 def help_for(path: str) -> str:
     """The schema's words on a key path such as data.root ('' when it has none)."""
     section, _, name = path.partition(".")
@@ -363,6 +396,25 @@ def help_for(path: str) -> str:
             if f.name == name and f.metadata.get("help"):
                 return f.metadata["help"]
     return ""
+
+
+def _is_activation(name: str) -> bool:
+    import keras
+
+    try:
+        keras.activations.get(name)
+    except (ValueError, TypeError):
+        return False
+    return True
+
+
+def _machine_rules(cfg: dict) -> list[str]:
+    """What this machine cannot do: more logical CPU devices than it has cores."""
+    cores, wanted = os.cpu_count() or 1, cfg["trainer"]["cpu_devices"]
+    if wanted is not None and wanted > cores:
+        return [f"trainer.cpu_devices={wanted}: this machine has {cores} CPU core(s); use at "
+                f"most {cores} (one replica per core; more only wait on each other)"]
+    return []
 
 
 def check(cfg: dict):

@@ -60,8 +60,8 @@ def find_checkpoint(path: str | Path) -> tuple[Path, Path | None]:
     if not path.exists():
         raise LoadError(f"{path}: no such file or folder")
     if path.suffix != ".keras":
-        raise LoadError(f"{path}: only .keras model files are loaded (safe mode); "
-                        f"'{path.suffix}' files can carry code")
+        kind = f"'{path.suffix}' files can carry code" if path.suffix else "this is not one"
+        raise LoadError(f"{path}: only .keras model files are loaded (safe mode); {kind}")
     run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
     return path, run_dir if (run_dir / "config.json").is_file() else None
 
@@ -149,6 +149,10 @@ def load_user_model(spec: str) -> keras.Model:
     if path.suffix != ".keras":
         raise LoadError(f"--model {spec}: only .keras model files are loaded (safe mode), or "
                         "module.py:function")
+    problem = checkpoints.keras_problem(path)
+    if problem:
+        raise LoadError(f"--model {spec}: not a usable .keras file ({problem}); a truncated or "
+                        "partly copied file?")
     try:
         return keras.saving.load_model(path, safe_mode=True)
     except Exception:  # noqa: BLE001 (a compiled loss Keras cannot rebuild: load it uncompiled)

@@ -134,11 +134,14 @@ def open_folder(cfg: dict, out: Path, log=print) -> tuple[bool, bool]:
     checkpoints.check_writable(out)
     ckpt = out / "checkpoints"
     states = checkpoints.committed(ckpt / "resume")
-    holds_run = bool(states) or (ckpt / "best.keras").exists()
-    if holds_run and not cfg["trainer"]["resume"]:
+    holds_run = bool(states) or (out / "metrics.json").exists() or (
+        ckpt.is_dir() and any(ckpt.iterdir()))
+    if holds_run and (not cfg["trainer"]["resume"] or not states):
+        why = ("trainer.resume=false" if not cfg["trainer"]["resume"] else
+               "no usable resume state (the last ones were unreadable)")
         aside = move_aside(out)
-        log(f"seg: trainer.resume=false: starting over in {out}; the previous run is in "
-            f"{aside} (it still evaluates: python scripts/evaluate.py {aside})")
+        log(f"seg: {why}: starting over in {out}; the previous run is in {aside} (it still "
+            f"evaluates if its best.keras is sound: python scripts/evaluate.py {aside})")
         return False, False
     if states:
         old = previous_config(out, log)
@@ -169,7 +172,20 @@ def open_folder(cfg: dict, out: Path, log=print) -> tuple[bool, bool]:
 
 def move_aside(out: Path) -> Path:
     """Move everything of the folder's run into out/previous-<time>/ (the lock and earlier
-    previous-* folders stay; the open log is copied, then emptied)."""
+    previous-* folders stay; the open log is copied, then emptied). SIGTERM and SIGINT wait
+    until the move is complete: the old run is never left split in two."""
+    sigs = {signal.SIGTERM, signal.SIGINT}
+    blocked = threading.current_thread() is threading.main_thread()
+    if blocked:
+        signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
+    try:
+        return _move_aside(out)
+    finally:
+        if blocked:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, sigs)
+
+
+def _move_aside(out: Path) -> Path:
     aside = out / f"previous-{time.strftime('%Y-%m-%d_%H-%M-%S')}"
     n = 1
     while aside.exists():

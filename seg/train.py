@@ -40,6 +40,10 @@ def _call(fn, section: str, kwargs: dict):
         if "unexpected keyword argument" in str(e) or "missing" in str(e):
             raise ConfigError(f"{section}: {e}") from e
         raise
+    except ValueError as e:  # the builders' refusals name their key: model.x=...
+        if str(e).startswith(tuple(f"{s}." for s in config.SECTIONS)):
+            raise ConfigError(str(e)) from None
+        raise
 
 
 def make_schedule(schedule: str, learning_rate: float, total_steps: int):
@@ -205,6 +209,10 @@ def prepare(cfg: dict, plan: distribute.Plan | None = None) -> Parts:
         model, loss, metrics = build(cfg, source)
     steps = trainer["steps_per_epoch"] or max(source.num_train // batch_size, 1)
     per_call = trainer["steps_per_execution"]
+    if per_call > steps:
+        raise ConfigError(f"trainer.steps_per_execution={per_call} is more than the {steps} "
+                          f"steps of an epoch ({source.num_train} training images, "
+                          f"batch {batch_size}): use at most {steps}")
     if steps % per_call:  # Keras runs whole executions: an epoch would overrun into the next
         rounded = max(steps // per_call, 1) * per_call
         print(f"seg: {steps} steps per epoch is not a multiple of trainer.steps_per_execution="
@@ -382,8 +390,10 @@ def run(cfg: dict, output_dir: str | Path, run_name: str | None = None,
     plan = start_strategy(cfg["trainer"])
     out = Path(output_dir)
     with runfolder.held(out, plan.is_chief), runfolder.Signals().handled() as signals:
-        resuming = open_run_folder(cfg, out, plan.is_chief, files)
-        parts = prepare(cfg, plan)
+        resuming = open_run_folder(cfg, out, plan.is_chief)
+        parts = prepare(cfg, plan)  # data and model: a refusal here leaves no config.json
+        if plan.is_chief and not resuming:
+            write_config(cfg, out, files)
         describe(cfg, parts, plan, out)
         report = preflight(cfg, parts, out, plan.is_chief)
         training = compile_phases(cfg, parts, plan, resuming, out)
@@ -430,21 +440,19 @@ def start_strategy(trainer: dict) -> distribute.Plan:
     return plan
 
 
-def open_run_folder(cfg: dict, out: Path, chief: bool, files: dict | None) -> Resuming | None:
-    """Whether (and how) the folder's run resumes; a fresh run's config is written now.
+def open_run_folder(cfg: dict, out: Path, chief: bool) -> Resuming | None:
+    """Whether (and how) the folder's run resumes.
 
     Only the chief writes; a worker of a multi-worker run reads the chief's state where the
-    run folder is shared. A resumed run's config.json is written once its state is restored.
+    run folder is shared. config.json is written once the data and model are made (a fresh
+    run) or the state is restored (a resumed one).
     """
     if not chief:
         resume = cfg["trainer"]["resume"] and checkpoints.committed(out / "checkpoints" /
                                                                     "resume")
         return Resuming(best_lost=False) if resume else None
     resuming, best_lost = runfolder.open_folder(cfg, out, log=_say)
-    if not resuming:
-        write_config(cfg, out, files)
-        return None
-    return Resuming(best_lost=best_lost)
+    return Resuming(best_lost=best_lost) if resuming else None
 
 
 @dataclass
@@ -762,10 +770,10 @@ def data_errors_named():
         found = re.search(r"DataError: (.+)", e.message or "")
         if not found:
             raise
-        raise DataError(f"{found.group(1).strip()}\nFound while reading the data during "
-                        "training; the last committed checkpoint is kept. Fix or remove the "
-                        "file (python scripts/check_data.py scans every file), or set "
-                        "data.on_bad_sample=skip, and run the same command to resume.") from None
+        raise DataError(f"{found.group(1).strip()}\nFound while reading the data (a committed "
+                        "checkpoint, if any, is kept). Fix or remove the file (python "
+                        "scripts/check_data.py scans every file), or set data.on_bad_sample=skip, "
+                        "then run the same command again.") from None
 
 
 __all__ = ["ConfigError", "DataError", "run"]

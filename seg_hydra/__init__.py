@@ -11,10 +11,28 @@
 """
 
 import os
+import signal
+import sys
+import threading
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out
 
-from seg_hydra.cli import folder_to_write, number, whole  # noqa: E402
+
+def _stopped_early(signum, frame):
+    print(f"\nseg: signal {signum} before the run began: stopped, nothing was written",
+          file=sys.stderr, flush=True)
+    sys.exit(75)  # as for a run stopped later: the same command starts it
+
+
+# SIGTERM/SIGINT during the imports (TensorFlow takes seconds): exit 75, as in every later phase
+_script = os.path.basename(os.path.dirname(os.path.abspath(sys.argv[0]))) == "scripts" \
+    if sys.argv and sys.argv[0] else False
+if _script and threading.current_thread() is threading.main_thread():
+    for _sig in (signal.SIGTERM, signal.SIGINT):
+        if signal.getsignal(_sig) in (signal.SIG_DFL, signal.default_int_handler):
+            signal.signal(_sig, _stopped_early)
+
+from seg_hydra.cli import file_to_write, folder_to_write, number, whole  # noqa: E402
 from seg_hydra.compose import (CONFIG_DIR, PROJECT_ROOT, apply_overrides,  # noqa: E402
                                compose_dict, config_dir, hydra_record, to_dict)
 from seg_hydra.errors import REFUSALS, fail, forget_unused, launch, refusing  # noqa: E402
@@ -23,6 +41,6 @@ from seg_hydra.names import job_name, run_name  # noqa: E402
 from seg_hydra.sweep import SweepSummary  # noqa: E402
 
 __all__ = ["CONFIG_DIR", "PROJECT_ROOT", "REFUSALS", "SweepSummary", "apply_overrides",
-           "compose_dict", "config_dir", "fail", "folder_to_write", "forget_unused",
+           "compose_dict", "config_dir", "fail", "file_to_write", "folder_to_write", "forget_unused",
            "hydra_record", "in_own_process", "job_name", "launch", "number", "refusing",
            "run_name", "to_dict", "train_job", "whole"]

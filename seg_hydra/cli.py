@@ -39,9 +39,20 @@ def folder_to_write(text: str) -> str:
     path = Path(text)
     if path.exists() and not path.is_dir():
         raise argparse.ArgumentTypeError(f"{text}: is a file, not a folder; give a folder")
-    for parent in [path, *path.parents]:  # the nearest existing one must be writable
+    for parent in [path, *path.parents]:  # the nearest existing one: a writable folder
         if parent.exists():
+            if not parent.is_dir():
+                raise argparse.ArgumentTypeError(f"{text}: {parent} is a file, not a folder")
             if not os.access(parent, os.W_OK):
                 raise argparse.ArgumentTypeError(f"{text}: {parent} is not writable")
             break
+    return text
+
+
+def file_to_write(text: str) -> str:
+    """argparse type: an output file (its folder is made; a folder or a file above is refused)."""
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text}: is a folder, not a file")
+    folder_to_write(str(path.parent))
     return text

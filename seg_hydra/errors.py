@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -42,6 +43,10 @@ def launch(main):
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises instead of printing and exiting 1
     try:
         return main()
+    except KeyboardInterrupt:  # a second Ctrl-C: the last committed state is kept
+        print("\nseg: stopped at once (a second Ctrl-C); the last committed resume state is "
+              "kept: run the same command to resume", file=sys.stderr, flush=True)
+        sys.exit(130)
     except (HydraException, OmegaConfBaseException) as e:
         if isinstance(e, OverrideParseException):
             bad = _unparsable(sys.argv[1:])
@@ -49,7 +54,11 @@ def launch(main):
                 override=" ".join(bad), message=f"{', '.join(bad) or 'an override'}: {e}\n"
                 "(quote a value with brackets or spaces: 'key=\"a[1] b\"')"))
         cause = e.__cause__
-        fail(type(e)(f"{e}\n{cause}") if isinstance(cause, OmegaConfBaseException) else e)
+        text = f"{e}\n{cause}" if isinstance(cause, OmegaConfBaseException) else str(e)
+        # OmegaConf's hint "use +key=..." does not apply: the schema refuses unknown keys too
+        text = re.sub(r"To append to your config use \+\S+", "It is not a key of the config: "
+                      "check its spelling (configs/train.yaml lists every key).", text)
+        fail(_Refused(type(e).__name__, text))
     except REFUSALS as e:
         fail(e)
     except OSError as e:
@@ -57,17 +66,26 @@ def launch(main):
             raise
         why = "exists and is not a folder" if isinstance(e, FileExistsError) else e.strerror
         fail(OSError(f"{e.filename}: {why or e}. The run folder (or a file in it) "
-                     "cannot be written: choose another with hydra.run.dir=... (a writable "
-                     "folder, a name under 255 bytes)"))
+                     "cannot be written: choose another with hydra.run.dir=... "
+                     "(hydra.sweep.dir=... for a sweep; a writable folder, a name under 255 "
+                     "bytes)"))
+
+
+class _Refused(Exception):
+    """A refusal shown under the name of the error it came from."""
+
+    def __init__(self, kind: str, text: str):
+        super().__init__(text)
+        self.seg_kind = kind
 
 
 def forget_unused(folder: str):
     """Remove a run folder that Hydra made for a refused run and nothing used (it holds only
-    an empty train.log): a refusal leaves no trace behind."""
+    an empty train.log and a free lock): a refusal leaves no trace behind."""
     folder = Path(folder)
     try:
         entries = list(folder.iterdir())
-        if all(e.name == "train.log" and e.stat().st_size == 0 for e in entries):
+        if all(e.name in ("train.log", ".lock") and e.stat().st_size == 0 for e in entries):
             for e in entries:
                 e.unlink()
             folder.rmdir()
@@ -90,6 +108,6 @@ def _unparsable(args: list[str]) -> list[str]:
 
 def fail(error: Exception, code: int = 2):
     """Print a refusal without a traceback and exit."""
-    kind = type(error).__name__
+    kind = getattr(error, "seg_kind", None) or type(error).__name__
     print(f"\nseg: {kind}:\n{error}", file=sys.stderr, flush=True)
     sys.exit(code)

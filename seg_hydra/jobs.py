@@ -38,6 +38,13 @@ def train_job(cfg) -> float:
     logging.getLogger("absl").setLevel(logging.WARNING)
     hc = HydraConfig.get()
     sweep = hc.mode == RunMode.MULTIRUN
+    if not sweep and not str(hc.run.dir).strip():
+        log = Path.cwd() / "train.log"  # Hydra's empty log, made in the current folder
+        if log.is_file() and log.stat().st_size == 0:
+            log.unlink()
+        fail(ValueError("hydra.run.dir is empty: give the run a folder of its own "
+                        "(hydra.run.dir=outputs/NAME), or leave it out for a new time-stamped "
+                        "one"))
     try:
         args = (to_dict(cfg), hc.runtime.output_dir)
         kwargs = {"run_name": run_name(hc.job.override_dirname),

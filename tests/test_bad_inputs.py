@@ -65,6 +65,15 @@ TRAIN_CASES = [
     (["hydra.run.dir={file}"], "{file}"),                  # the run folder is a file
     (["hydra.run.dir={tmp}/" + "x" * 300], "File name too long"),
     (["hydra.run.dir=/proc/1/seg-run"], "/proc/1/seg-run"),
+    (["seed=4294967296"], "seed=4294967296"),
+    (["trainer.epochs=99999999999999999999999"], "trainer.epochs"),
+    (["model.activation=notanactivation"], "model.activation='notanactivation'"),
+    (["trainer.cpu_devices=4096"], "trainer.cpu_devices=4096"),
+    (["trainer.steps_per_execution=1000"], "trainer.steps_per_execution=1000"),
+    (["trainer.unfreeze_encoder_after=1"], "model.freeze_encoder=true"),
+    (["data.elastic_sigma=1e9"], "data.elastic_sigma"),
+    (["model.encoder=mobilenet_v2", "model.encoder_weights={file}"],
+     "cannot load the mobilenet_v2 weights"),
     (["hydra.run.dir={tmp}/a[1]"], "hydra.run.dir={tmp}/a[1]"),  # not Hydra's grammar
     (["hydra.run.dir='{tmp}/a[1]'"], "file pattern"),      # TensorFlow would glob it
 ]
@@ -78,6 +87,8 @@ FOLDER_CASES = [
     (["data.root={ds}", "data.split=stratified"], "data.split='stratified'"),
     (["data.root={ds}", "data.on_bad_sample=ignore"], "data.on_bad_sample='ignore'"),
     (["data.root={dangling}"], "dangling symbolic link"),  # refused by the preflight's audit
+    (["data.root="], "data.root=''"),
+    (["data.root={labels7}", "diagnostics.preflight=off"], "mask values [7]"),
     (["data.root={void}"], "all void"),
 ]
 INFERENCE_CASES = [
@@ -94,10 +105,15 @@ INFERENCE_CASES = [
     ("predict.py", ["{tmp}/no-run", "{images}", "--out", "{tmp}/p"], "{tmp}/no-run"),
     ("predict.py", ["{truncated}", "{images}", "--out", "{tmp}/p"], "truncated"),
     ("predict.py", ["{badjson}", "{images}", "--out", "{tmp}/p"], "config.json"),
+    ("predict.py", ["{run}", "{images}", "--out", "{images}/out"], "inside the input folder"),
+    ("predict.py", ["{run}", "{pc}/a.png", "{pc}/a_mask.png", "--out", "{pc}"],
+     "would be overwritten"),
     ("evaluate.py", ["{run}", "data.num_classes=3"], "data.num_classes=3"),
     ("evaluate.py", ["{run}", "data.image_size=abc"], "data.image_size"),
     ("evaluate.py", ["{run}", "data.image_size=0"], "data.image_size=0"),
     ("evaluate.py", ["{run}", "trainer.nope=1"], "nope"),
+    ("evaluate.py", ["{run}", "model.depth=4"], "data.* overrides only"),
+    ("evaluate.py", ["{run}", "data=folder"], "data.* overrides only"),
     ("evaluate.py", ["{run}", "--out", "{file}"], "{file}"),
     ("evaluate.py", ["{run}", "--overlap", "1"], "--overlap"),
     ("evaluate.py", ["{run}", "--worst", "-2"], "--worst"),
@@ -105,6 +121,10 @@ INFERENCE_CASES = [
     ("evaluate.py", ["{badjson}"], "config.json"),
     ("export.py", ["{run}", "--out", "{file}"], "{file}"),
     ("export.py", ["{tmp}/no-run"], "{tmp}/no-run"),
+    ("export.py", ["{run}", "--out", "{file}/sub"], "is a file"),
+    ("compare.py", ["{run}", "--images", "-1"], "--images"),
+    ("compare.py", ["{file}"], "a file, not a folder"),
+    ("diagnose.py", ["--model", "{truncated}"], "not a usable .keras file"),
     ("check_data.py", ["data=folder", "data.num_classes=2", "data.root={tmp}/missing"],
      "{tmp}/missing"),
     ("check_data.py", ["data=folder", "data.root={ds}", "data.num_classes=0"],
@@ -126,6 +146,10 @@ def places(tmp_path_factory):
     for sub in ("images", "masks"):
         os.symlink(base / "gone.png", dangling / sub / "s9.png")
     void = write_folder_dataset(base / "void", {k: np.full_like(m, 255) for k, m in masks.items()})
+    labels7 = write_folder_dataset(base / "labels7", {**masks, "s0": np.full((40, 40), 7)})
+    pc = write_folder_dataset(base / "pc", {"a": masks["s0"]})
+    (pc / "a.png").write_bytes((pc / "images" / "a.png").read_bytes())
+    (pc / "a_mask.png").write_bytes((pc / "masks" / "a.png").read_bytes())
     (base / "a.txt").write_text("not an image")
     os.symlink(base / "gone.png", base / "link.png")
 
@@ -142,6 +166,7 @@ def places(tmp_path_factory):
     (badjson / "checkpoints" / "best.keras").write_bytes(data)
     (badjson / "config.json").write_text("{not json")
     return {"tmp": base, "ds": ds, "dangling": dangling, "void": void, "file": base / "a.txt",
+            "labels7": labels7, "pc": pc,
             "link": base / "link.png", "run": run_dir, "images": ds / "images",
             "truncated": truncated, "badjson": badjson}
 
@@ -289,3 +314,21 @@ def test_every_yaml_key_is_in_the_schema_and_every_schema_key_in_the_yaml():
         assert set(data) == {f.name for f in dataclasses.fields(schema)}, path.name
     assert sorted(config.SECTIONS) == sorted(["data"] + [k for k in tree
                                                     if k not in ("defaults", "hydra")])
+
+
+def test_an_empty_run_folder_is_refused_and_nothing_is_written_here(capsys, tmp_path,
+                                                                     monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, text = run_script("train.py", T + ["hydra.run.dir="], capsys)
+    _assert_refused(code, text, "hydra.run.dir is empty")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_out_of_range_labels_are_skipped_with_on_bad_sample_skip(places, compose, tmp_path):
+    from seg.train import run
+
+    metrics = run(compose(*FOLDER, f"data.root={places['labels7']}", "data.on_bad_sample=skip",
+                          "diagnostics.preflight=off", "trainer.steps_per_epoch=1"),
+                  tmp_path / "run")
+    assert [s["file"].endswith("s0.png") for s in metrics["skipped_samples"]] == [True]
+    assert "mask values [7]" in metrics["skipped_samples"][0]["reason"]

@@ -206,3 +206,23 @@ def test_with_config_json_unreadable_another_architecture_is_still_refused(tmp_p
     again = run({**cfg, "trainer": {**cfg["trainer"], "epochs": 2}}, run_dir)
     assert again["epochs_completed"] == 2
     assert json.loads((run_dir / "config.json").read_text())["trainer"]["epochs"] == 2
+
+
+def test_a_run_whose_resume_states_are_all_unreadable_is_kept_aside_not_overwritten(
+        tmp_path, compose):
+    from seg.checkpoints import CheckpointError
+    from seg.train import run
+
+    run_dir = tmp_path / "run"
+    cfg = compose(*SMALL, "trainer.epochs=1", "trainer.steps_per_epoch=2", "trainer.verbose=0")
+    run(cfg, run_dir)
+    best = (run_dir / "checkpoints" / "best.keras").read_bytes()
+    for state in (run_dir / "checkpoints" / "resume").glob("state-*.json"):
+        state.write_text("{truncated")
+    again = {**cfg, "trainer": {**cfg["trainer"], "epochs": 2}}
+    with pytest.raises(CheckpointError, match="none of the 1 resume state"):
+        run(again, run_dir)
+    run(again, run_dir)  # the same command again: starts over, the old run kept whole
+    aside = next(run_dir.glob("previous-*"))
+    assert (aside / "checkpoints" / "best.keras").read_bytes() == best
+    assert (aside / "metrics.json").is_file()

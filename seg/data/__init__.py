@@ -133,11 +133,12 @@ def folder_source(**settings) -> Source:
                 pass  # reported by the file audit
         return out
 
+    labels = dict(num_classes=spec.num_classes, ignore_index=spec.ignore_index)
     source = Source(
         pipeline.from_pairs(listing.train, on_bad_sample=spec.on_bad_sample, skipped=skipped,
-                            **read),
+                            **labels, **read),
         pipeline.from_pairs(listing.val, on_bad_sample=spec.on_bad_sample, skipped=skipped,
-                            **read),
+                            **labels, **read),
         len(listing.train), len(listing.val), spec.names, read["channels"], sample_masks,
         f"folder {root}, {len(listing.train)} train / {len(listing.val)} val")
     source.audit, source.skipped = spec.audit, skipped

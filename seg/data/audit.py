@@ -91,6 +91,10 @@ def check_pair(pair: Pair, *, num_classes: int, ignore_index: int, channels: int
         problems.append(Problem("error", "labels", f"{pair.mask}: values {bad[:10]} outside "
                                 f"[0, {num_classes}) and not ignore_index={ignore_index} "
                                 "(map them with data.label_map)"))
+    if mask.size and (mask == ignore_index).all():
+        problems.append(Problem("warning", "all void", f"{pair.mask}: every pixel is "
+                                f"ignore_index={ignore_index}, so the pair teaches nothing "
+                                "(is its label map right?)"))
     valid = mask[(mask >= 0) & (mask < num_classes)]
     return problems, np.bincount(valid.ravel(), minlength=num_classes)[:num_classes]
 

@@ -24,11 +24,14 @@ def from_arrays(images: np.ndarray, masks: np.ndarray) -> tf.data.Dataset:
 
 
 def from_pairs(pairs: list[Pair], *, on_bad_sample: str = "error",
-               skipped: dict | None = None, **read_kwargs) -> tf.data.Dataset:
+               skipped: dict | None = None, num_classes: int | None = None,
+               ignore_index: int = 255, **read_kwargs) -> tf.data.Dataset:
     """(uint8 image, int32 mask) elements decoded from files in parallel with Pillow.
 
-    A pair that cannot be read stops the pipeline with an error naming the file, or, with
-    on_bad_sample="skip", is left out, printed once and recorded in `skipped` (file -> reason).
+    A pair that cannot be read, or (given num_classes) whose mask holds a label outside
+    [0, num_classes) that is not ignore_index, stops the pipeline with an error naming the
+    file, or, with on_bad_sample="skip", is left out, printed once and recorded in `skipped`
+    (file -> reason).
     """
     by_index = list(pairs)
     channels = read_kwargs["channels"]
@@ -38,6 +41,8 @@ def from_pairs(pairs: list[Pair], *, on_bad_sample: str = "error",
         pair = by_index[int(i)]
         try:
             image, mask = read_pair(pair, **read_kwargs)
+            if num_classes is not None:
+                _check_labels(pair.mask, mask, num_classes, ignore_index)
         except DataError as e:
             if on_bad_sample != "skip":
                 raise
@@ -57,6 +62,15 @@ def from_pairs(pairs: list[Pair], *, on_bad_sample: str = "error",
     if on_bad_sample == "skip":
         ds = ds.filter(lambda image, mask: tf.size(mask) > 0)
     return ds
+
+
+def _check_labels(path: str, mask: np.ndarray, num_classes: int, ignore_index: int):
+    out = (mask != ignore_index) & ((mask < 0) | (mask >= num_classes))
+    if out.any():
+        values = np.unique(mask[out])[:8].tolist()
+        raise DataError(f"{path}: mask values {values} are outside [0, {num_classes}) and not "
+                        f"ignore_index={ignore_index}; check data.label_map and "
+                        "data.num_classes (python scripts/check_data.py lists every such file)")
 
 
 def _place(image, mask, size, offsets_seed, ignore_index, random):

@@ -83,8 +83,19 @@ def backbone_encoder(x, name: str, *, weights=None, freeze: bool = False,
         raise ValueError(f"model.encoder_weights={weights!r}: no such weights file "
                          "(use null, imagenet or the path of a weights file)")
     x = BackbonePreprocess(mode, name=f"{name}_preprocess")(x)
-    base = getattr(keras.applications, app)(include_top=False, weights=weights,
-                                            input_shape=(input_size, input_size, 3))
+    try:
+        base = getattr(keras.applications, app)(include_top=False, weights=weights,
+                                                input_shape=(input_size, input_size, 3))
+    except Exception as e:  # noqa: BLE001 (a download or a file Keras cannot read: say which)
+        if weights is None:
+            raise
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+        raise ValueError(
+            f"model.encoder_weights={weights!r}: cannot load the {name} weights "
+            f"({type(e).__name__}: {first}); " + (
+                "the imagenet weights are downloaded by Keras: check the network, or give the "
+                "path of a local weights file" if weights == "imagenet" else
+                f"give a Keras weights file of {app} (include_top=False)")) from None
     for layer in base.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             # Keras' applications use momentum 0.99-0.999; like our own blocks (see NORMS),
