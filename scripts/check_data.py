@@ -20,6 +20,10 @@ def main(argv: list[str]) -> int:
 
     as_json = "--json" in argv
     argv = [a for a in argv if a != "--json"]
+    unknown = [a for a in argv if a.startswith("-")]
+    if unknown:
+        seg_hydra.fail(ValueError(f"unknown option {unknown[0]}: use --json, --help and "
+                                  "key=value overrides"))
     report = seg_hydra.refusing(lambda: check_data(seg_hydra.compose_dict(argv),
                                                 progress=sys.stdout.isatty() and not as_json))
     if report is None:

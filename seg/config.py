@@ -71,7 +71,7 @@ class Loss:
     name: str = key(choices=LOSS_NAMES)
     from_logits: bool = key()
     class_weights: Any = key(help="null, or a list of one weight (>= 0) per class")
-    focal_gamma: float = key(min=0.0)
+    focal_gamma: float = key(min=0.0, max=20.0)
 
 
 @dataclass
