@@ -7,11 +7,15 @@
 - `open_folder`: checks what the folder holds, before anything in it changes. A refused resume
   leaves every file as it was; `trainer.resume=false` moves the whole previous run aside
   (config.json, .hydra/, checkpoints, everything), so it still evaluates and predicts.
+- `Checkpointer` and `Guard`: the resume state at every epoch end (and at the step a signal
+  stopped), NaN/Inf stops; `Signals`: SIGTERM/SIGINT honoured in every phase of a run, exit
+  code 75 (`Interrupted`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import math
 import os
@@ -47,8 +51,6 @@ class RunLock:
         self.path, self.log, self._fd = Path(folder) / LOCK, log, None
 
     def acquire(self) -> "RunLock":
-        import fcntl
-
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -74,8 +76,6 @@ class RunLock:
     def release(self):
         if self._fd is None:
             return
-        import fcntl
-
         os.ftruncate(self._fd, 0)
         fcntl.flock(self._fd, fcntl.LOCK_UN)
         os.close(self._fd)
