@@ -198,7 +198,10 @@ def prepare(cfg: dict, plan: distribute.Plan | None = None) -> Parts:
                                        ignore_index=pipe["ignore_index"], cache=pipe["cache"]))
     # Batches of same-size images: their number is known only after one pass (which also fills
     # the cache). Told to Keras, it stops warning that validation "ran out of data".
-    with data_errors_named():
+    # the preflight's audit words label problems better than the pipeline's check does
+    unchecked = cfg["diagnostics"]["preflight"] != "off"
+    with data_errors_named(), (pipeline.labels_unchecked() if unchecked
+                               else contextlib.nullcontext()):
         val_batches = int(val_ds.reduce(0, lambda n, _: n + 1))
     val_ds = val_ds.apply(tf.data.experimental.assert_cardinality(val_batches))
     if plan and plan.replicas > 1:
@@ -229,7 +232,11 @@ def diagnose(cfg: dict, parts: Parts | None = None) -> diagnostics.Report:
     for any Keras model), with the fixes in config keys, plus what only the config knows: the
     shape plan of the padding, a frozen random encoder and the file audit of the data.
     """
-    parts = parts or prepare(cfg)
+    with pipeline.labels_unchecked():  # the label audit reports them, with the fix
+        return _diagnose(cfg, parts or prepare(cfg))
+
+
+def _diagnose(cfg: dict, parts: Parts) -> diagnostics.Report:
     source, diag = parts.source, cfg["diagnostics"]
     samples = source.sample_masks(diag["label_audit_samples"])
     sizes = [(parts.image_size, parts.image_size)] + sorted({m.shape for _, m in samples})
@@ -296,11 +303,13 @@ def diagnose_model(cfg: dict, model: keras.Model, loss=None, from_logits: bool |
     channels = out_shape[-1] if isinstance(out_shape, tuple) and len(out_shape) == 4 else None
     if info.targets == "one_hot" and channels and channels > 1:
         ds = ds.map(lambda x, y: (x, tf.one_hot(y, channels)))
-    return diagnostics.diagnose(
-        model, ds, loss=loss, num_classes=data["num_classes"], ignore_index=data["ignore_index"],
-        class_names=source.class_names, probes=diag["probes"],
-        overfit_steps=diag["overfit_steps"], learning_rate=float(cfg["trainer"]["learning_rate"]),
-        label_samples=source.sample_masks(diag["label_audit_samples"]))
+    with pipeline.labels_unchecked():
+        return diagnostics.diagnose(
+            model, ds, loss=loss, num_classes=data["num_classes"],
+            ignore_index=data["ignore_index"], class_names=source.class_names,
+            probes=diag["probes"], overfit_steps=diag["overfit_steps"],
+            learning_rate=float(cfg["trainer"]["learning_rate"]),
+            label_samples=source.sample_masks(diag["label_audit_samples"]))
 
 
 def _named_loss(name: str, from_logits: bool | None, data: dict):
