@@ -433,10 +433,9 @@ class Clock:
 
 
 def check_config(cfg: dict):
-    """Every key and value (the schema), the speed settings, and whether it fits in memory."""
+    """Every key and value (the schema, speed settings included), and whether it fits in
+    memory."""
     check_sections(cfg)
-    compile_options(cfg["trainer"])
-    check_precision(cfg["trainer"]["precision"])
     resources.check(cfg, log=_say)  # what cannot fit, before anything is built
 
 
@@ -564,7 +563,7 @@ class Callbacks:
     checkpointer: runfolder.Checkpointer
     guard: runfolder.Guard
     fit: list  # in the order fit() calls them, the user's last
-    progress: dict = field(default_factory=lambda: {"resumes": []})
+    progress: dict  # "resumes": where each resumption started (the checkpointer saves it)
 
 
 def make_callbacks(cfg: dict, parts: Parts, out: Path, chief: bool, report, training: Training,
