@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import re
+import sys
 import time
 from pathlib import Path
 
@@ -236,7 +238,7 @@ class CollapseMonitor(keras.callbacks.Callback):
         for epoch, stats, alarms, figures in self._pending:
             if self._writer is None:
                 self._writer = tf.summary.create_file_writer(self.log_dir)
-            with self._writer.as_default(step=epoch):
+            with self._writer.as_default(step=epoch + 1):  # the epoch's number, as everywhere
                 for name, value in figures.items():
                     tf.summary.scalar(f"diagnostics/{name}", value)
                 for k, name in enumerate(self.class_names):
@@ -245,8 +247,8 @@ class CollapseMonitor(keras.callbacks.Callback):
                 text = "\n".join(f"* {a}" for a in alarms) or "no alarm"
                 tf.summary.text("diagnostics/alarms", text)
             self._writer.flush()
-            if alarms:  # one block per epoch (after a progress bar's line)
-                print("\n" + "\n".join(f"[seg monitor] epoch {epoch + 1}: {message}"
+            if alarms:  # one block per epoch
+                print("\n".join(f"[seg monitor] epoch {epoch + 1}: {message}"
                                         for message in alarms), flush=True)
         self._pending = []
 
@@ -255,7 +257,8 @@ class CollapseMonitor(keras.callbacks.Callback):
         final = self.current_alarms
         return {"constant_output": any(a.startswith(("constant", "non-finite")) for a in final),
                 "class_vanished": any(a.startswith("class vanished") for a in final),
-                "alarms": self.alarms, "final_output_stats": self.last_stats}
+                "alarms": self.alarms, "open_alarms": list(final),
+                "final_output_stats": self.last_stats}
 
 
 def rss_mb() -> float | None:
@@ -334,8 +337,9 @@ class PredictionPanels(keras.callbacks.Callback):
                  png_dir: str | Path | None = None, num_classes: int | None = None,
                  class_names: list[str] | None = None, ignore_index: int | None = None,
                  from_logits: bool | None = None, monitor: CollapseMonitor | None = None,
-                 total_epochs: int | None = None):
+                 total_epochs: int | None = None, proven: str = ""):
         super().__init__()
+        self.proven = proven  # a collapse the preflight proved: bannered from the first epoch
         self.samples = take_images(validation_data, num_images)
         self.every, self.num_classes, self.class_names = every, num_classes, class_names
         self.ignore_index, self.from_logits = ignore_index, from_logits
@@ -375,10 +379,10 @@ class PredictionPanels(keras.callbacks.Callback):
         alarms = self.monitor.current_alarms if self.monitor else []
         banner = next((a for prefix in ("non-finite", "constant output", "constant loss")
                        for a in alarms if a.startswith(prefix)), "")
+        banner = banner.split(" (the")[0].split(", so ")[0] or self.proven
         return viz.panel([display_image(x) for x, _ in self.samples], truths, preds, confs,
                          class_names=self.class_names, ignore_index=void,
-                         title=f"epoch {epoch + 1}",
-                         banner=banner.split(" (the")[0].split(", so ")[0])
+                         title=f"epoch {epoch + 1}", banner=banner)
 
     def on_epoch_end(self, epoch, logs=None):
         last = epoch + 1 >= (self.total_epochs or self.params.get("epochs", epoch + 1))
@@ -394,11 +398,22 @@ class PredictionPanels(keras.callbacks.Callback):
             self._writer = tf.summary.create_file_writer(self.log_dir)
         with self._writer.as_default():
             write_png_summary("predictions", buffer.getvalue(), picture.shape[1],
-                              picture.shape[0], step=epoch)
+                              picture.shape[0], step=epoch + 1)  # the title's epoch
         self._writer.flush()
 
 
 PROVEN_COLLAPSE = ("head", "head/loss", "class axis", "gradients", "initial loss")
+
+
+def proven_collapse(report) -> str:
+    """The banner for a collapse the preflight proved before the first step (a zero gradient at
+    the head, a constant loss, ...): its first such error, short; "" when there is none."""
+    found = next((f for f in (report.errors if report else []) if f.check in PROVEN_COLLAPSE),
+                 None)
+    if found is None:
+        return ""
+    text = f"preflight: {found.check}: {found.title}"
+    return text if len(text) <= 100 else text[:99] + "\u2026"
 
 
 class SegmentationMonitor(keras.callbacks.Callback):
@@ -473,8 +488,10 @@ class SegmentationMonitor(keras.callbacks.Callback):
                                    class_names=self.collapse.class_names)
             if self.report.errors or self.report.warnings:
                 print(self._short_report(), flush=True)
-            if any(f.check in PROVEN_COLLAPSE for f in self.report.errors):
-                self.collapse.grace_epochs = 0  # proven before the first step: flag at once
+            if proven_collapse(self.report):  # proven before the first step: flag at once
+                self.collapse.grace_epochs = 0
+                if self.panels is not None:
+                    self.panels.proven = proven_collapse(self.report)
             writer = tf.summary.create_file_writer(self.log_dir)
             with writer.as_default(step=0):
                 tf.summary.text("diagnostics/report", "```\n" + self.report.text() + "\n```")
@@ -503,6 +520,168 @@ class SegmentationMonitor(keras.callbacks.Callback):
                   f"TensorBoard ({self.log_dir}, IMAGES tab)"
                   + (" and the diagnosis above" if self.report and self.report.errors else ""),
                   flush=True)
+
+
+def tag_safe(name: str) -> str:
+    """A class name as part of a TensorBoard tag (TensorFlow turns other characters into _)."""
+    return re.sub(r"[^-_.A-Za-z0-9]", "_", str(name)) or "_"
+
+
+def epoch_tag(name: str, class_names: list[str] | None = None) -> str:
+    """The TensorBoard tag of a figure in Keras' epoch logs (without its val_ prefix).
+
+    TensorBoard's Time Series orders its groups (the tag up to the first /) by character code,
+    capitals before lower case: IoU (the mean, then per class by name) and Loss come first,
+    the rest (learning_rate, pixel_accuracy, dice, diagnostics/...) after them.
+    """
+    if name == "mean_iou":
+        return "IoU/mean"
+    per_class = re.fullmatch(r"iou_(\d+)", name)
+    if per_class:
+        k = int(per_class.group(1))
+        names = class_names or []
+        return f"IoU/per_class/{tag_safe(names[k]) if k < len(names) else k}"
+    if name == "loss":
+        return "Loss"
+    if name == "alarms":  # the monitor's count; the alarms' text is diagnostics/alarms
+        return "diagnostics/alarm_count"
+    if name in ("majority_share", "output_spread", "output_entropy"):
+        return f"diagnostics/{name}"
+    return name
+
+
+def learning_rate_now(model) -> float | None:
+    """The optimizer's learning rate at its current step (through a loss-scale wrapper)."""
+    optimizer = getattr(model, "optimizer", None)
+    optimizer = getattr(optimizer, "inner_optimizer", optimizer)
+    if not isinstance(optimizer, keras.optimizers.Optimizer):
+        return None
+    return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+
+
+class EpochScalars(keras.callbacks.Callback):
+    """Every epoch's figures to TensorBoard: training ones to log_dir/train, validation ones
+    (val_...) to log_dir/validation, so one chart compares train and validation of every run.
+
+    What Keras' TensorBoard callback writes, with three differences that make the pages read
+    well: the tags are seg's (epoch_tag: IoU/mean, IoU/per_class/<class name>, Loss, ...,
+    where Keras writes epoch_mean_iou, epoch_iou_0, epoch_loss); the step is the epoch's number
+    counted from 1, as in the panels' titles; and the validation figures are not written a
+    second time as evaluation_<name>_vs_iterations.
+    """
+
+    def __init__(self, log_dir: str | Path, class_names: list[str] | None = None):
+        super().__init__()
+        self.log_dir, self.class_names = Path(log_dir), class_names
+        self._writers: dict = {}
+
+    def _writer(self, split: str):
+        if split not in self._writers:
+            self._writers[split] = tf.summary.create_file_writer(str(self.log_dir / split))
+        return self._writers[split]
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = dict(logs or {})
+        rate = learning_rate_now(self.model)
+        if rate is not None:
+            logs.setdefault("learning_rate", rate)
+        for split, names in (("train", [k for k in logs if not k.startswith("val_")]),
+                             ("validation", [k for k in logs if k.startswith("val_")])):
+            if not names:
+                continue
+            with self._writer(split).as_default(step=epoch + 1):
+                for name in names:
+                    tf.summary.scalar(epoch_tag(name.removeprefix("val_"), self.class_names),
+                                      float(logs[name]))
+            self._writer(split).flush()
+
+    def close(self):
+        for writer in self._writers.values():
+            writer.close()
+        self._writers = {}
+
+    def on_train_end(self, logs=None):
+        self.close()
+
+
+class Progress(keras.callbacks.Callback):
+    """What the console shows while training: one short line per epoch (loss, mIoU, val mIoU,
+    learning rate, seconds), the rest going to TensorBoard and metrics.json, and progress within
+    an epoch: redrawn in place on a terminal, a line every `every_s` seconds when the output is
+    piped or written to a file (so a log shows that a long epoch is moving).
+
+    Args:
+        total_epochs: the end of training (fit may be called for a part of it).
+        every_s: seconds between progress lines on a pipe.
+        stream: where to write (sys.stdout); tty: whether it redraws (stream.isatty()).
+    """
+
+    def __init__(self, total_epochs: int, every_s: float = 20.0, stream=None,
+                 tty: bool | None = None):
+        super().__init__()
+        self.total_epochs, self.every_s = total_epochs, every_s
+        self.stream = stream
+        self.tty = tty
+        self._start = self._shown = 0.0
+        self._phase = "training"
+        self._drawn = False
+
+    def _out(self):
+        return self.stream or sys.stdout
+
+    def _is_tty(self) -> bool:
+        if self.tty is None:
+            isatty = getattr(self._out(), "isatty", None)
+            self.tty = bool(isatty and isatty())
+        return self.tty
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch, self._phase = epoch, "training"
+        self._start = self._shown = time.perf_counter()
+
+    def _show(self, done: int, total: int | None):
+        now = time.perf_counter()
+        tty = self._is_tty()
+        if now - self._shown < (0.25 if tty else self.every_s):
+            return
+        self._shown = now
+        elapsed = now - self._start
+        where = f"{done}/{total}" if total else str(done)
+        text = (f"epoch {self._epoch + 1}/{self.total_epochs}: {self._phase} step {where}, "
+                f"{elapsed:.0f} s")
+        if total and self._phase == "training" and done:
+            text += f", about {elapsed * (total - done) / done:.0f} s left in the epoch"
+        if tty:
+            self._out().write("\r" + text.ljust(79)[:79])
+            self._drawn = True
+        else:
+            self._out().write("  " + text + "\n")
+        self._out().flush()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._show(batch + 1, self.params.get("steps"))
+
+    def on_test_begin(self, logs=None):
+        self._phase = "validation"
+
+    def on_test_batch_end(self, batch, logs=None):
+        self._show(batch + 1, None)
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        parts = [f"epoch {epoch + 1}/{self.total_epochs}"]
+        for label, key, form in (("loss", "loss", ".4f"), ("mIoU", "mean_iou", ".4f"),
+                                 ("val mIoU", "val_mean_iou", ".4f")):
+            if key in logs:
+                parts.append(f"{label} {float(logs[key]):{form}}")
+        rate = learning_rate_now(self.model)
+        if rate is not None:
+            parts.append(f"lr {rate:.2e}")
+        parts.append(f"{time.perf_counter() - self._start:.0f} s")
+        clear = "\r" + " " * 79 + "\r" if self._drawn else ""
+        self._drawn = False
+        self._out().write(clear + "  ".join(parts) + "\n")
+        self._out().flush()
 
 
 class Timed(keras.callbacks.Callback):

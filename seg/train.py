@@ -10,7 +10,6 @@ import contextlib
 import json
 import math
 import re
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -366,7 +365,7 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
 
 def run(cfg: dict, output_dir: str | Path, run_name: str | None = None,
         overrides: list[str] = (), callbacks: list = (), timings: dict | None = None,
-        files: dict | None = None) -> dict:
+        files: dict | None = None, trial: hparams.Trial | None = None) -> dict:
     """Train the configured model and write everything about the run into output_dir.
 
     A run folder that already holds a resume state (checkpoints/resume/) is continued where
@@ -384,6 +383,8 @@ def run(cfg: dict, output_dir: str | Path, run_name: str | None = None,
             name (scripts/benchmark.py).
         files: more files for the run folder, {relative path: text}, written with config.json
             once the folder's checks passed (the Hydra glue's .hydra/ record).
+        trial: the run's row in TensorBoard's HPARAMS tab (its name, the columns first shown,
+            the sweep folder for the experiment config); by default named by the run folder.
 
     Returns:
         The metrics written to metrics.json.
@@ -409,7 +410,8 @@ def run(cfg: dict, output_dir: str | Path, run_name: str | None = None,
         cbs = make_callbacks(cfg, parts, out, plan.is_chief, report, training, clock,
                              list(callbacks), timings)
         signals.guard = cbs.guard
-        begin = restore_or_start(cfg, parts, out, plan, resuming, cbs, clock, overrides, files)
+        begin = restore_or_start(cfg, parts, out, plan, resuming, cbs, clock, overrides, files,
+                                 trial)
         signals.phase = "training"
         fit_phases(cfg, parts, training, cbs, begin)
         signals.phase = "re-scoring best.keras"
@@ -574,7 +576,8 @@ def make_callbacks(cfg: dict, parts: Parts, out: Path, chief: bool, report, trai
     data, trainer, epochs = cfg["data"], cfg["trainer"], cfg["trainer"]["epochs"]
     source = parts.source
     settings = {k: v for k, v in cfg["diagnostics"].items() if k in seg_callbacks.MONITOR_KEYS}
-    if any(f.check in seg_callbacks.PROVEN_COLLAPSE for f in report.errors):
+    proven = seg_callbacks.proven_collapse(report)
+    if proven:
         settings["grace_epochs"] = 0  # proven before the first step: flag at once
     monitor = seg_callbacks.CollapseMonitor(
         parts.val_ds, num_classes=data["num_classes"], class_names=source.class_names,
@@ -592,19 +595,20 @@ def make_callbacks(cfg: dict, parts: Parts, out: Path, chief: bool, report, trai
         extra=lambda: {"resumes": progress["resumes"], "steps_per_epoch": parts.steps,
                        "elapsed_s": clock.elapsed(), "config": cfg},  # compared on resume
         encoder_trainable=lambda: None if encoder is None else bool(encoder.trainable))
-    tensorboard = keras.callbacks.TensorBoard(log_dir=str(out / "tb"), write_graph=False)
-    guard = runfolder.Guard(checkpointer, writes=chief, flush=[
-        monitor.write_pending, lambda: getattr(tensorboard, "_close_writers", lambda: None)()]
-        if chief else [])
+    scalars = seg_callbacks.EpochScalars(out / "tb", class_names=source.class_names)
+    guard = runfolder.Guard(checkpointer, writes=chief,
+                            flush=[monitor.write_pending, scalars.close] if chief else [])
     fit = [monitor, throughput] + ([stateful["early_stopping"]] if "early_stopping" in stateful
-                                   else []) + ([checkpointer, tensorboard] if chief else [])
+                                   else []) + ([checkpointer, scalars] if chief else [])
+    if trainer["verbose"] == "auto" and chief:  # seg's short epoch line (1, 2: Keras' own)
+        fit.insert(0, seg_callbacks.Progress(epochs))
     if cfg["logging"]["panels_every"] and chief:
         fit.append(seg_callbacks.PredictionPanels(
             source.val.map(lambda x, y: (tf.image.convert_image_dtype(x, tf.float32), y)),
             num_images=cfg["logging"]["num_panels"], every=cfg["logging"]["panels_every"],
             num_classes=data["num_classes"], class_names=source.class_names,
             ignore_index=data["ignore_index"], monitor=monitor, total_epochs=epochs,
-            log_dir=out / "tb" / "validation", png_dir=out / "panels"))
+            log_dir=out / "tb" / "validation", png_dir=out / "panels", proven=proven))
     fit.append(guard)
     if timings is not None:
         fit = [seg_callbacks.Timed(cb, timings) for cb in fit]
@@ -622,7 +626,7 @@ class Begin:
 
 def restore_or_start(cfg: dict, parts: Parts, out: Path, plan: distribute.Plan,
                      resuming: Resuming | None, cbs: Callbacks, clock: Clock, overrides,
-                     files: dict | None) -> Begin:
+                     files: dict | None, trial: hparams.Trial | None = None) -> Begin:
     """Restore the newest resume state (weights, optimizer, callbacks, data position), or log
     a fresh run's hparams. A resumed run's config.json is written only now that its state
     fits this config."""
@@ -634,9 +638,9 @@ def restore_or_start(cfg: dict, parts: Parts, out: Path, plan: distribute.Plan,
         state = checkpoints.restore_latest(model, resume_dir)
     if state is None:
         if chief:  # the HPARAMS tab names each run by its folder (and its sweep's folder)
-            hparams.log_hparams(out / "tb", hparams.hparams_of(cfg, overrides,
-                                                               model.count_params()),
-                                trial_id=f"{out.parent.name}/{out.name}")
+            hparams.log_start(out / "tb" / "validation",
+                              hparams.hparams_of(cfg, overrides, model.count_params()),
+                              trial or hparams.Trial(out.name), parts.source.class_names)
         return Begin(0, 0, None)
     if chief:
         write_config(cfg, out, files)
@@ -671,7 +675,7 @@ def fit_phases(cfg: dict, parts: Parts, training: Training, cbs: Callbacks, begi
     model, steps = parts.model, parts.steps
     verbose = cfg["trainer"]["verbose"]
     if verbose == "auto":
-        verbose = 1 if sys.stdout.isatty() else 2  # a progress bar only where it can redraw
+        verbose = 0  # seg's Progress callback shows the epochs (make_callbacks)
 
     def fit(first: int, last: int, skip_steps: int = 0) -> bool:
         """Epochs first..last-1 (the first of them from step skip_steps on)."""
@@ -763,7 +767,7 @@ def finish(cfg: dict, out: Path, parts: Parts, plan: distribute.Plan, report,
               f"in metrics.json: " + ", ".join(list(source.skipped)[:5]), flush=True)
     signals.phase = "writing metrics.json"
     if not (out / "metrics.json").exists():  # not again when a finished run is re-run
-        hparams.log_final(out / "tb", metrics, step=metrics["epochs_completed"])
+        hparams.log_final(out / "tb" / "validation", metrics, step=metrics["epochs_completed"])
     checkpoints.write_json(out / "metrics.json", metrics)
     return metrics
 

@@ -15,9 +15,14 @@ PALETTE = np.array([
     (170, 255, 195), (128, 128, 0), (255, 215, 180), (0, 0, 128), (128, 128, 128),
 ], np.uint8)
 IGNORE_COLOUR = np.array((255, 255, 255), np.uint8)
-# Confidence colour ramp (dark blue -> teal -> yellow), 0 to 1.
+# Share colour ramp of the confusion matrix (dark blue -> teal -> yellow, viridis), 0 to 1.
 _RAMP = np.array([(68, 1, 84), (59, 82, 139), (33, 145, 140), (94, 201, 98), (253, 231, 37)],
                  np.float32)
+# Confidence ramp of the panels, from a guess (1/C) to certain: orange -> pale grey -> navy.
+# Not viridis: its top is yellow, so a healthy model, sure almost everywhere, painted a picture
+# that looked like the 'yellow image' users come to us about. Here sure is dark and calm, and
+# what draws the eye is where the model hesitates (boundaries, thin parts, a flat output).
+_CONFIDENCE = np.array([(236, 112, 20), (222, 222, 230), (24, 36, 90)], np.float32)
 COLUMNS = ("input", "ground truth", "prediction", "error", "confidence")
 
 
@@ -28,12 +33,19 @@ def colourise(mask: np.ndarray, ignore_index: int = 255) -> np.ndarray:
     return rgb
 
 
-def ramp(values: np.ndarray) -> np.ndarray:
-    """Values in [0, 1] -> RGB uint8 through the confidence ramp."""
-    v = np.clip(np.nan_to_num(values), 0, 1) * (len(_RAMP) - 1)
-    lo = np.floor(v).astype(int).clip(0, len(_RAMP) - 2)
+def ramp(values: np.ndarray, stops: np.ndarray = _RAMP) -> np.ndarray:
+    """Values in [0, 1] -> RGB uint8 through a colour ramp (by default the confusion matrix's)."""
+    v = np.clip(np.nan_to_num(values), 0, 1) * (len(stops) - 1)
+    lo = np.floor(v).astype(int).clip(0, len(stops) - 2)
     t = (v - lo)[..., None]
-    return ((1 - t) * _RAMP[lo] + t * _RAMP[lo + 1]).astype(np.uint8)
+    return ((1 - t) * stops[lo] + t * stops[lo + 1]).astype(np.uint8)
+
+
+def confidence_colours(confidence: np.ndarray, num_classes: int) -> np.ndarray:
+    """The probability of the predicted class -> RGB: orange at a guess (1/num_classes), navy
+    when certain (see _CONFIDENCE for why these colours)."""
+    guess = 1 / max(num_classes, 2)
+    return ramp((np.asarray(confidence, np.float32) - guess) / (1 - guess), _CONFIDENCE)
 
 
 def error_map(true: np.ndarray, pred: np.ndarray, ignore_index: int = 255) -> np.ndarray:
@@ -87,7 +99,8 @@ def panel(images, truths, preds, confidences, *, class_names: list[str], ignore_
     rows = []
     for image, true, pred, conf in zip(images, truths, preds, confidences):
         tiles = [to_rgb(image), colourise(true, ignore_index), colourise(pred, ignore_index),
-                 error_map(true, pred, ignore_index), ramp(conf)]
+                 error_map(true, pred, ignore_index),
+                 confidence_colours(conf, len(class_names))]
         tiles = scaled(tiles, cell)
         size = (tiles[0].shape[1], tiles[0].shape[0])
         row = np.full((size[1], 5 * (size[0] + pad), 3), 255, np.uint8)
@@ -97,7 +110,7 @@ def panel(images, truths, preds, confidences, *, class_names: list[str], ignore_
     width = max(r.shape[1] for r in rows)
     legend_h = 22 * (1 + (len(class_names) + 1) // 6)
     top = header * (1 + bool(title) + bool(banner))
-    height = top + sum(r.shape[0] + pad for r in rows) + legend_h + 26
+    height = top + sum(r.shape[0] + pad for r in rows) + legend_h + 42
     canvas = Image.new("RGB", (width, height), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
     y = 2
@@ -125,10 +138,12 @@ def panel(images, truths, preds, confidences, *, class_names: list[str], ignore_
         draw.text((x + 18, y + 3), name, fill=(0, 0, 0), font=small)
         x += 24 + int(draw.textlength(name, font=small))
     y += 24
-    bar = ramp(np.linspace(0, 1, 120)[None, :].repeat(12, 0))
+    bar = ramp(np.linspace(0, 1, 120)[None, :].repeat(12, 0), _CONFIDENCE)
     canvas.paste(Image.fromarray(bar), (4, y + 2))
-    draw.text((130, y + 1), "confidence 0 -> 1   error: red = wrong, white = ignored",
-              fill=(0, 0, 0), font=small)
+    draw.text((130, y + 1), "confidence: orange = a guess, navy = sure   error: red = wrong, "
+              "white = ignored", fill=(0, 0, 0), font=small)
+    draw.text((4, y + 17), "(no yellow in the confidence map: a sure, healthy model must not "
+              "look like the 'yellow image')", fill=(90, 90, 90), font=small)
     return np.asarray(canvas)
 
 

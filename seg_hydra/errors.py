@@ -81,11 +81,13 @@ class _Refused(Exception):
 
 def forget_unused(folder: str):
     """Remove a run folder that Hydra made for a refused run and nothing used (it holds only
-    an empty train.log and a free lock): a refusal leaves no trace behind."""
+    train.log, what the console showed before the refusal, and a free lock): a refusal leaves
+    no trace behind."""
     folder = Path(folder)
     try:
         entries = list(folder.iterdir())
-        if all(e.name in ("train.log", ".lock") and e.stat().st_size == 0 for e in entries):
+        if all(e.name == "train.log" or (e.name == ".lock" and e.stat().st_size == 0)
+               for e in entries):
             for e in entries:
                 e.unlink()
             folder.rmdir()

@@ -4,7 +4,9 @@ sweep each job in a fresh process, its failure recorded in failure.json while th
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import io
 import json
 import logging
 import multiprocessing
@@ -18,11 +20,12 @@ from pathlib import Path
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 
+from seg.hparams import Trial, first_columns
 from seg.runfolder import Interrupted, NonFiniteLoss
 from seg.train import run
 from seg_hydra.compose import hydra_record, to_dict
 from seg_hydra.errors import REFUSALS, fail, forget_unused
-from seg_hydra.names import run_name
+from seg_hydra.names import run_name, swept_settings
 
 
 def train_job(cfg) -> float:
@@ -48,9 +51,12 @@ def train_job(cfg) -> float:
     try:
         args = (to_dict(cfg), hc.runtime.output_dir)
         kwargs = {"run_name": run_name(hc.job.override_dirname),
-                  "overrides": list(hc.overrides.task), "files": hydra_record(cfg)}
+                  "overrides": list(hc.overrides.task), "files": hydra_record(cfg),
+                  "trial": trial_of(args[0], hc, sweep)}
+        log = Path(hc.runtime.output_dir) / "train.log"  # what the console shows, kept
         # in a sweep, a process of its own: memory stays flat across jobs
-        metrics = in_own_process(run, *args, **kwargs) if sweep else run(*args, **kwargs)
+        metrics = (in_own_process(logged, log, run, *args, **kwargs) if sweep
+                   else logged(log, run, *args, **kwargs))
     except Interrupted as e:  # the whole sweep stops too: the next start resumes
         folder = (f"hydra.sweep.dir={hc.sweep.dir}" if sweep
                   else f"hydra.run.dir={hc.runtime.output_dir}")
@@ -66,10 +72,100 @@ def train_job(cfg) -> float:
                 fail(e, code=3)
             raise
         return _record_failure(e, cfg, hc)
-    print(f"\nval mIoU {metrics['val_mean_iou']:.4f} ({metrics['decoder']} decoder, "
-          f"{metrics['epochs_completed']} epochs, {metrics['wall_time_s']:.0f} s); "
-          f"run folder {hc.runtime.output_dir}")
+    with console_to(Path(hc.runtime.output_dir) / "train.log"):
+        print("\n" + closing_lines(metrics, Path(hc.runtime.output_dir)), flush=True)
     return metrics["val_mean_iou"]
+
+
+def closing_lines(metrics: dict, out: Path) -> str:
+    """The run's result and, last, whether it collapsed or ends with an alarm open, with the
+    panel to look at."""
+    text = (f"val mIoU {metrics['val_mean_iou']:.4f} ({metrics['decoder']} decoder, "
+            f"{metrics['epochs_completed']} epochs, {metrics['wall_time_s']:.0f} s); "
+            f"run folder {out}")
+    diagnostics = metrics.get("diagnostics") or {}
+    open_alarms = diagnostics.get("open_alarms") or []
+    if not (diagnostics.get("constant_output") or open_alarms):
+        return text
+    panels = sorted((out / "panels").glob("epoch_*.png"))
+    look = (f"see the panel {panels[-1]}" if panels else "see the panels")
+    look += f" and TensorBoard (tensorboard --logdir {out}, IMAGES tab)"
+    if diagnostics.get("constant_output"):
+        what = next((a for a in open_alarms if a.startswith(("constant", "non-finite"))),
+                    "constant output")
+        return (f"{text}\nseg: COLLAPSED: the run ended with {what.split(' (the')[0]} (the "
+                f"'yellow image'): {look}")
+    more = f" (+{len(open_alarms) - 1} more)" if len(open_alarms) > 1 else ""
+    return f"{text}\nseg: ALARM open at the end: {open_alarms[0]}{more}: {look}"
+
+
+def trial_of(cfg: dict, hc, sweep: bool) -> Trial:
+    """The run's row in TensorBoard's HPARAMS tab: named by the settings a sweep varies
+    (`decoder=deconv,seed=1`; the folder's name when none is found), those settings shown
+    first, the experiment config in the sweep's folder; a run on its own is named by its
+    overrides and start time."""
+    if not sweep:
+        name = f"{run_name(hc.job.override_dirname)} {Path(hc.runtime.output_dir).name[:19]}"
+        keys = [o.split("=", 1)[0].lstrip("+~") for o in hc.overrides.task if "=" in o]
+        return Trial(name, first_columns(cfg, keys))
+    params = hc.sweeper.get("params") if "params" in hc.sweeper else None
+    swept = swept_settings(hc.job.override_dirname, params)
+    keys = [p.split("=", 1)[0] for p in swept.split(",") if p]
+    return Trial(swept or Path(hc.runtime.output_dir).name, first_columns(cfg, keys),
+                 Path(hc.sweep.dir))
+
+
+class _Tee(io.TextIOBase):
+    """A console stream that also writes what it shows into a log file (redrawn progress
+    lines, those with a carriage return and no line end, are left out of the file)."""
+
+    def __init__(self, stream, log):
+        super().__init__()
+        self.stream, self.log = stream, log
+
+    def write(self, text: str) -> int:
+        self.stream.write(text)
+        if "\n" in text or "\r" not in text:
+            self.log.write(text.rsplit("\r", 1)[-1] if "\r" in text else text)
+        return len(text)
+
+    def flush(self):
+        self.stream.flush()
+        self.log.flush()
+
+    def isatty(self) -> bool:
+        return self.stream.isatty()
+
+    def fileno(self) -> int:
+        return self.stream.fileno()
+
+    @property
+    def encoding(self):
+        return getattr(self.stream, "encoding", "utf-8")
+
+
+@contextlib.contextmanager
+def console_to(log: Path):
+    """What the console shows (stdout and stderr) is also appended to log (the run's
+    train.log, which Hydra makes and otherwise leaves empty)."""
+    try:
+        file = open(log, "a", encoding="utf-8", buffering=1)
+    except OSError:  # no run folder (yet): the console alone
+        yield
+        return
+    streams = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = _Tee(sys.stdout, file), _Tee(sys.stderr, file)
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = streams
+        file.close()
+
+
+def logged(log: Path, fn, *args, **kwargs):
+    """fn(*args, **kwargs) with the console also written to log."""
+    with console_to(log):
+        return fn(*args, **kwargs)
 
 
 def _record_failure(e: Exception, cfg, hc) -> float:
