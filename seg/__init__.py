@@ -12,6 +12,10 @@ keras.saving.load_model("run/checkpoints/best.keras") works after `import seg`.
 
 __version__ = "0.1.0"
 
+from seg.console import quiet_tensorflow  # noqa: E402
+
+quiet_tensorflow()  # first: TensorFlow's start-up noise kept off the console (seg/console.py)
+
 from seg import losses, metrics, models  # noqa: E402,F401  (Keras registrations)
 from seg.callbacks import SegmentationMonitor  # noqa: E402
 from seg.diagnostics import Finding, Report, diagnose  # noqa: E402

@@ -20,8 +20,8 @@ import numpy as np
 import tensorflow as tf
 
 from seg import callbacks as seg_callbacks
-from seg import (checkpoints, config, diagnostics, distribute, hparams, introspect, resources,
-                 runfolder)
+from seg import (checkpoints, config, console, diagnostics, distribute, hparams, introspect,
+                 resources, runfolder)
 from seg.config import PIPELINE_KEYS, PRECISIONS, ConfigError
 from seg.data import AUDITS, SOURCES, DataError, Source, pipeline
 from seg.fixes import ConfigFixes
@@ -405,7 +405,8 @@ def run(cfg: dict, output_dir: str | Path, run_name: str | None = None,
         if plan.is_chief and not resuming:
             write_config(cfg, out, files)
         describe(cfg, parts, plan, out)
-        report = preflight(cfg, parts, out, plan.is_chief)
+        with console.filtered_stderr():  # the model's first run: TensorFlow's CPU notices
+            report = preflight(cfg, parts, out, plan.is_chief)
         training = compile_phases(cfg, parts, plan, resuming, out)
         cbs = make_callbacks(cfg, parts, out, plan.is_chief, report, training, clock,
                              list(callbacks), timings)

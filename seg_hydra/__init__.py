@@ -8,6 +8,8 @@
   per job with failure.json.
 - sweep: the summary at the end of a sweep (hydra.callbacks).
 - cli, names: argparse types for the scripts' options; run and job folder names.
+- DEVICE: the line naming the device that trains ("no GPU found: training on CPU"), from
+  seg.console.quiet_tensorflow(), which imports TensorFlow without its start-up noise on stderr.
 """
 
 import os
@@ -32,6 +34,13 @@ if _script and threading.current_thread() is threading.main_thread():
         if signal.getsignal(_sig) in (signal.SIG_DFL, signal.default_int_handler):
             signal.signal(_sig, _stopped_early)
 
+
+# before the imports below, which pull in TensorFlow: importing seg drops its start-up noise;
+# the line naming the device is printed by the training job
+from seg.console import quiet_tensorflow  # noqa: E402
+
+DEVICE = quiet_tensorflow()
+
 from seg_hydra.cli import file_to_write, folder_to_write, number, whole  # noqa: E402
 from seg_hydra.compose import (CONFIG_DIR, PROJECT_ROOT, apply_overrides,  # noqa: E402
                                compose_dict, config_dir, hydra_record, to_dict)
@@ -40,7 +49,7 @@ from seg_hydra.jobs import in_own_process, train_job  # noqa: E402
 from seg_hydra.names import job_name, run_name  # noqa: E402
 from seg_hydra.sweep import SweepSummary  # noqa: E402
 
-__all__ = ["CONFIG_DIR", "PROJECT_ROOT", "REFUSALS", "SweepSummary", "apply_overrides",
-           "compose_dict", "config_dir", "fail", "file_to_write", "folder_to_write", "forget_unused",
-           "hydra_record", "in_own_process", "job_name", "launch", "number", "refusing",
-           "run_name", "to_dict", "train_job", "whole"]
+__all__ = ["CONFIG_DIR", "DEVICE", "PROJECT_ROOT", "REFUSALS", "SweepSummary", "apply_overrides",
+           "compose_dict", "config_dir", "fail", "file_to_write", "folder_to_write",
+           "forget_unused", "hydra_record", "in_own_process", "job_name", "launch", "number",
+           "refusing", "run_name", "to_dict", "train_job", "whole"]

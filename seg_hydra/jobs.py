@@ -20,6 +20,7 @@ from pathlib import Path
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 
+from seg.console import quiet_tensorflow
 from seg.hparams import Trial, first_columns
 from seg.runfolder import Interrupted, NonFiniteLoss
 from seg.train import run
@@ -48,6 +49,8 @@ def train_job(cfg) -> float:
         fail(ValueError("hydra.run.dir is empty: give the run a folder of its own "
                         "(hydra.run.dir=outputs/NAME), or leave it out for a new time-stamped "
                         "one"))
+    if not (sweep and hc.job.num):  # once: the device does not change between jobs
+        print(f"seg: {quiet_tensorflow()}", flush=True)
     try:
         args = (to_dict(cfg), hc.runtime.output_dir)
         kwargs = {"run_name": run_name(hc.job.override_dirname),

@@ -76,3 +76,77 @@ def test_throughput_counts_images_per_second(tmp_path):
     meter = callbacks.Throughput(batch_size=4)
     _learning_model().fit(X, Y, batch_size=4, epochs=2, verbose=0, callbacks=[meter])
     assert len(meter.rates) == 2 and meter.images_per_s() > 0
+
+
+def _tags_and_steps(log_dir):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(log_dir), size_guidance={"tensors": 0})
+    acc.Reload()
+    return {tag: [e.step for e in acc.Tensors(tag)] for tag in acc.Tags()["tensors"]}
+
+
+def test_epoch_scalars_use_seg_tags_at_the_epochs_number_without_duplicates(tmp_path):
+    model = _learning_model()
+    model.compile(optimizer=keras.optimizers.Adam(0.01),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=[keras.metrics.MeanIoU(2, sparse_y_pred=False, name="mean_iou"),
+                           keras.metrics.IoU(2, [1], sparse_y_pred=False, name="iou_1")])
+    scalars = callbacks.EpochScalars(tmp_path, class_names=["bg", "road sign"])
+    model.fit(X, Y, epochs=2, validation_data=(X, Y), verbose=0, callbacks=[scalars])
+    train, val = _tags_and_steps(tmp_path / "train"), _tags_and_steps(tmp_path / "validation")
+    assert train == {"IoU/mean": [1, 2], "IoU/per_class/road_sign": [1, 2], "Loss": [1, 2],
+                     "learning_rate": [1, 2]}
+    assert val == {"IoU/mean": [1, 2], "IoU/per_class/road_sign": [1, 2], "Loss": [1, 2]}
+
+
+def test_epoch_tags_put_iou_and_loss_first_in_tensorboards_order():
+    tags = [callbacks.epoch_tag(n, ["background", "car"]) for n in (
+        "pixel_accuracy", "loss", "iou_1", "learning_rate", "majority_share", "mean_iou", "dice")]
+    groups = sorted({t.split("/")[0] for t in tags})  # TensorBoard: by character code
+    assert groups[:2] == ["IoU", "Loss"], groups
+    assert "IoU/per_class/car" in tags and "diagnostics/majority_share" in tags
+
+
+def test_progress_prints_a_short_epoch_line_and_progress_lines_when_piped():
+    import io
+
+    out = io.StringIO()
+    progress = callbacks.Progress(total_epochs=2, every_s=0, stream=out, tty=False)
+    model = _learning_model()
+    model.fit(X, Y, batch_size=2, epochs=2, validation_data=(X, Y), verbose=0,
+              callbacks=[progress])
+    lines = out.getvalue().splitlines()
+    epochs = [line for line in lines if line.startswith("epoch ")]
+    assert len(epochs) == 2 and epochs[1].startswith("epoch 2/2  loss ")
+    assert " val " not in epochs[0] or len(epochs[0]) < 100  # short: no per-class figures
+    assert "lr " in epochs[0] and epochs[0].endswith(" s")
+    assert any(line.startswith("  epoch 1/2: training step 2/4") for line in lines), lines
+    assert "\r" not in out.getvalue()  # a pipe or a file gets whole lines
+
+
+def test_progress_redraws_in_place_on_a_terminal():
+    import io
+
+    out = io.StringIO()
+    progress = callbacks.Progress(total_epochs=1, every_s=0, stream=out, tty=True)
+    progress._shown = -1e9
+    _learning_model().fit(X, Y, batch_size=2, epochs=1, verbose=0, callbacks=[progress])
+    text = out.getvalue()
+    assert text.count("\n") == 1 and "\r" in text and text.rstrip().endswith(" s")
+
+
+def test_a_collapse_the_preflight_proved_is_bannered_from_the_first_panel(tmp_path):
+    import keras as k
+
+    inputs = k.Input((16, 16, 3))
+    head = k.layers.Conv2D(1, 1, activation="sigmoid", name="head")(inputs)
+    model = k.Model(inputs, head)
+    model.compile("adam", loss="categorical_crossentropy")  # the classic yellow image
+    monitor = callbacks.SegmentationMonitor((X, Y[..., None]), log_dir=tmp_path,
+                                            png_dir=tmp_path / "png", num_images=1)
+    model.fit(X, Y[..., None], epochs=1, verbose=0, callbacks=[monitor])
+    assert monitor.panels.proven.startswith("preflight: ")
+    banner = np.asarray(Image.open(tmp_path / "png" / "epoch_001.png"))[22:40, 300]
+    assert (banner == (200, 0, 0)).all(axis=-1).any()  # the red banner row
+    assert _tags_and_steps(tmp_path)["predictions"] == [1]  # titled "epoch 1", at step 1

@@ -107,7 +107,7 @@ def test_fine_tune_schedule_unfreezes_after_n_epochs(tiny, tmp_path):
     assert not all(np.array_equal(a, b) for a, b in zip(start, last.get_weights()))
     acc = EventAccumulator(str(tmp_path / "tuned" / "tb" / "train"), size_guidance={"tensors": 0})
     acc.Reload()
-    assert [e.step for e in acc.Tensors("epoch_loss")] == [0, 1]  # no duplicated steps
+    assert [e.step for e in acc.Tensors("Loss")] == [1, 2]  # no duplicated steps
     saved = json.loads((tmp_path / "tuned" / "metrics.json").read_text())
     assert saved["epochs_completed"] == 2 and saved["encoder"] == "mobilenet_v2"
 

@@ -2,6 +2,7 @@
 compared and evaluated with the scripts a user runs."""
 
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -78,14 +79,16 @@ def test_tensorboard_serves_scalars_prediction_images_and_hparams(sweep):
         else:
             pytest.fail(f"tensorboard exited with {server.wait()} before serving")
         threading.Thread(target=server.stderr.read, daemon=True).start()  # keep the pipe open
-        runs = _get(f"{base}/runs")  # 4 jobs x tb, tb/train, tb/validation
-        assert len(runs) == 12, runs
-        job = next(r[: -len("/tb")] for r in runs if r.endswith("/tb") and "deconv" in r)
+        runs = _get(f"{base}/runs")  # 4 jobs x tb/train, tb/validation
+        assert len(runs) == 8, runs
+        job = next(r[: -len("/tb/validation")] for r in runs
+                   if r.endswith("/tb/validation") and "deconv" in r)
         assert job.startswith(("0_", "1_", "2_", "3_", "4_", "5_")) and "seed=" in job
+        assert "trainer.epochs" not in job  # the job's folder is named by what the sweep varies
 
-        q = urllib.parse.urlencode({"run": f"{job}/tb/validation", "tag": "epoch_mean_iou"})
+        q = urllib.parse.urlencode({"run": f"{job}/tb/validation", "tag": "IoU/mean"})
         points = _get(f"{base}/plugin/scalars/scalars?{q}")
-        assert [step for _, step, _ in points] == [0, 1]
+        assert [step for _, step, _ in points] == [1, 2]
 
         q = urllib.parse.urlencode({"run": f"{job}/tb/validation", "tag": "predictions"})
         images = _get(f"{base}/plugin/images/images?{q}")
@@ -93,18 +96,24 @@ def test_tensorboard_serves_scalars_prediction_images_and_hparams(sweep):
         png = _get(f"{base}/plugin/images/individualImage?{images[-1]['query']}")
         assert png[:4] == b"\x89PNG"
 
+        # the explicit experiment config: the swept keys lead, val_mean_iou is the first metric
         experiment = _get(f"{base}/plugin/hparams/experiment", {"experimentName": ""})
-        infos = {h["name"]: h for h in experiment["hparamInfos"]}
-        assert sorted(infos["decoder.name"]["domainDiscrete"]) == ["deconv", "upsample"]
-        assert {"seed", "trainer.learning_rate", "loss.name", "model.parameters"} <= set(infos)
+        names = [h["name"] for h in experiment["hparamInfos"]]
+        assert names[:2] == ["decoder.name", "seed"], names
+        assert {"trainer.learning_rate", "loss.name", "model.parameters"} <= set(names)
+        metrics = [m["name"]["tag"] for m in experiment["metricInfos"]]
+        assert metrics[:3] == ["hparams/val_mean_iou", "hparams/val_pixel_accuracy",
+                               "hparams/val_iou/background"], metrics
+        assert not [m for m in metrics if "share" in m]
         groups = _get(f"{base}/plugin/hparams/session_groups", {
             "experimentName": "", "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS"],
             "colParams": [], "startIndex": 0, "sliceSize": 100})["sessionGroups"]
-        assert len(groups) == 4
+        assert len(groups) == 4  # the two seed=-1 jobs were refused before training
         for group in groups:
-            sweep_name, job = group["name"].split("/", 1)  # named by sweep folder and job
-            assert sweep_name == out.name
-            metrics = json.loads((out / job / "metrics.json").read_text())
+            # named by the swept settings (the trial ID), the job's folder holds them too
+            assert re.fullmatch(r"decoder=(upsample|deconv),seed=[01]", group["name"])
+            folder = next(out.glob(f"*_{group['name']}"))
+            metrics = json.loads((folder / "metrics.json").read_text())
             final = next(m["value"] for m in group["metricValues"]
                          if m["name"]["tag"] == "hparams/val_mean_iou")
             assert final == pytest.approx(metrics["val_mean_iou"], abs=1e-6)

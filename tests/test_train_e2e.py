@@ -73,13 +73,16 @@ def test_train_each_decoder_and_read_everything_back(tiny, tmp_path, decoder):
 
     # TensorBoard's own reader: one point per epoch, train and validation, panels as images
     train, val = events(out / "tb" / "train"), events(out / "tb" / "validation")
-    for acc in (train, val):
-        steps = [s for s, _ in scalar_series(acc, "epoch_mean_iou")]
-        assert steps == list(range(6))
-        assert {"epoch_loss", "epoch_iou_0", "epoch_iou_3"} <= set(acc.Tags()["tensors"])
-    assert len(scalar_series(train, "epoch_learning_rate")) == 6
-    assert "predictions" in val.Tags()["tensors"]
-    assert "epoch_majority_share" in val.Tags()["tensors"]
+    for acc in (train, val):  # at the epoch's number, from 1, as the panels' titles
+        steps = [s for s, _ in scalar_series(acc, "IoU/mean")]
+        assert steps == list(range(1, 7))
+        assert {"Loss", "IoU/per_class/background", "IoU/per_class/triangle"} <= set(
+            acc.Tags()["tensors"])
+        assert not [t for t in acc.Tags()["tensors"] if t.startswith(("epoch_", "evaluation_"))]
+    assert len(scalar_series(train, "learning_rate")) == 6
+    assert [s for s, _ in scalar_series(val, "diagnostics/majority_share")] == list(range(1, 7))
+    images = [e.step for e in val.Tensors("predictions")]
+    assert images == list(range(1, 7))  # the panel titled "epoch 6" is at step 6
     assert sorted(p.name for p in (out / "panels").glob("*.png"))[-1] == "epoch_006.png"
     assert (out / "diagnostics" / "preflight.txt").read_text().count("[  ERROR]") == 0
 

@@ -51,3 +51,12 @@ def test_confusion_picture_grows_by_a_cell_per_class():
                                   cell=40)
     assert two.dtype == np.uint8 and two.shape[2] == 3
     assert three.shape[0] - two.shape[0] >= 30 and three.shape[1] - two.shape[1] >= 30
+
+
+def test_the_confidence_map_is_navy_when_sure_orange_at_a_guess_and_never_yellow():
+    sure, guess = viz.confidence_colours(np.array([1.0, 0.25]), num_classes=4)
+    assert sure[2] > sure[0] + 40 and max(sure) < 120  # dark blue
+    assert guess[0] > 200 and guess[2] < 60  # orange
+    colours = viz.confidence_colours(np.linspace(0, 1, 512), num_classes=2).astype(int)
+    yellow = (colours[:, 0] > 180) & (colours[:, 1] > 180) & (colours[:, 2] < 110)
+    assert not yellow.any(), colours[yellow][:3]  # the 'yellow image' is the failure, not health

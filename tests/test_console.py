@@ -1,0 +1,114 @@
+"""seg.console: TensorFlow's start-up noise kept off stderr, other lines passed on, one device
+line."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+NOISE_MARKS = ("E0000", "I0000", "W0000", "cuInit", "absl::InitializeLog")
+NOISE_LINES = (
+    b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n",
+    b"I0000 00:00:1796283806.917995    4426 port.cc:153] oneDNN custom operations are on. "
+    b"You may see slightly different numerical results.\n",
+    b"I0000 00:00:1796283806.918377    4426 cudart_stub.cc:31] Could not find cuda drivers on "
+    b"your machine, GPU will not be used.\n",
+    b"E0000 00:00:1796283809.189412    4426 cuda_platform.cc:52] failed call to cuInit: INTERNAL: "
+    b"CUDA error: Failed call to cuInit: UNKNOWN ERROR (303)\n",
+)
+
+
+def _quiet_run(*args, cwd=ROOT):
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}  # as a user's
+    return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=120)
+
+
+@pytest.mark.parametrize("args", [("-c", "import seg_hydra; print(seg_hydra.DEVICE)"),
+                                  ("scripts/compare.py", "EMPTY")], ids=["import", "compare"])
+def test_no_start_up_noise_on_stderr(args, tmp_path):
+    args = tuple(str(tmp_path) if a == "EMPTY" else a for a in args)
+    r = _quiet_run(*args)
+    assert not [m for m in NOISE_MARKS if m in r.stderr], r.stderr
+    if args[0] == "-c":
+        assert r.returncode == 0 and r.stdout.strip(), r.stderr
+    else:  # an empty folder is refused, and the refusal still reaches stderr
+        assert r.returncode == 2 and "no run folders" in r.stderr, r.stderr
+
+
+def test_other_lines_pass_noise_is_dropped(capfd):
+    from seg.console import filtered_stderr
+
+    def start_up():  # as TensorFlow's C++ code writes: straight to file descriptor 2
+        for line in NOISE_LINES:
+            os.write(2, line)
+        os.write(2, b"E0000 00:00:1.2    7 real.cc:1] a real error\n")
+        os.write(2, b"custom line\n")
+
+    capfd.readouterr()
+    with filtered_stderr():
+        start_up()
+        assert capfd.readouterr().err == ""  # held until the block ends
+    err = capfd.readouterr().err
+    assert err == "E0000 00:00:1.2    7 real.cc:1] a real error\ncustom line\n"
+
+
+def test_stderr_restored_when_the_block_raises(capfd):
+    from seg.console import filtered_stderr
+
+    capfd.readouterr()
+    with pytest.raises(ImportError), filtered_stderr():
+        os.write(2, NOISE_LINES[-1] + b"why the import failed\n")
+        raise ImportError("no tensorflow")
+    os.write(2, b"after\n")
+    assert capfd.readouterr().err == "why the import failed\nafter\n"
+
+
+def test_closed_stderr_does_not_break_it(tmp_path):
+    # seg.console loaded from its file: no TensorFlow, a fast subprocess
+    path = str(ROOT / "seg" / "console.py")
+    code = ("import importlib.util, os\n"
+            f"spec = importlib.util.spec_from_file_location('c', {path!r})\n"
+            "c = importlib.util.module_from_spec(spec); spec.loader.exec_module(c)\n"
+            "with c.filtered_stderr():\n"
+            "    print('ran')\n")
+    r = subprocess.run([sys.executable, "-c", code], stderr=subprocess.DEVNULL,
+                       stdout=subprocess.PIPE, text=True, timeout=60,
+                       preexec_fn=lambda: os.close(2))
+    assert r.returncode == 0 and r.stdout == "ran\n"
+
+
+def test_is_noise():
+    from seg.console import is_noise
+
+    assert all(is_noise(line) for line in NOISE_LINES)
+    assert is_noise("To enable the following instructions: AVX2 FMA, in other operations, "
+                    "rebuild TensorFlow with the appropriate compiler flags.")
+    assert not is_noise("E0000 00:00:1796283809.1    4426 cuda_platform.cc:52] out of memory")
+    assert not is_noise("Traceback (most recent call last):")
+
+
+def test_device_line_on_this_machine():
+    import tensorflow as tf
+
+    from seg.console import quiet_tensorflow
+
+    line = quiet_tensorflow()
+    assert quiet_tensorflow() is line  # once: the second call is the cached line
+    if tf.config.list_physical_devices("GPU"):
+        assert line.startswith("GPU: ")
+    else:
+        assert line == "no GPU found: training on CPU"
+
+
+def test_device_line_names_each_gpu():
+    from seg.console import device_line
+
+    assert device_line([]) == "no GPU found: training on CPU"
+    assert device_line(["NVIDIA H200"], [("NVIDIA H200", 143771)]) == "GPU: NVIDIA H200 (140 GiB)"
+    assert device_line(["NVIDIA H200"], []) == "GPU: NVIDIA H200"
+    assert device_line(["A", "B"], [("B", 2048), ("A", 1024)]) == "GPU: A (1 GiB); GPU: B (2 GiB)"
