@@ -215,7 +215,9 @@ def markdown(groups: list[Group], runs: list[Run]) -> str:
     text = verdict(groups)
     best = max((r for r in runs if r.status == "ok"), key=lambda r: r.miou, default=None)
     if best is not None:
-        text += (f"\nBest single run: {best.name} (val mIoU {best.miou:.4f}); predict with it:\n"
+        # a blank line, then indented: a code block in Markdown (TensorBoard's TEXT tab), where
+        # "--out" stays two hyphens and can be copied
+        text += (f"\nBest single run: {best.name} (val mIoU {best.miou:.4f}); predict with it:\n\n"
                  f"    python scripts/predict.py {best.path} IMAGES... --out DIR")
     return "\n".join(lines + [f"\n{text.strip()}"])
 

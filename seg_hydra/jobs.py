@@ -104,18 +104,19 @@ def closing_lines(metrics: dict, out: Path) -> str:
 
 def trial_of(cfg: dict, hc, sweep: bool) -> Trial:
     """The run's row in TensorBoard's HPARAMS tab: named by the settings a sweep varies
-    (`decoder=deconv,seed=1`; the folder's name when none is found), those settings shown
-    first, the experiment config in the sweep's folder; a run on its own is named by its
-    overrides and start time."""
+    (`decoder=deconv,seed=1`; the folder's name when none is found), the decoder and those
+    settings shown first (TensorBoard uses one run's experiment config for a whole log
+    folder: the decoder, our users' first question, leads in all of them); a run on its own is
+    named by its overrides and start time."""
     if not sweep:
         name = f"{run_name(hc.job.override_dirname)} {Path(hc.runtime.output_dir).name[:19]}"
         keys = [o.split("=", 1)[0].lstrip("+~") for o in hc.overrides.task if "=" in o]
-        return Trial(name, first_columns(cfg, keys))
+        return Trial(name, ["decoder.name"] + first_columns(cfg, keys))
     params = hc.sweeper.get("params") if "params" in hc.sweeper else None
     swept = swept_settings(hc.job.override_dirname, params)
     keys = [p.split("=", 1)[0] for p in swept.split(",") if p]
-    return Trial(swept or Path(hc.runtime.output_dir).name, first_columns(cfg, keys),
-                 Path(hc.sweep.dir))
+    return Trial(swept or Path(hc.runtime.output_dir).name,
+                 ["decoder.name"] + first_columns(cfg, keys), Path(hc.sweep.dir))
 
 
 class _Tee(io.TextIOBase):
