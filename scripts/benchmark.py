@@ -115,7 +115,7 @@ def main(argv=None) -> dict:
     cost = {k: spent[-1].get(k, 0.0) - spent[0].get(k, 0.0) for k in spent[-1]}
     monitors = sum(cost.get(k, 0.0) for k in ("CollapseMonitor", "Guard", "Throughput",
                                               "ResumableEarlyStopping"))
-    image_logging = sum(cost.get(k, 0.0) for k in ("PredictionPanels", "TensorBoard"))
+    image_logging = sum(cost.get(k, 0.0) for k in ("PredictionPanels", "EpochScalars"))
     dev = bench.device()
     peak = args.peak_tflops * 1e12 if args.peak_tflops else bench.peak_flops(
         dev["device"], trainer["precision"])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import re
 import sys
 import time
 from pathlib import Path
@@ -14,6 +13,7 @@ import tensorflow as tf
 from PIL import Image
 
 from seg import viz
+from seg.tags import class_tags, epoch_tag
 from seg.diagnostics import alarms_for, diagnose, first_output, output_stats
 from seg.introspect import class_indices, probabilities, read_head
 
@@ -89,6 +89,16 @@ def read_output(model, x: np.ndarray, num_classes: int | None = None) -> tuple[b
     head = read_head(model, np.asarray(first_output(model(x[:1], training=False))))
     classes = num_classes or (head.channels if head.channels and head.channels > 1 else 2)
     return not head.probabilities, classes
+
+
+COLLAPSE_ALARMS = ("non-finite", "constant output", "constant loss")
+
+
+def collapse_alarm(alarms: list[str]) -> str:
+    """The first of the alarms that says the output collapsed (non-finite, constant output,
+    constant loss), cut to its finding for a banner or a last line; "" when none does."""
+    found = next((a for prefix in COLLAPSE_ALARMS for a in alarms if a.startswith(prefix)), "")
+    return found.split(" (the")[0].split(", so ")[0]
 
 
 class Alarm(str):
@@ -219,8 +229,7 @@ class CollapseMonitor(keras.callbacks.Callback):
                               {} if self.into_logs else figures))
         if not self.defer_writes:
             self.write_pending()
-        if self.stop_on_collapse and not final and any(
-                a.startswith(("constant", "non-finite")) for a in self.current_alarms):
+        if self.stop_on_collapse and not final and collapse_alarm(self.current_alarms):
             print("[seg monitor] stopping: the output has collapsed (stop_on_collapse)", flush=True)
             self.model.stop_training = True
 
@@ -241,7 +250,7 @@ class CollapseMonitor(keras.callbacks.Callback):
             with self._writer.as_default(step=epoch + 1):  # the epoch's number, as everywhere
                 for name, value in figures.items():
                     tf.summary.scalar(f"diagnostics/{name}", value)
-                for k, name in enumerate(self.class_names):
+                for k, name in enumerate(class_tags(self.class_names)):
                     tf.summary.scalar(f"diagnostics/pred_share/{name}", stats["pred_share"][k])
                     tf.summary.scalar(f"diagnostics/true_share/{name}", stats["true_share"][k])
                 text = "\n".join(f"* {a}" for a in alarms) or "no alarm"
@@ -255,7 +264,7 @@ class CollapseMonitor(keras.callbacks.Callback):
     def summary(self) -> dict:
         """The 'diagnostics' entry of metrics.json."""
         final = self.current_alarms
-        return {"constant_output": any(a.startswith(("constant", "non-finite")) for a in final),
+        return {"constant_output": bool(collapse_alarm(final)),
                 "class_vanished": any(a.startswith("class vanished") for a in final),
                 "alarms": self.alarms, "open_alarms": list(final),
                 "final_output_stats": self.last_stats}
@@ -376,10 +385,8 @@ class PredictionPanels(keras.callbacks.Callback):
             preds.append(probs.argmax(-1))
             confs.append(probs.max(-1))
             truths.append(class_indices(np.asarray(y)[None], void)[0])
-        alarms = self.monitor.current_alarms if self.monitor else []
-        banner = next((a for prefix in ("non-finite", "constant output", "constant loss")
-                       for a in alarms if a.startswith(prefix)), "")
-        banner = banner.split(" (the")[0].split(", so ")[0] or self.proven
+        banner = collapse_alarm(self.monitor.current_alarms if self.monitor else []) \
+            or self.proven
         return viz.panel([display_image(x) for x, _ in self.samples], truths, preds, confs,
                          class_names=self.class_names, ignore_index=void,
                          title=f"epoch {epoch + 1}", banner=banner)
@@ -405,10 +412,23 @@ class PredictionPanels(keras.callbacks.Callback):
 PROVEN_COLLAPSE = ("head", "head/loss", "class axis", "gradients", "initial loss")
 
 
+def log_report(log_dir: str | Path, report):
+    """The diagnosis before training to TensorBoard's TEXT tab (diagnostics/report, step 0)."""
+    writer = tf.summary.create_file_writer(str(log_dir))
+    with writer.as_default(step=0):
+        tf.summary.text("diagnostics/report", "```\n" + report.text() + "\n```")
+    writer.close()
+
+
+MEASURED_COLLAPSE = ("initial loss", "gradients")  # errors measured on a batch
+
+
 def proven_collapse(report) -> str:
-    """The banner for a collapse the preflight proved before the first step (a zero gradient at
-    the head, a constant loss, ...): its first such error, short; "" when there is none."""
-    found = next((f for f in (report.errors if report else []) if f.check in PROVEN_COLLAPSE),
+    """The banner for a collapse the preflight measured before the first step (a zero or
+    non-finite gradient at the head, a loss already near zero): the first such error, short;
+    "" when there is none. Errors it only reasoned about (a head that does not fit the loss)
+    are left to the monitor, which sees whether the output really collapses."""
+    found = next((f for f in (report.errors if report else []) if f.check in MEASURED_COLLAPSE),
                  None)
     if found is None:
         return ""
@@ -427,6 +447,10 @@ class SegmentationMonitor(keras.callbacks.Callback):
     scalars (diagnostics/...) and the alarms as text. Classes, activation and from_logits are
     read from the model and its loss; outputs with or without a channel axis, one channel
     (sigmoid or logits) and C channels all work.
+
+    Steps are the epoch's number counted from 1 (the panel titled "epoch 3" is at step 3).
+    Keras' TensorBoard callback counts from 0; seg.EpochScalars writes the epoch figures on
+    seg's count, with tags that put IoU and loss first.
 
     Args:
         validation_data: (images, masks) arrays or a tf.data.Dataset of (image, mask) batches.
@@ -488,14 +512,11 @@ class SegmentationMonitor(keras.callbacks.Callback):
                                    class_names=self.collapse.class_names)
             if self.report.errors or self.report.warnings:
                 print(self._short_report(), flush=True)
-            if proven_collapse(self.report):  # proven before the first step: flag at once
-                self.collapse.grace_epochs = 0
-                if self.panels is not None:
-                    self.panels.proven = proven_collapse(self.report)
-            writer = tf.summary.create_file_writer(self.log_dir)
-            with writer.as_default(step=0):
-                tf.summary.text("diagnostics/report", "```\n" + self.report.text() + "\n```")
-            writer.close()
+            if any(f.check in PROVEN_COLLAPSE for f in self.report.errors):
+                self.collapse.grace_epochs = 0  # proven before the first step: flag at once
+            if self.panels is not None:
+                self.panels.proven = proven_collapse(self.report)
+            log_report(self.log_dir, self.report)
         for part in self.parts:
             part.on_train_begin(logs)
 
@@ -520,34 +541,6 @@ class SegmentationMonitor(keras.callbacks.Callback):
                   f"TensorBoard ({self.log_dir}, IMAGES tab)"
                   + (" and the diagnosis above" if self.report and self.report.errors else ""),
                   flush=True)
-
-
-def tag_safe(name: str) -> str:
-    """A class name as part of a TensorBoard tag (TensorFlow turns other characters into _)."""
-    return re.sub(r"[^-_.A-Za-z0-9]", "_", str(name)) or "_"
-
-
-def epoch_tag(name: str, class_names: list[str] | None = None) -> str:
-    """The TensorBoard tag of a figure in Keras' epoch logs (without its val_ prefix).
-
-    TensorBoard's Time Series orders its groups (the tag up to the first /) by character code,
-    capitals before lower case: IoU (the mean, then per class by name) and Loss come first,
-    the rest (learning_rate, pixel_accuracy, dice, diagnostics/...) after them.
-    """
-    if name == "mean_iou":
-        return "IoU/mean"
-    per_class = re.fullmatch(r"iou_(\d+)", name)
-    if per_class:
-        k = int(per_class.group(1))
-        names = class_names or []
-        return f"IoU/per_class/{tag_safe(names[k]) if k < len(names) else k}"
-    if name == "loss":
-        return "Loss"
-    if name == "alarms":  # the monitor's count; the alarms' text is diagnostics/alarms
-        return "diagnostics/alarm_count"
-    if name in ("majority_share", "output_spread", "output_entropy"):
-        return f"diagnostics/{name}"
-    return name
 
 
 def learning_rate_now(model) -> float | None:
@@ -614,12 +607,15 @@ class Progress(keras.callbacks.Callback):
         total_epochs: the end of training (fit may be called for a part of it).
         every_s: seconds between progress lines on a pipe.
         stream: where to write (sys.stdout); tty: whether it redraws (stream.isatty()).
+        steps_per_epoch: an epoch's steps, where fit() is asked for fewer (the rest of an
+            interrupted epoch), so its progress counts from where it resumed.
     """
 
     def __init__(self, total_epochs: int, every_s: float = 20.0, stream=None,
-                 tty: bool | None = None):
+                 tty: bool | None = None, steps_per_epoch: int | None = None):
         super().__init__()
         self.total_epochs, self.every_s = total_epochs, every_s
+        self.steps_per_epoch = steps_per_epoch  # a resumed epoch's fit() runs only the rest
         self.stream = stream
         self.tty = tty
         self._start = self._shown = 0.0
@@ -659,7 +655,10 @@ class Progress(keras.callbacks.Callback):
         self._out().flush()
 
     def on_train_batch_end(self, batch, logs=None):
-        self._show(batch + 1, self.params.get("steps"))
+        steps = self.params.get("steps")
+        total = self.steps_per_epoch or steps
+        done = batch + 1 + (total - steps if steps and total and steps < total else 0)
+        self._show(done, total)
 
     def on_test_begin(self, logs=None):
         self._phase = "validation"

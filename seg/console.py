@@ -90,17 +90,18 @@ def filtered_stderr(patterns=NOISE):
             sys.stderr.flush()  # Python's own writes in the block (a warning) are captured too
         except (AttributeError, OSError, ValueError):
             pass
-        os.dup2(saved, 2)
-        os.close(saved)
-        capture.seek(0)
-        kept = b"".join(line for line in capture.read().splitlines(keepends=True)
-                        if not is_noise(line, patterns))
-        capture.close()
-        while kept:  # os.write may write less than asked (a pipe)
-            try:
-                kept = kept[os.write(2, kept):]
-            except OSError:
-                break
+        finally:  # fd 2 comes back whatever happens, a signal's exception in flush() included
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            kept = b"".join(line for line in capture.read().splitlines(keepends=True)
+                            if not is_noise(line, patterns))
+            capture.close()
+            while kept:  # os.write may write less than asked (a pipe)
+                try:
+                    kept = kept[os.write(2, kept):]
+                except OSError:
+                    break
 
 
 def quiet_tensorflow() -> str:
@@ -112,7 +113,9 @@ def quiet_tensorflow() -> str:
     """
     if _DEVICE:
         return _DEVICE[0]
-    with filtered_stderr():
+    patterns = list(NOISE)  # read when the block ends
+    smi: list[tuple[str, int]] = []
+    with filtered_stderr(patterns):
         import tensorflow as tf
 
         # the first look for devices is what tries cuInit (and logs its failure)
@@ -124,7 +127,14 @@ def quiet_tensorflow() -> str:
                              or gpu.name)
             except Exception:  # noqa: BLE001 (a name is a nicety; the line must come)
                 names.append(gpu.name)
-    _DEVICE.append(device_line(names, _nvidia_smi()))
+        smi = _nvidia_smi() if names or shutil.which("nvidia-smi") else []
+        if smi and not names:  # a GPU TensorFlow cannot use: its CUDA lines say why, kept
+            patterns[:] = [p for p in NOISE if not re.search(r"cu(da|Init)", p)]
+    line = device_line(names, smi)
+    if smi and not names:
+        line = (f"no GPU usable by TensorFlow (nvidia-smi lists {smi[0][0]}; see the CUDA "
+                "lines above: is tensorflow[and-cuda] installed?): training on CPU")
+    _DEVICE.append(line)
     return _DEVICE[0]
 
 

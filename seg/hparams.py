@@ -3,7 +3,7 @@
 Every run writes its hyperparameters into its tb/validation folder when training starts (so
 runs that are still going are listed), named by its settings (`decoder=deconv,seed=1`), and its
 final figures under `hparams/` when it ends. The columns come from an explicit experiment
-config (the plugin's hparams_config), written once per sweep (in the sweep's folder) or run:
+config (the plugin's hparams_config), written by a run on its own or by a sweep's first job:
 without one TensorBoard makes a metric column of every scalar tag and shows the first five,
 which were monitor shares rather than val mIoU. The custom-scalars layout (the CUSTOM SCALARS
 tab) puts the charts that answer "which run wins" first.
@@ -12,6 +12,7 @@ tab) puts the charts that answer "which run wins" first.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,8 +23,8 @@ from tensorboard.plugins.hparams import api as hp
 from tensorboard.plugins.hparams import plugin_data_pb2
 from tensorboard.plugins.hparams import summary_v2 as hp_summary
 
-from seg.callbacks import tag_safe
 from seg.config import HPARAM_KEYS
+from seg.tags import class_tags
 
 SKIP_OVERRIDES = ("sweep",)  # +sweep=NAME only launches the sweep
 FINAL_METRICS = ("val_mean_iou", "val_pixel_accuracy", "val_dice", "val_loss",
@@ -109,7 +110,7 @@ def metric_columns(class_names: list[str]) -> list[hp.Metric]:
     """The HPARAMS tab's metric columns, in order: val mIoU, pixel accuracy, IoU per class by
     name, alarms, epochs, wall time, then Dice and the loss (TensorBoard shows the first five).
     The diagnostics' shares are not columns."""
-    names = (["val_mean_iou", "val_pixel_accuracy"] + [f"val_iou/{tag_safe(n)}" for n in class_names]
+    names = (["val_mean_iou", "val_pixel_accuracy"] + [f"val_iou/{t}" for t in class_tags(class_names)]
              + ["alarms", "epochs_completed", "wall_time_s", "val_dice", "val_loss"])
     return [hp.Metric(f"hparams/{n}", display_name=n) for n in names]
 
@@ -152,7 +153,9 @@ def layout(class_names: list[str]) -> layout_pb2.Layout:
     draws every run."""
     def chart(title, *tags):
         return layout_pb2.Chart(title=title, multiline=layout_pb2.MultilineChartContent(
-            tag=[f"^{t}$" for t in tags]))
+            tag=[f"^{re.escape(t)}$" for t in tags]))
+
+    tags = class_tags(class_names)
 
     return layout_pb2.Layout(category=[
         layout_pb2.Category(title="Which run wins", chart=[
@@ -161,14 +164,14 @@ def layout(class_names: list[str]) -> layout_pb2.Layout:
             chart("Learning rate", "learning_rate"),
             chart("Pixel accuracy (train and validation)", "pixel_accuracy")]),
         layout_pb2.Category(title="IoU per class", chart=[
-            chart(f"IoU: {name}", f"IoU/per_class/{tag_safe(name)}") for name in class_names]),
+            chart(f"IoU: {name}", f"IoU/per_class/{tag}") for name, tag in zip(class_names, tags)]),
         layout_pb2.Category(title="Collapse monitors (the 'yellow image')", chart=[
             chart("Majority-class share of the prediction", "diagnostics/majority_share"),
             chart("Output spread (0: a constant picture)", "diagnostics/output_spread"),
             chart("Output entropy", "diagnostics/output_entropy"),
             chart("Open alarms", "diagnostics/alarm_count"),
             chart("Predicted share per class",
-                  *[f"diagnostics/pred_share/{tag_safe(n)}" for n in class_names])]),
+                  *[f"diagnostics/pred_share/{t}" for t in tags])]),
     ])
 
 
@@ -193,8 +196,9 @@ def log_final(log_dir: str | Path, metrics: dict, step: int):
         for name in FINAL_METRICS:
             if isinstance(metrics.get(name), (int, float)):
                 tf.summary.scalar(f"hparams/{name}", float(metrics[name]))
-        for name, iou in zip(metrics.get("class_names", []), metrics.get("val_iou_per_class", [])):
-            tf.summary.scalar(f"hparams/val_iou/{tag_safe(name)}", float(iou))
+        for tag, iou in zip(class_tags(metrics.get("class_names", [])),
+                            metrics.get("val_iou_per_class", [])):
+            tf.summary.scalar(f"hparams/val_iou/{tag}", float(iou))
         alarms = metrics.get("diagnostics", {})
         tf.summary.scalar("hparams/alarms", float(bool(alarms.get("constant_output"))
                                                   or bool(alarms.get("class_vanished"))))

@@ -501,6 +501,8 @@ def preflight(cfg: dict, parts: Parts, out: Path, chief: bool) -> diagnostics.Re
     report = diagnose(cfg, parts)
     refuse = bool(report.errors) and mode == "error"
     if chief:
+        if not refuse and not (out / "diagnostics" / "preflight.txt").exists():  # not again
+            seg_callbacks.log_report(out / "tb" / "validation", report)        # on resume
         report.save(out / "diagnostics")
         # a refusal's errors come once, in its message; the rest of the report here
         print(report.text(skip_errors=refuse), flush=True)
@@ -577,8 +579,7 @@ def make_callbacks(cfg: dict, parts: Parts, out: Path, chief: bool, report, trai
     data, trainer, epochs = cfg["data"], cfg["trainer"], cfg["trainer"]["epochs"]
     source = parts.source
     settings = {k: v for k, v in cfg["diagnostics"].items() if k in seg_callbacks.MONITOR_KEYS}
-    proven = seg_callbacks.proven_collapse(report)
-    if proven:
+    if any(f.check in seg_callbacks.PROVEN_COLLAPSE for f in report.errors):
         settings["grace_epochs"] = 0  # proven before the first step: flag at once
     monitor = seg_callbacks.CollapseMonitor(
         parts.val_ds, num_classes=data["num_classes"], class_names=source.class_names,
@@ -602,14 +603,15 @@ def make_callbacks(cfg: dict, parts: Parts, out: Path, chief: bool, report, trai
     fit = [monitor, throughput] + ([stateful["early_stopping"]] if "early_stopping" in stateful
                                    else []) + ([checkpointer, scalars] if chief else [])
     if trainer["verbose"] == "auto" and chief:  # seg's short epoch line (1, 2: Keras' own)
-        fit.insert(0, seg_callbacks.Progress(epochs))
+        fit.insert(0, seg_callbacks.Progress(epochs, steps_per_epoch=parts.steps))
     if cfg["logging"]["panels_every"] and chief:
         fit.append(seg_callbacks.PredictionPanels(
             source.val.map(lambda x, y: (tf.image.convert_image_dtype(x, tf.float32), y)),
             num_images=cfg["logging"]["num_panels"], every=cfg["logging"]["panels_every"],
             num_classes=data["num_classes"], class_names=source.class_names,
             ignore_index=data["ignore_index"], monitor=monitor, total_epochs=epochs,
-            log_dir=out / "tb" / "validation", png_dir=out / "panels", proven=proven))
+            log_dir=out / "tb" / "validation", png_dir=out / "panels",
+            proven=seg_callbacks.proven_collapse(report)))
     fit.append(guard)
     if timings is not None:
         fit = [seg_callbacks.Timed(cb, timings) for cb in fit]
@@ -641,7 +643,8 @@ def restore_or_start(cfg: dict, parts: Parts, out: Path, plan: distribute.Plan,
         if chief:  # the HPARAMS tab names each run by its folder (and its sweep's folder)
             hparams.log_start(out / "tb" / "validation",
                               hparams.hparams_of(cfg, overrides, model.count_params()),
-                              trial or hparams.Trial(out.name), parts.source.class_names)
+                              trial or hparams.Trial(f"{out.parent.name}/{out.name}"),
+                              parts.source.class_names)
         return Begin(0, 0, None)
     if chief:
         write_config(cfg, out, files)

@@ -14,12 +14,14 @@ import os
 import pickle
 import signal
 import sys
+import time
 import traceback
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 
+from seg.callbacks import collapse_alarm
 from seg.console import quiet_tensorflow
 from seg.hparams import Trial, first_columns
 from seg.runfolder import Interrupted, NonFiniteLoss
@@ -49,35 +51,52 @@ def train_job(cfg) -> float:
         fail(ValueError("hydra.run.dir is empty: give the run a folder of its own "
                         "(hydra.run.dir=outputs/NAME), or leave it out for a new time-stamped "
                         "one"))
-    if not (sweep and hc.job.num):  # once: the device does not change between jobs
-        print(f"seg: {quiet_tensorflow()}", flush=True)
+    out = Path(hc.runtime.output_dir)
+    # what the console shows goes to the run's train.log too (a worker's console other than
+    # the chief's is not the run's)
+    with console_to(out / "train.log" if chief_process() else None):
+        if not (sweep and hc.job.num):  # once: the device does not change between jobs
+            print(f"seg: {quiet_tensorflow()}", flush=True)
+        return _job(cfg, hc, sweep, out)
+
+
+def _job(cfg, hc, sweep: bool, out: Path) -> float:
     try:
-        args = (to_dict(cfg), hc.runtime.output_dir)
+        args = (to_dict(cfg), str(out))
         kwargs = {"run_name": run_name(hc.job.override_dirname),
                   "overrides": list(hc.overrides.task), "files": hydra_record(cfg),
                   "trial": trial_of(args[0], hc, sweep)}
-        log = Path(hc.runtime.output_dir) / "train.log"  # what the console shows, kept
-        # in a sweep, a process of its own: memory stays flat across jobs
-        metrics = (in_own_process(logged, log, run, *args, **kwargs) if sweep
-                   else logged(log, run, *args, **kwargs))
+        # in a sweep, a process of its own (memory stays flat across jobs), logging its console
+        metrics = (in_own_process(logged, out / "train.log", run, *args, **kwargs) if sweep
+                   else run(*args, **kwargs))
     except Interrupted as e:  # the whole sweep stops too: the next start resumes
-        folder = (f"hydra.sweep.dir={hc.sweep.dir}" if sweep
-                  else f"hydra.run.dir={hc.runtime.output_dir}")
+        folder = f"hydra.sweep.dir={hc.sweep.dir}" if sweep else f"hydra.run.dir={out}"
         print(f"\nseg: interrupted: {e}\nseg: run the same command to resume, with {folder}",
               flush=True)
         sys.exit(Interrupted.exit_code)
     except Exception as e:
         if not sweep:
             if isinstance(e, REFUSALS):
-                forget_unused(hc.runtime.output_dir)
+                forget_unused(out)
                 fail(e)
             if isinstance(e, NonFiniteLoss):
                 fail(e, code=3)
             raise
         return _record_failure(e, cfg, hc)
-    with console_to(Path(hc.runtime.output_dir) / "train.log"):
-        print("\n" + closing_lines(metrics, Path(hc.runtime.output_dir)), flush=True)
+    print("\n" + closing_lines(metrics, out), flush=True)
     return metrics["val_mean_iou"]
+
+
+def chief_process() -> bool:
+    """False only for a worker of a multi-worker run (TF_CONFIG) that is not its chief."""
+    try:
+        tf_config = json.loads(os.environ.get("TF_CONFIG") or "{}")
+        task, cluster = tf_config.get("task") or {}, tf_config.get("cluster") or {}
+    except (ValueError, AttributeError):
+        return True
+    kind, index = task.get("type"), int(task.get("index", 0) or 0)
+    return not kind or kind == "chief" or (kind == "worker" and index == 0
+                                           and "chief" not in cluster)
 
 
 def closing_lines(metrics: dict, out: Path) -> str:
@@ -94,10 +113,8 @@ def closing_lines(metrics: dict, out: Path) -> str:
     look = (f"see the panel {panels[-1]}" if panels else "see the panels")
     look += f" and TensorBoard (tensorboard --logdir {out}, IMAGES tab)"
     if diagnostics.get("constant_output"):
-        what = next((a for a in open_alarms if a.startswith(("constant", "non-finite"))),
-                    "constant output")
-        return (f"{text}\nseg: COLLAPSED: the run ended with {what.split(' (the')[0]} (the "
-                f"'yellow image'): {look}")
+        what = collapse_alarm(open_alarms) or "constant output"
+        return f"{text}\nseg: COLLAPSED (the 'yellow image'): {what}: {look}"
     more = f" (+{len(open_alarms) - 1} more)" if len(open_alarms) > 1 else ""
     return f"{text}\nseg: ALARM open at the end: {open_alarms[0]}{more}: {look}"
 
@@ -109,14 +126,17 @@ def trial_of(cfg: dict, hc, sweep: bool) -> Trial:
     folder: the decoder, our users' first question, leads in all of them); a run on its own is
     named by its overrides and start time."""
     if not sweep:
-        name = f"{run_name(hc.job.override_dirname)} {Path(hc.runtime.output_dir).name[:19]}"
+        name = f"{run_name(hc.job.override_dirname)} {time.strftime('%Y-%m-%d_%H-%M-%S')}"
         keys = [o.split("=", 1)[0].lstrip("+~") for o in hc.overrides.task if "=" in o]
         return Trial(name, ["decoder.name"] + first_columns(cfg, keys))
     params = hc.sweeper.get("params") if "params" in hc.sweeper else None
     swept = swept_settings(hc.job.override_dirname, params)
-    keys = [p.split("=", 1)[0] for p in swept.split(",") if p]
-    return Trial(swept or Path(hc.runtime.output_dir).name,
-                 ["decoder.name"] + first_columns(cfg, keys), Path(hc.sweep.dir))
+    # the settings first (what the table's narrow column shows), then what makes the name
+    # unique: TensorBoard merges the rows of equal names (two sweeps in one log folder)
+    name = ",".join(swept) or Path(hc.runtime.output_dir).name
+    return Trial(f"{name} #{hc.job.num} {Path(hc.sweep.dir).name}",
+                 ["decoder.name"] + first_columns(cfg, [p.split("=", 1)[0] for p in swept]),
+                 Path(hc.sweep.dir))
 
 
 class _Tee(io.TextIOBase):
@@ -129,8 +149,14 @@ class _Tee(io.TextIOBase):
 
     def write(self, text: str) -> int:
         self.stream.write(text)
-        if "\n" in text or "\r" not in text:
-            self.log.write(text.rsplit("\r", 1)[-1] if "\r" in text else text)
+        if "\r" not in text:
+            self.log.write(text)
+            return len(text)
+        lines = text.replace("\r\n", "\n").split("\n")
+        kept = [line.rsplit("\r", 1)[-1] for line in lines[:-1]]  # what stayed on screen
+        if "\r" not in lines[-1]:  # an unfinished line that is not being redrawn
+            kept.append(lines[-1])
+        self.log.write("\n".join(kept) + ("\n" if len(kept) == len(lines) - 1 and kept else ""))
         return len(text)
 
     def flush(self):
@@ -149,12 +175,16 @@ class _Tee(io.TextIOBase):
 
 
 @contextlib.contextmanager
-def console_to(log: Path):
-    """What the console shows (stdout and stderr) is also appended to log (the run's
-    train.log, which Hydra makes and otherwise leaves empty)."""
+def console_to(log: Path | None):
+    """What Python writes to the console (stdout and stderr) is also appended to log (the run's
+    train.log, which Hydra makes and otherwise leaves empty); None: the console alone.
+
+    TensorFlow's own C++ lines (a GPU out of memory, XLA notices) reach the console only."""
     try:
-        file = open(log, "a", encoding="utf-8", buffering=1)
+        file = open(log, "a", encoding="utf-8", buffering=1) if log is not None else None
     except OSError:  # no run folder (yet): the console alone
+        file = None
+    if file is None:
         yield
         return
     streams = sys.stdout, sys.stderr

@@ -39,16 +39,16 @@ def _swept_keys(params=None) -> set[str]:
     return keys
 
 
-def swept_settings(override_dirname: str, params=None) -> str:
-    """The settings a sweep varies, from a job's override_dirname: `decoder=deconv,seed=1`
-    ('' when none is found)."""
+def swept_settings(override_dirname: str, params=None) -> list[str]:
+    """The settings a sweep varies, from a job's override_dirname: ["decoder=deconv", "seed=1"]
+    ([] when none is found)."""
     swept = _swept_keys(params)
     parts = re.split(r",(?=[\w.+~/-]+=)", override_dirname) if override_dirname else []
-    return ",".join(p.lstrip("+~") for p in parts if p.split("=", 1)[0].lstrip("+~") in swept)
+    return [p.lstrip("+~") for p in parts if p.split("=", 1)[0].lstrip("+~") in swept]
 
 
 def job_name(override_dirname: str, params=None) -> str:
     """A sweep job's folder name: the swept settings alone (the others are the same for every
     job, and recorded in its config.json), so that TensorBoard's run names, cut to their first
     characters, still tell the jobs apart; all the overrides when none is found to be swept."""
-    return run_name(swept_settings(override_dirname, params) or override_dirname)
+    return run_name(",".join(swept_settings(override_dirname, params)) or override_dirname)

@@ -101,7 +101,9 @@ def test_epoch_scalars_use_seg_tags_at_the_epochs_number_without_duplicates(tmp_
 
 
 def test_epoch_tags_put_iou_and_loss_first_in_tensorboards_order():
-    tags = [callbacks.epoch_tag(n, ["background", "car"]) for n in (
+    from seg.tags import epoch_tag
+
+    tags = [epoch_tag(n, ["background", "car"]) for n in (
         "pixel_accuracy", "loss", "iou_1", "learning_rate", "majority_share", "mean_iou", "dice")]
     groups = sorted({t.split("/")[0] for t in tags})  # TensorBoard: by character code
     assert groups[:2] == ["IoU", "Loss"], groups
@@ -150,3 +152,10 @@ def test_a_collapse_the_preflight_proved_is_bannered_from_the_first_panel(tmp_pa
     banner = np.asarray(Image.open(tmp_path / "png" / "epoch_001.png"))[22:40, 300]
     assert (banner == (200, 0, 0)).all(axis=-1).any()  # the red banner row
     assert _tags_and_steps(tmp_path)["predictions"] == [1]  # titled "epoch 1", at step 1
+
+
+def test_class_tags_are_safe_and_never_shared():
+    from seg.tags import class_tags
+
+    assert class_tags(["road sign", "car"]) == ["road_sign", "car"]
+    assert class_tags(["\u80cc\u666f", "\u9053\u8def", "x"]) == ["___0", "___1", "x"]

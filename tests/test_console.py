@@ -112,3 +112,73 @@ def test_device_line_names_each_gpu():
     assert device_line(["NVIDIA H200"], [("NVIDIA H200", 143771)]) == "GPU: NVIDIA H200 (140 GiB)"
     assert device_line(["NVIDIA H200"], []) == "GPU: NVIDIA H200"
     assert device_line(["A", "B"], [("B", 2048), ("A", 1024)]) == "GPU: A (1 GiB); GPU: B (2 GiB)"
+
+
+def test_train_log_keeps_what_stayed_on_screen(tmp_path):
+    import io
+
+    from seg_hydra.jobs import _Tee
+
+    screen, log = io.StringIO(), io.StringIO()
+    tee = _Tee(screen, log)
+    for text in ("seg: start\n", "\r  step 1/9", "\r  step 2/9", "\r" + " " * 9 + "\repoch 1/2  loss 0.5\n",
+                 "windows line\r\n", "a\nb\n", "no end"):
+        tee.write(text)
+    assert screen.getvalue().startswith("seg: start\n\r  step 1/9")
+    assert log.getvalue() == "seg: start\nepoch 1/2  loss 0.5\nwindows line\na\nb\nno end"
+
+
+def test_console_to_appends_to_the_log_and_restores_the_streams(tmp_path, capsys):
+    from seg_hydra.jobs import console_to
+
+    log = tmp_path / "train.log"
+    log.write_text("[HYDRA] earlier\n")
+    before = sys.stdout, sys.stderr
+    with console_to(log):
+        print("to both")
+        print("an error", file=sys.stderr)
+    assert (sys.stdout, sys.stderr) == before
+    assert log.read_text() == "[HYDRA] earlier\nto both\nan error\n"
+    assert "to both" in capsys.readouterr().out
+    with console_to(None):  # a worker that is not the chief: the console alone
+        print("only here")
+    assert "only here" not in log.read_text()
+
+
+@pytest.mark.parametrize("tf_config, chief", [
+    (None, True),
+    ('{"cluster": {"worker": ["a:1", "b:1"]}, "task": {"type": "worker", "index": 0}}', True),
+    ('{"cluster": {"worker": ["a:1", "b:1"]}, "task": {"type": "worker", "index": 1}}', False),
+    ('{"cluster": {"chief": ["a:1"], "worker": ["b:1"]}, "task": {"type": "worker", "index": 0}}',
+     False),
+    ("not json", True),
+])
+def test_only_the_chief_keeps_the_runs_log(monkeypatch, tf_config, chief):
+    from seg_hydra.jobs import chief_process
+
+    if tf_config is None:
+        monkeypatch.delenv("TF_CONFIG", raising=False)
+    else:
+        monkeypatch.setenv("TF_CONFIG", tf_config)
+    assert chief_process() is chief
+
+
+def test_the_last_line_names_a_collapse_or_an_open_alarm_and_the_panel(tmp_path):
+    from seg_hydra.jobs import closing_lines
+
+    (tmp_path / "panels").mkdir()
+    (tmp_path / "panels" / "epoch_002.png").write_bytes(b"")
+    base = {"val_mean_iou": 0.15, "decoder": "upsample", "epochs_completed": 2,
+            "wall_time_s": 174.0}
+    healthy = closing_lines({**base, "diagnostics": {"constant_output": False,
+                                                      "open_alarms": []}}, tmp_path)
+    assert healthy.count("\n") == 0 and healthy.startswith("val mIoU 0.1500 (upsample")
+    collapsed = closing_lines({**base, "diagnostics": {"constant_output": True, "open_alarms": [
+        "constant output: 100.0% of pixels predicted as background, probabilities vary by 0.000 "
+        "across the image (the 'yellow image')"]}}, tmp_path)
+    last = collapsed.splitlines()[-1]
+    assert last.startswith("seg: COLLAPSED (the 'yellow image'): constant output: 100.0%")
+    assert str(tmp_path / "panels" / "epoch_002.png") in last
+    alarm = closing_lines({**base, "diagnostics": {"constant_output": False, "open_alarms": [
+        "class vanished: car is 5.0% of true pixels but 0.00% of predicted ones"]}}, tmp_path)
+    assert alarm.splitlines()[-1].startswith("seg: ALARM open at the end: class vanished: car")
