@@ -231,7 +231,8 @@ def diagnose(cfg: dict, parts: Parts | None = None) -> diagnostics.Report:
     for any Keras model), with the fixes in config keys, plus what only the config knows: the
     shape plan of the padding, a frozen random encoder and the file audit of the data.
     """
-    with pipeline.labels_unchecked():  # the label audit reports them, with the fix
+    # the model's first run: TensorFlow's notices about the CPU's kernels kept off the console
+    with pipeline.labels_unchecked(), console.filtered_stderr():
         return _diagnose(cfg, parts or prepare(cfg))
 
 
@@ -302,7 +303,7 @@ def diagnose_model(cfg: dict, model: keras.Model, loss=None, from_logits: bool |
     channels = out_shape[-1] if isinstance(out_shape, tuple) and len(out_shape) == 4 else None
     if info.targets == "one_hot" and channels and channels > 1:
         ds = ds.map(lambda x, y: (x, tf.one_hot(y, channels)))
-    with pipeline.labels_unchecked():
+    with pipeline.labels_unchecked(), console.filtered_stderr():
         return diagnostics.diagnose(
             model, ds, loss=loss, num_classes=data["num_classes"],
             ignore_index=data["ignore_index"], class_names=source.class_names,
@@ -405,8 +406,7 @@ def run(cfg: dict, output_dir: str | Path, run_name: str | None = None,
         if plan.is_chief and not resuming:
             write_config(cfg, out, files)
         describe(cfg, parts, plan, out)
-        with console.filtered_stderr():  # the model's first run: TensorFlow's CPU notices
-            report = preflight(cfg, parts, out, plan.is_chief)
+        report = preflight(cfg, parts, out, plan.is_chief)
         training = compile_phases(cfg, parts, plan, resuming, out)
         cbs = make_callbacks(cfg, parts, out, plan.is_chief, report, training, clock,
                              list(callbacks), timings)
