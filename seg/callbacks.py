@@ -13,9 +13,9 @@ import tensorflow as tf
 from PIL import Image
 
 from seg import viz
-from seg.tags import class_tags, epoch_tag
 from seg.diagnostics import alarms_for, diagnose, first_output, output_stats
 from seg.introspect import class_indices, probabilities, read_head
+from seg.tags import class_tags, epoch_tag
 
 MONITOR_KEYS = ("constant_share", "constant_spread", "vanished_share", "stop_on_collapse",
                 "monitor", "grace_epochs")
@@ -258,7 +258,7 @@ class CollapseMonitor(keras.callbacks.Callback):
             self._writer.flush()
             if alarms:  # one block per epoch
                 print("\n".join(f"[seg monitor] epoch {epoch + 1}: {message}"
-                                        for message in alarms), flush=True)
+                                for message in alarms), flush=True)
         self._pending = []
 
     def summary(self) -> dict:

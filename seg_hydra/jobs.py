@@ -180,6 +180,9 @@ def console_to(log: Path | None):
     train.log, which Hydra makes and otherwise leaves empty); None: the console alone.
 
     TensorFlow's own C++ lines (a GPU out of memory, XLA notices) reach the console only."""
+    if isinstance(sys.stdout, _Tee):  # already logged (a job run in a launcher's worker)
+        yield
+        return
     try:
         file = open(log, "a", encoding="utf-8", buffering=1) if log is not None else None
     except OSError:  # no run folder (yet): the console alone

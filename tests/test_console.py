@@ -143,6 +143,9 @@ def test_console_to_appends_to_the_log_and_restores_the_streams(tmp_path, capsys
     with console_to(None):  # a worker that is not the chief: the console alone
         print("only here")
     assert "only here" not in log.read_text()
+    with console_to(log), console_to(log):  # a job run inside a launcher's worker: once
+        print("once")
+    assert log.read_text().count("once") == 1
 
 
 @pytest.mark.parametrize("tf_config, chief", [
