@@ -128,7 +128,7 @@ def test_benchmark_prints_a_table_and_a_json_line_last(tmp_path):
     assert result["ratio_vs_bare"] == pytest.approx(
         result["images_per_s"] / result["bare_images_per_s"], rel=0.01)
     assert 0 < result["logging_share"] < 1 and result["timed_steps"] == 7
-    assert {"CollapseMonitor", "PredictionPanels", "Checkpointer", "TensorBoard"} <= set(
+    assert {"CollapseMonitor", "PredictionPanels", "Checkpointer", "EpochScalars"} <= set(
         result["callback_seconds_per_epoch"])
     assert result["train_gflops_per_image"] > 0 and result["mfu"] is None  # no GPU peak
     assert "ratio ours / bare" in proc.stdout and "input pipeline alone" in proc.stdout
