@@ -13,10 +13,11 @@ import re
 
 
 def class_tags(class_names: list[str]) -> list[str]:
-    """Each class's name as a tag part: characters other than letters, digits, "-", "_" and "."
-    become "_" (readable in a tag and a regex), and names that would then coincide (two
-    non-Latin names) get their class index appended, so no two classes share a tag."""
-    safe = [re.sub(r"[^-_.A-Za-z0-9]", "_", str(n)) or "_" for n in class_names]
+    """Each class's name as a tag part, as readable as the name: TensorFlow keeps a summary's
+    tag as given (spaces and any script included); only "/", which would open a sub-group,
+    becomes "_". Names that then coincide get their class index appended, so no two classes
+    share a tag."""
+    safe = [str(n).replace("/", "_").strip() or "_" for n in class_names]
     return [f"{s}_{k}" if safe.count(s) > 1 else s for k, s in enumerate(safe)]
 
 

@@ -92,7 +92,7 @@ def test_epoch_scalars_use_seg_tags_at_the_epochs_number_without_duplicates(tmp_
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=[keras.metrics.MeanIoU(2, sparse_y_pred=False, name="mean_iou"),
                            keras.metrics.IoU(2, [1], sparse_y_pred=False, name="iou_1")])
-    scalars = callbacks.EpochScalars(tmp_path, class_names=["bg", "road sign"])
+    scalars = callbacks.EpochScalars(tmp_path, class_names=["bg", "road/sign"])
     model.fit(X, Y, epochs=2, validation_data=(X, Y), verbose=0, callbacks=[scalars])
     train, val = _tags_and_steps(tmp_path / "train"), _tags_and_steps(tmp_path / "validation")
     assert train == {"IoU/mean": [1, 2], "IoU/per_class/road_sign": [1, 2], "Loss": [1, 2],
@@ -157,5 +157,6 @@ def test_a_collapse_the_preflight_proved_is_bannered_from_the_first_panel(tmp_pa
 def test_class_tags_are_safe_and_never_shared():
     from seg.tags import class_tags
 
-    assert class_tags(["road sign", "car"]) == ["road_sign", "car"]
-    assert class_tags(["\u80cc\u666f", "\u9053\u8def", "x"]) == ["___0", "___1", "x"]
+    assert class_tags(["road sign", "\u9053\u8def", "car/truck"]) == [
+        "road sign", "\u9053\u8def", "car_truck"]  # readable; no "/" to open a sub-group
+    assert class_tags(["a/b", "a_b", "c"]) == ["a_b_0", "a_b_1", "c"]  # never one tag for two
