@@ -88,6 +88,22 @@ class RunLock:
         self.release()
 
 
+def in_use(folder: str | Path) -> bool:
+    """Whether another process holds the run folder's lock now (a run is going on in it)."""
+    try:
+        fd = os.open(Path(folder) / LOCK, os.O_RDONLY)
+    except OSError:  # no lock file: nobody has held it
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
+
+
 def _read(fd: int) -> dict | None:
     try:
         text = os.pread(fd, 4096, 0).decode(errors="replace").strip()

@@ -24,7 +24,7 @@ from hydra.types import RunMode
 from seg.callbacks import collapse_alarm
 from seg.console import quiet_tensorflow
 from seg.hparams import Trial, first_columns
-from seg.runfolder import Interrupted, NonFiniteLoss
+from seg.runfolder import Interrupted, NonFiniteLoss, in_use
 from seg.train import run
 from seg_hydra.compose import hydra_record, to_dict
 from seg_hydra.errors import REFUSALS, fail, forget_unused
@@ -52,9 +52,9 @@ def train_job(cfg) -> float:
                         "(hydra.run.dir=outputs/NAME), or leave it out for a new time-stamped "
                         "one"))
     out = Path(hc.runtime.output_dir)
-    # what the console shows goes to the run's train.log too (a worker's console other than
-    # the chief's is not the run's)
-    with console_to(out / "train.log" if chief_process() else None):
+    # what the console shows goes to the run's train.log too; not a worker's other than the
+    # chief's, nor a second start's on a folder in use (it is refused: the log is the run's)
+    with console_to(out / "train.log" if chief_process() and not in_use(out) else None):
         if not (sweep and hc.job.num):  # once: the device does not change between jobs
             print(f"seg: {quiet_tensorflow()}", flush=True)
         return _job(cfg, hc, sweep, out)

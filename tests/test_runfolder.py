@@ -85,6 +85,7 @@ def test_two_processes_one_folder_then_kill_9_of_the_holder_and_a_new_start(tmp_
     code, text = _train_to_end(run_dir, "trainer.epochs=40", "trainer.steps_per_epoch=6")
     assert code == 2, text[-3000:]
     assert f"in use by another run: process {holder.pid}" in text and "Traceback" not in text
+    assert "in use by another run" not in (run_dir / "train.log").read_text()  # the run's log
     holder.kill()  # kill -9: no chance to release anything
     holder.wait()
     holder.stdout.close()
