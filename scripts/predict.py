@@ -15,7 +15,7 @@ from pathlib import Path
 import seg_hydra
 
 MAX_PENDING_VALUES = 64_000_000  # pixel values held while same-size batches fill up
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp", ".npy"}
 
 
 def parse(argv=None):
@@ -111,6 +111,8 @@ def main(argv=None) -> int:
                                           f"\n  {why}" for why in list(failed.values())[:10])))
     train_size = ((trained.config or {}).get("data") or {}).get("image_size") or 0
     tile = max(args.tile, train_size) if args.tile else 0
+    fixed = trained.model.input_shape[1]  # a fixed-size encoder (MiT): tiles of its size
+    tile = fixed if fixed else tile
     out = Path(args.out)
     palette = np.zeros((256, 3), np.uint8)
     palette[: len(viz.PALETTE)] = viz.PALETTE
@@ -121,7 +123,7 @@ def main(argv=None) -> int:
     print(f"predict: {len(files)} image(s) with {trained.checkpoint} -> {out}", flush=True)
 
     def write(batch):
-        images = np.stack([image for _, _, image in batch]).astype(np.float32) / 255.0
+        images = inference.model_input(np.stack([image for _, _, image in batch]))
         probs = inference.predict_probs(trained.model, images, from_logits=trained.from_logits,
                                         tile=tile, overlap=args.overlap,
                                         batch_size=args.batch_size)
@@ -132,14 +134,14 @@ def main(argv=None) -> int:
             mask = Image.fromarray(labels, mode="P")
             mask.putpalette(palette.flatten().tolist())
             mask.save(f"{target}_mask.png")
-            rgb = image if image.shape[-1] == 3 else np.repeat(image, 3, axis=-1)
+            rgb = viz.to_rgb(inference.model_input(image)).astype(np.float32)
             overlay = (1 - args.alpha) * rgb + args.alpha * viz.colourise(labels, 256)
             Image.fromarray(overlay.round().astype(np.uint8)).save(f"{target}_overlay.png")
 
     pending: dict[tuple, list] = {}  # same-size images wait for a full batch
     for f, stem in files:
         try:
-            image = read_image(str(f), trained.channels)
+            image = read_image(str(f), trained.channels, raw=trained.raw)
         except DataError as e:
             failed[str(f)] = str(e)
             print(f"\npredict: skipped {e}", flush=True)

@@ -29,7 +29,7 @@ from seg.models.encoders import ENCODERS, NORMS
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine", "polynomial")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
-CHANNELS = (1, 3)
+MAX_BANDS = 64
 
 
 class ConfigError(ValueError):
@@ -46,8 +46,12 @@ def key(*, choices=None, min=None, max=None, above=None, below=None, help: str =
 
 @dataclass
 class Model:
-    encoder: str = key(choices=ENCODERS)
-    encoder_weights: Optional[str] = key(help="null, imagenet or the path of a weights file")
+    encoder: str = key(help=f"one of {', '.join(ENCODERS)}, or hub:<keras-hub preset or "
+                       "backbone class>")
+    encoder_weights: Optional[str] = key(help="null, imagenet (Keras applications), pretrained "
+                                         "(keras-hub presets) or the path of a weights file")
+    # Any, checked by _rules: a keras-hub backbone class's arguments (a mapping) or "small"
+    encoder_args: Any = key(help="null, small, or a mapping of the backbone class's arguments")
     freeze_encoder: bool = key()
     depth: int = key(min=1)
     base_filters: int = key(min=1, max=1024)
@@ -124,7 +128,8 @@ class Pipeline:
     name: str = key(choices=("shapes", "folder"))
     num_classes: int = key(min=2, max=256, help="the number of classes, background included")
     image_size: int = key(min=8, max=8192)
-    channels: int = key(choices=CHANNELS)
+    channels: int = key(min=1, max=MAX_BANDS, help="image bands: 1 grey, 3 RGB, any other "
+                        "count for multi-band TIFF or .npy stacks")
     ignore_index: int = key(min=0, max=65535)
     augment: bool = key()
     scale_range: List[float] = key(help="[low, high] with 0 < low <= high")
@@ -156,6 +161,9 @@ class FolderData(Pipeline):
     class_names: Optional[List[str]] = key()
     on_bad_sample: str = key(choices=("error", "skip"))
     max_pixels: int = key(min=1, max=2 ** 40)
+    # Any, checked by _rules: "auto" or [[mean per band], [std per band]]
+    band_stats: Any = key(help="auto (computed from the training split for images of over 8 "
+                          "bits), or [[mean per band], [std per band]]")
 
 
 DATA = {"shapes": ShapesData, "folder": FolderData}
@@ -345,16 +353,42 @@ def _rules(cfg: dict) -> list[str]:
     return out + _model_rules(cfg) + _training_rules(cfg) + _machine_rules(cfg)
 
 
+def _band_stats_ok(stats, bands: int) -> bool:
+    ok = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)  # noqa: E731
+    return (isinstance(stats, (list, tuple)) and len(stats) == 2
+            and all(isinstance(r, (list, tuple)) and len(r) == bands and all(map(ok, r))
+                    for r in stats) and all(v > 0 for v in stats[1]))
+
+
 def _model_rules(cfg: dict) -> list[str]:
     data, model, out = cfg["data"], cfg["model"], []
     if not _is_activation(model["activation"]):
         out.append(f"model.activation={model['activation']!r}: not a Keras activation; use "
                    "relu, gelu, silu, elu, leaky_relu, ... (keras.activations)")
-    weights_file = model["encoder_weights"]
-    if weights_file not in (None, "imagenet") and not os.path.isfile(
-            os.path.expanduser(weights_file)):
-        out.append(f"model.encoder_weights={weights_file!r}: no such file; use null (random), "
-                   "imagenet, or the path of a weights file")
+    encoder, weights_file = model["encoder"], model["encoder_weights"]
+    hub = isinstance(encoder, str) and encoder.startswith("hub:")
+    if encoder not in ENCODERS and not (hub and len(encoder) > 4):
+        out.append(f"model.encoder={encoder!r}: use one of {', '.join(ENCODERS)}, or "
+                   "hub:<keras-hub preset or backbone class> (python scripts/encoders.py "
+                   "lists them)")
+    named = ("pretrained",) if hub else ("imagenet",)
+    local = weights_file not in (None, *named) and (
+        os.path.isfile(os.path.expanduser(weights_file))
+        or hub and os.path.isdir(os.path.expanduser(weights_file)))
+    if weights_file not in (None, *named) and not local:
+        other = "imagenet" if hub else "pretrained"
+        out.append(f"model.encoder_weights={weights_file!r}: " + (
+            f"{other} is for {'Keras applications' if hub else 'keras-hub presets'}; use "
+            if weights_file == other else "no such file; use ") + f"null (random), {named[0]}, "
+            "or the path of a weights file" + (" or a local preset folder" if hub else ""))
+    args = model.get("encoder_args")  # used by hub:<BackboneClass> (ignored by other encoders,
+    if args is not None and not (args == "small" or isinstance(args, dict)):  # so sweeps mix them)
+        out.append(f"model.encoder_args={args!r}: use null, small, or a mapping of the keras-hub "
+                   "backbone class's arguments")
+    stats = data.get("band_stats", "auto")
+    if stats != "auto" and not _band_stats_ok(stats, data["channels"]):
+        out.append(f"data.band_stats={stats!r}: use auto, or [[mean per band], [std per band]] "
+                   f"with {data['channels']} numbers each (std > 0)")
     levels = levels_of(model["encoder"], model["depth"])
     size = data["image_size"]
     if size < 2 ** levels:

@@ -785,14 +785,18 @@ def check_transposed(ctx: Context, model) -> list[Finding]:
 
 
 def check_encoder(*, encoder: str, encoder_weights, freeze_encoder: bool,
-                  unfreeze_after: int | None) -> list[Finding]:
-    """Warn about a frozen encoder that was never trained (its features are noise)."""
+                  unfreeze_after: int | None, notes=()) -> list[Finding]:
+    """Warn about a frozen encoder that was never trained (its features are noise); say what
+    the encoder is and what was adapted to the data (`notes`, from build_model)."""
+    found = [Finding("ok", "encoder", note) for note in notes]
     if encoder != "unet" and freeze_encoder and encoder_weights is None and not unfreeze_after:
-        return [Finding("warning", "encoder", f"frozen {encoder} encoder with random weights",
-                        "a frozen encoder that was never trained passes noise to the decoder for "
-                        "the whole run", "model.encoder_weights=imagenet (or a weights file), "
-                        "model.freeze_encoder=false, or trainer.unfreeze_encoder_after=N")]
-    return []
+        named = "pretrained" if encoder.startswith("hub:") else "imagenet"
+        found.append(Finding(
+            "warning", "encoder", f"frozen {encoder} encoder with random weights",
+            "a frozen encoder that was never trained passes noise to the decoder for the whole "
+            f"run", f"model.encoder_weights={named} (or a weights file), "
+            "model.freeze_encoder=false, or trainer.unfreeze_encoder_after=N"))
+    return found
 
 
 # --- probes on one batch ---------------------------------------------------------------

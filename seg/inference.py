@@ -41,11 +41,43 @@ class Trained:
         return int(self.model.input_shape[-1])
 
     @property
+    def raw(self) -> bool:
+        """Whether the model takes raw bands (16-bit, float) and standardises them itself."""
+        return takes_raw_bands(self.model)
+
+    @property
     def class_names(self) -> list[str]:
         k = self.model.output_shape[-1]
         k = 2 if k == 1 else k
         names = (self.config or {}).get("class_names")
         return list(names) if names and len(names) == k else [f"class_{i}" for i in range(k)]
+
+
+def takes_raw_bands(model: keras.Model) -> bool:
+    """A model with band statistics inside takes the files' own values, not [0, 1] images."""
+    return any(layer.name == "band_normalization" for layer in model.layers)
+
+
+def model_input(image: np.ndarray) -> np.ndarray:
+    """An image as the model takes it: uint8 scaled to [0, 1], raw bands as they are."""
+    image = np.asarray(image)
+    return image.astype(np.float32) / 255.0 if image.dtype == np.uint8 else \
+        image.astype(np.float32)
+
+
+def _import_for(checkpoint: Path):
+    """Import keras-hub when a .keras file holds one of its layers (registered on import)."""
+    import zipfile  # noqa: PLC0415
+
+    try:
+        with zipfile.ZipFile(checkpoint) as z:
+            if b"keras_hub" in z.read("config.json"):
+                from seg.models.hub import keras_hub  # noqa: PLC0415
+                keras_hub()
+    except (OSError, KeyError, zipfile.BadZipFile):
+        pass  # keras_problem / load_model name the file
+    except ValueError as e:  # keras-hub not installed: say how to get it
+        raise LoadError(f"{checkpoint}: {e}") from None
 
 
 def find_checkpoint(path: str | Path) -> tuple[Path, Path | None]:
@@ -79,6 +111,7 @@ def load(path: str | Path) -> Trained:
                         "truncated or "
                         "partly copied file? Use another checkpoint (checkpoints/last.keras) "
                         "or copy it again")
+    _import_for(checkpoint)
     try:
         model = keras.saving.load_model(checkpoint, compile=False, safe_mode=True)
     except Exception as e:  # Keras raises ValueError, OSError, zipfile errors, ...
@@ -153,6 +186,7 @@ def load_user_model(spec: str) -> keras.Model:
     if problem:
         raise LoadError(f"--model {spec}: not a usable .keras file ({problem}); a truncated or "
                         "partly copied file?")
+    _import_for(path)
     try:
         return keras.saving.load_model(path, safe_mode=True)
     except Exception:  # noqa: BLE001 (a compiled loss Keras cannot rebuild: load it uncompiled)
@@ -211,6 +245,15 @@ def predict_probs(model, images: np.ndarray, *, from_logits: bool, tile: int = 0
     """
     images = np.asarray(images, np.float32)
     b, h, w, _ = images.shape
+    fixed = (getattr(model, "input_shape", None) or (None, None))[1]
+    if fixed:  # a fixed-size encoder (MiT): windows of its size, small images padded up to it
+        if h < fixed or w < fixed:
+            padded = np.pad(images, [(0, 0), (0, max(fixed - h, 0)), (0, max(fixed - w, 0)),
+                                     (0, 0)])
+            return predict_probs(model, padded, from_logits=from_logits, tile=fixed,
+                                 overlap=overlap, batch_size=batch_size, flip=flip,
+                                 tta=tta)[:, :h, :w]
+        tile = fixed
     views = list(_views("flip" if flip and tta == "none" else tta))
 
     def forward(x):
@@ -270,7 +313,7 @@ def evaluate(trained: Trained, dataset, names: list[str], *, num_classes: int, i
     name_at = 0
     bar = keras.utils.Progbar(len(names) or None, unit_name="image") if progress else None
     for i, (image, mask) in enumerate(dataset.as_numpy_iterator()):
-        x = image[None].astype(np.float32) / 255.0
+        x = model_input(image[None])
         probs = predict_probs(trained.model, x, from_logits=trained.from_logits, tile=tile,
                               overlap=overlap, tta=tta)[0]
         pred = probs.argmax(-1)
@@ -305,17 +348,22 @@ def worst_panel(entry: dict, class_names: list[str], ignore_index: int) -> np.nd
 def serving_model(trained: Trained) -> keras.Model:
     """The trained network with its pre- and post-processing inside, for serving.
 
-    Input: raw uint8 images [B, H, W, C] of any size. Outputs: "probabilities" [B, H, W, K]
-    (float32) and "labels" [B, H, W] (int32 class index).
+    Input: raw uint8 images [B, H, W, C] of any size (float32 bands, the files' own values,
+    for a model of 16-bit or float data). Outputs: "probabilities" [B, H, W, K] (float32) and
+    "labels" [B, H, W] (int32 class index).
     """
     from seg.models.layers import ArgMax, ClassProbabilities
 
-    raw = keras.Input((None, None, trained.channels), dtype="uint8", name="image")
-    x = keras.layers.Rescaling(1 / 255.0, name="to_unit_range")(raw)
+    raw = keras.Input((None, None, trained.channels), dtype=_input_dtype(trained), name="image")
+    x = raw if trained.raw else keras.layers.Rescaling(1 / 255.0, name="to_unit_range")(raw)
     probs = ClassProbabilities(trained.from_logits, name="probabilities")(trained.model(x))
     labels = ArgMax(name="labels")(probs)
     return keras.Model(raw, {"probabilities": probs, "labels": labels},
                        name=f"{trained.model.name}_serving")
+
+
+def _input_dtype(trained: Trained) -> str:
+    return "float32" if trained.raw else "uint8"
 
 
 def export(trained: Trained, out_dir: str | Path) -> dict:
@@ -327,10 +375,11 @@ def export(trained: Trained, out_dir: str | Path) -> dict:
     import tensorflow as tf
 
     model.export(str(out / "saved_model"), format="tf_saved_model", verbose=False,
-                 input_signature=[tf.TensorSpec([None, None, None, trained.channels], tf.uint8,
-                                                name="image")])
+                 input_signature=[tf.TensorSpec([None, None, None, trained.channels],
+                                                _input_dtype(trained), name="image")])
     info = {"keras": str(out / "model.keras"), "saved_model": str(out / "saved_model"),
-            "input": f"uint8 [batch, height, width, {trained.channels}], any size",
+            "input": f"{_input_dtype(trained)} [batch, height, width, {trained.channels}], any "
+                     "size" + (" (the files' own values)" if trained.raw else ""),
             "outputs": {"probabilities": "float32 [batch, height, width, classes]",
                         "labels": "int32 [batch, height, width]"},
             "class_names": trained.class_names, "source_checkpoint": str(trained.checkpoint)}

@@ -28,6 +28,7 @@ from seg.fixes import ConfigFixes
 from seg.losses import SegmentationLoss
 from seg.metrics import make_metrics
 from seg.models import build_model, encoder_of, levels_of
+from seg.models.hub import HubError
 
 
 
@@ -40,7 +41,7 @@ def _call(fn, section: str, kwargs: dict):
             raise ConfigError(f"{section}: {e}") from e
         raise
     except ValueError as e:  # the builders' refusals name their key: model.x=...
-        if str(e).startswith(tuple(f"{s}." for s in config.SECTIONS)):
+        if isinstance(e, HubError) or str(e).startswith(tuple(f"{s}." for s in config.SECTIONS)):
             raise ConfigError(str(e)) from None
         raise
 
@@ -141,7 +142,7 @@ def build(cfg: dict, source) -> tuple:
     model = _call(build_model, "model", dict(
         num_classes=data["num_classes"], in_channels=source.channels, **cfg["model"],
         decoder=dec["name"], interpolation=dec["interpolation"], kernel_size=dec["kernel_size"],
-        init=dec["init"]))
+        init=dec["init"], band_stats=source.band_stats, fixed_size=data["image_size"]))
     loss_cfg = cfg["loss"]
     loss = SegmentationLoss(loss_cfg["name"], num_classes=data["num_classes"],
                             ignore_index=data["ignore_index"], from_logits=loss_cfg["from_logits"],
@@ -209,6 +210,17 @@ def prepare(cfg: dict, plan: distribute.Plan | None = None) -> Parts:
             cfg = {**cfg, "model": {**cfg["model"], "norm": "sync_batch"}}
     with (plan.strategy.scope() if plan else contextlib.nullcontext()):
         model, loss, metrics = build(cfg, source)
+    fixed = model.input_shape[1]
+    if fixed:  # a fixed-size encoder (MiT) scores the centre fixed x fixed crop of each image
+        val_ds = shard(pipeline.validation(
+            source.val.map(lambda x, y: pipeline.augment(
+                x, y, tf.zeros([2], tf.int64), size=fixed, random=False,
+                ignore_index=pipe["ignore_index"])), batch_size=batch_size,
+            ignore_index=pipe["ignore_index"], cache=pipe["cache"]))
+        val_ds = val_ds.apply(tf.data.experimental.assert_cardinality(
+            -(-source.num_val // batch_size)))
+        model.seg_notes.append(f"a fixed {fixed}x{fixed} input: validation scores the centre "
+                               f"{fixed}x{fixed} of each image (predict.py tiles whole images)")
     steps = trainer["steps_per_epoch"] or max(source.num_train // batch_size, 1)
     per_call = trainer["steps_per_execution"]
     if per_call > steps:
@@ -250,14 +262,15 @@ def _diagnose(cfg: dict, parts: Parts) -> diagnostics.Report:
         overfit_steps=diag["overfit_steps"], learning_rate=float(cfg["trainer"]["learning_rate"]),
         label_samples=samples, fixes=ConfigFixes())
     report.title = "seg preflight checks"
-    depth = levels_of(model_cfg["encoder"], model_cfg["depth"])
+    depth = levels_of(model_cfg["encoder"], model_cfg["depth"], parts.model)
     plan_findings, plan = diagnostics.shape_plan(sizes, depth=depth, decoder=cfg["decoder"]["name"])
     report.findings += plan_findings
     report.tables["shape plan"] = plan
     report.findings += diagnostics.check_encoder(
         encoder=model_cfg["encoder"], encoder_weights=model_cfg["encoder_weights"],
         freeze_encoder=model_cfg["freeze_encoder"],
-        unfreeze_after=cfg["trainer"]["unfreeze_encoder_after"])
+        unfreeze_after=cfg["trainer"]["unfreeze_encoder_after"],
+        notes=getattr(parts.model, "seg_notes", ()))
     if source.audit is not None:  # the file audit of scripts/check_data.py, on a sample
         skip = cfg["data"].get("on_bad_sample") == "skip"
         audited = source.audit(diag["label_audit_samples"])

@@ -57,11 +57,15 @@ def error_map(true: np.ndarray, pred: np.ndarray, ignore_index: int = 255) -> np
 
 
 def to_rgb(image: np.ndarray) -> np.ndarray:
-    """Float [H, W, C] in [0, 1] (C = 1 or 3) -> uint8 RGB."""
-    image = np.clip(np.nan_to_num(image), 0, 1)
-    if image.shape[-1] == 1:
-        image = np.repeat(image, 3, axis=-1)
-    return (255 * image[..., :3]).astype(np.uint8)
+    """Float [H, W, C] in [0, 1] -> uint8 RGB: grey (and 2 bands: the first) repeated, the
+    first 3 of more bands shown as RGB. Raw bands (16-bit, float: values outside [0, 1]) are
+    stretched for display between their 2nd and 98th percentiles."""
+    image = np.nan_to_num(np.asarray(image, np.float32))
+    image = np.repeat(image[..., :1], 3, axis=-1) if image.shape[-1] < 3 else image[..., :3]
+    if image.size and (image.min() < 0 or image.max() > 1):
+        lo, hi = np.percentile(image, [2, 98])
+        image = (image - lo) / max(hi - lo, 1e-9)
+    return (255 * np.clip(image, 0, 1)).astype(np.uint8)
 
 
 def scaled(tiles: list[np.ndarray], cell: int) -> list[np.ndarray]:

@@ -34,6 +34,31 @@ def refusing(fn):
         raise
 
 
+# Config groups whose options need a Hydra plugin from an extra: (group, option) -> the
+# plugin's module and the extra that installs it
+PLUGINS = {("sweep", "optuna"): ("hydra_plugins.hydra_optuna_sweeper", "optuna"),
+           ("hydra/sweeper", "optuna"): ("hydra_plugins.hydra_optuna_sweeper", "optuna"),
+           ("launcher", "joblib"): ("hydra_plugins.hydra_joblib_launcher", "joblib"),
+           ("hydra/launcher", "joblib"): ("hydra_plugins.hydra_joblib_launcher", "joblib"),
+           ("launcher", "slurm"): ("hydra_plugins.hydra_submitit_launcher", "slurm"),
+           ("hydra/launcher", "submitit_slurm"): ("hydra_plugins.hydra_submitit_launcher",
+                                                  "slurm")}
+
+
+def missing_plugin(args: list[str]) -> str | None:
+    """The refusal for an option whose Hydra plugin (an optional extra) is not installed."""
+    import importlib.util  # noqa: PLC0415
+
+    for arg in args:
+        group, _, option = arg.lstrip("+~").partition("=")
+        plugin = PLUGINS.get((group, option))
+        if plugin and importlib.util.find_spec(plugin[0]) is None:
+            return (f"{arg}: needs the '{plugin[1]}' extra, which is not installed: "
+                    f'pip install -e ".[{plugin[1]}]" (or .venv/bin/pip install '
+                    f'"seg[{plugin[1]}]" from another folder)')
+    return None
+
+
 def launch(main):
     """Call a @hydra.main function with Hydra's own errors refused like seg's (exit 2).
 
@@ -41,6 +66,9 @@ def launch(main):
     that cannot be made (read-only, a file, a name over 255 bytes): the message, no traceback.
     """
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises instead of printing and exiting 1
+    missing = missing_plugin(sys.argv[1:])
+    if missing:
+        fail(_Refused("MissingExtra", missing))
     try:
         return main()
     except KeyboardInterrupt:  # a second Ctrl-C: the last committed state is kept

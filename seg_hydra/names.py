@@ -19,7 +19,9 @@ def run_name(override_dirname: str) -> str:
     name = _SHORT_FLOAT.sub(lambda m: f"={float(m.group(1)):.4g}", override_dirname)
     # no "[ ] * ?": TensorFlow reads checkpoint paths as file patterns (a list value such as
     # data.scale_range=[1.0,1.0] is written with parentheses instead)
-    name = name.translate(str.maketrans("[]", "()", "+*?")).replace("/", "_") or "default"
+    # nor "\\": Hydra escapes a ":" in a value (model.encoder=hub\\:NAME) with it
+    name = name.replace("\\:", ":").translate(str.maketrans("[]\\", "()_", "+*?"))
+    name = name.replace("/", "_") or "default"
     if len(name) > 120:
         name = f"{name[:111]}_{hashlib.sha1(override_dirname.encode()).hexdigest()[:8]}"
     return name

@@ -33,7 +33,12 @@ TRAIN_CASES = [
     (["trainer.verbose=7"], "trainer.verbose=7"),
     (["trainer.steps_per_epoch=0"], "trainer.steps_per_epoch=0"),
     (["data.image_size=0"], "data.image_size=0"),
-    (["data.channels=2"], "data.channels=2"),
+    (["data.channels=0"], "data.channels=0"),
+    (["data.channels=65"], "data.channels=65"),
+    (["model.encoder=hub:"], "model.encoder='hub:'"),
+    (["model.encoder_args=7"], "model.encoder_args=7"),
+    (["model.encoder=hub:ResNetBackbone", "model.encoder_weights=imagenet"],
+     "model.encoder_weights='imagenet'"),
     (["data.num_classes=9"], "data.num_classes=9"),
     (["data.ignore_index=1"], "data.ignore_index=1"),
     (["data.scale_range=[2.0,1.0]"], "data.scale_range"),
@@ -90,6 +95,8 @@ FOLDER_CASES = [
     (["data.root="], "data.root=''"),
     (["data.root={labels7}", "diagnostics.preflight=off"], "mask values [7]"),
     (["data.root={void}"], "all void"),
+    (["data.root={ds}", "data.band_stats=[[1.0],[0.0]]"], "data.band_stats"),
+    (["data.root={ds}", "data.channels=4"], "data.channels=4"),  # RGB PNGs are not 4 bands
 ]
 INFERENCE_CASES = [
     ("predict.py", ["{run}", "{images}", "--out", "{tmp}/p", "--overlap", "1.0"], "--overlap"),

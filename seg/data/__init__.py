@@ -27,6 +27,7 @@ class Source:
     audit: Callable | None = None  # (k=None, progress=False) -> AuditReport, for files on disk
     skipped: dict[str, str] = field(default_factory=dict)  # file -> why it was left out
     names: dict[str, list[str]] = field(default_factory=dict)  # split -> file of every element
+    band_stats: tuple | None = None  # ([mean], [std]) per band: images are raw values (float32)
 
     def split(self, name: str) -> tuple[tf.data.Dataset, list[str]]:
         """("train" or "val") -> (unbatched uint8 pairs, their file names).
@@ -70,6 +71,7 @@ class _Folder:
     num_classes: int
     ignore_index: int
     on_bad_sample: str
+    band_stats: object = None  # "auto", or ([mean], [std]) given
 
     def audit(self, k: int | None = None, progress: bool = False) -> audit.AuditReport:
         """Every file (k=None) or an even sample of k pairs per split."""
@@ -87,7 +89,8 @@ def _open_folder(*, root: str, num_classes: int, channels: int = 3, images_dir: 
                  val_list: str | None = None, split: str = "random", val_fraction: float = 0.2,
                  split_seed: int = 0, label_map: dict | None = None, colour_table=None,
                  class_names: list[str] | None = None, on_bad_sample: str = "error",
-                 max_pixels: int = folder.MAX_PIXELS, ignore_index: int = 255) -> _Folder:
+                 max_pixels: int = folder.MAX_PIXELS, ignore_index: int = 255,
+                 band_stats="auto") -> _Folder:
     """The data section's keys of a folder dataset (see data/README.md), listed and split."""
     if on_bad_sample not in ("error", "skip"):
         raise DataError(f"data.on_bad_sample={on_bad_sample!r}: use 'error' or 'skip'")
@@ -95,9 +98,13 @@ def _open_folder(*, root: str, num_classes: int, channels: int = 3, images_dir: 
                                  train_list=train_list, val_list=val_list, split=split,
                                  val_fraction=val_fraction, split_seed=split_seed)
     names = list(class_names) if class_names else [f"class_{i}" for i in range(num_classes)]
+    # raw values, standardised by the model, for given statistics or images of over 8 bits
+    raw = band_stats not in (None, "auto") or bool(
+        listing.train and folder.high_bit_depth(listing.train[0].image, max_pixels))
     read = dict(channels=channels, table=folder.label_lookup(label_map),
-                colour_table=colour_table, max_pixels=max_pixels)
-    return _Folder(root, listing, names, read, num_classes, ignore_index, on_bad_sample)
+                colour_table=colour_table, max_pixels=max_pixels, raw=raw)
+    return _Folder(root, listing, names, read, num_classes, ignore_index, on_bad_sample,
+                   band_stats)
 
 
 def folder_source(**settings) -> Source:
@@ -142,6 +149,11 @@ def folder_source(**settings) -> Source:
         len(listing.train), len(listing.val), spec.names, read["channels"], sample_masks,
         f"folder {root}, {len(listing.train)} train / {len(listing.val)} val")
     source.audit, source.skipped = spec.audit, skipped
+    if read["raw"]:
+        given = spec.band_stats not in (None, "auto")
+        source.band_stats = (tuple(map(list, spec.band_stats)) if given else
+                             audit.band_statistics(listing.train, channels=read["channels"],
+                                                   max_pixels=read["max_pixels"]))
     source.names = {"train": [p.image for p in listing.train], "val": [p.image for p in listing.val]}
     return source
 

@@ -27,6 +27,7 @@ class AuditReport:
     counts: dict[str, int] = field(default_factory=dict)  # pairs scanned per split
     histograms: dict[str, list[int]] = field(default_factory=dict)  # pixels per class per split
     class_names: list[str] = field(default_factory=list)
+    band_stats: tuple | None = None  # ([mean], [std]) per band of raw (16-bit, float) images
 
     @property
     def errors(self) -> list[Problem]:
@@ -44,13 +45,44 @@ class AuditReport:
             lines.append(f"-- class histogram, {split} --")
             lines += [f"  {k} {name:<16} {100 * c / total:6.2f}%"
                       for k, (name, c) in enumerate(zip(self.class_names, hist))]
+        if self.band_stats:
+            lines.append("-- band statistics, train (the model standardises with them) --")
+            lines += [f"  band {b}: mean {m:.6g}, std {s:.6g}"
+                      for b, (m, s) in enumerate(zip(*self.band_stats))]
         n_err = len(self.errors)
         lines.append(f"\n{n_err} error(s), {len(self.problems) - n_err} warning(s)")
         return "\n".join(lines)
 
     def as_dict(self) -> dict:
         return {"problems": [asdict(p) for p in self.problems], "counts": self.counts,
-                "histograms": self.histograms, "class_names": self.class_names}
+                "histograms": self.histograms, "class_names": self.class_names,
+                "band_stats": self.band_stats}
+
+
+def band_statistics(pairs: list[Pair], *, channels: int, max_pixels: int,
+                    k: int = 64) -> tuple[list[float], list[float]]:
+    """Per-band mean and standard deviation of raw images over an even sample of k pairs
+    (every pair when fewer), in float64; files that cannot be read are left out (the audit
+    names them). What the model of 16-bit or float bands standardises its input with."""
+    sample = pairs[:: max(len(pairs) // max(k, 1), 1)][:k]
+    total, total_sq, count, first = np.zeros(channels), np.zeros(channels), 0, None
+    for pair in sample:
+        try:
+            image = read_image(pair.image, channels, max_pixels, raw=True).astype(np.float64)
+        except DataError as e:
+            first = first or e
+            continue
+        flat = image.reshape(-1, channels)
+        total += flat.sum(0)
+        total_sq += (flat ** 2).sum(0)
+        count += len(flat)
+    if not count:
+        raise DataError(f"no training image of {len(sample)} sampled could be read for the "
+                        f"band statistics; the first: {first} (python scripts/check_data.py "
+                        "names each file)")
+    mean = total / count
+    std = np.sqrt(np.maximum(total_sq / count - mean ** 2, 0.0))
+    return [float(m) for m in mean], [float(s) for s in std]
 
 
 def _digest(path: str) -> str:
@@ -62,11 +94,13 @@ def _digest(path: str) -> str:
 
 
 def check_pair(pair: Pair, *, num_classes: int, ignore_index: int, channels: int,
-               table: np.ndarray, colour_table=None, max_pixels: int) -> tuple[list[Problem], np.ndarray | None]:
-    """Every problem of one image/mask pair, and its class histogram (None if unreadable)."""
+               table: np.ndarray, colour_table=None, max_pixels: int, raw: bool = False
+               ) -> tuple[list[Problem], np.ndarray | None]:
+    """Every problem of one image/mask pair (its band count included), and its class
+    histogram (None if unreadable)."""
     problems = []
     try:
-        image = read_image(pair.image, channels, max_pixels)
+        image = read_image(pair.image, channels, max_pixels, raw)
     except DataError as e:
         problems.append(Problem("error", "image", str(e)))
         image = None
@@ -102,7 +136,8 @@ def check_pair(pair: Pair, *, num_classes: int, ignore_index: int, channels: int
 def audit_pairs(splits: dict[str, list[Pair]], *, num_classes: int, ignore_index: int,
                 channels: int, table: np.ndarray, colour_table=None, max_pixels: int,
                 class_names: list[str], listing_problems: list[str] = (),
-                ignored: list[str] = (), progress: bool = False) -> AuditReport:
+                ignored: list[str] = (), progress: bool = False,
+                raw: bool = False) -> AuditReport:
     """Scan every pair of every split and report all problems at once.
 
     Args:
@@ -132,7 +167,7 @@ def audit_pairs(splits: dict[str, list[Pair]], *, num_classes: int, ignore_index
         split, pair = job
         found = check_pair(pair, num_classes=num_classes, ignore_index=ignore_index,
                            channels=channels, table=table, colour_table=colour_table,
-                           max_pixels=max_pixels)
+                           max_pixels=max_pixels, raw=raw)
         digest = _digest(pair.image) if Path(pair.image).exists() else None
         return split, pair, found, digest
 
@@ -148,6 +183,12 @@ def audit_pairs(splits: dict[str, list[Pair]], *, num_classes: int, ignore_index
     report.counts = {split: len(pairs) for split, pairs in splits.items()}
     report.histograms = {split: h.tolist() for split, h in hists.items()}
 
+    if raw and splits.get("train"):
+        try:
+            report.band_stats = band_statistics(splits["train"], channels=channels,
+                                                max_pixels=max_pixels)
+        except DataError:
+            pass  # no readable training image: the problems above name every file
     report.problems += _overlaps(splits, digests)
     report.problems += _balance(hists, report, num_classes=num_classes,
                                 ignore_index=ignore_index, class_names=class_names)

@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".npy"}
+TIFF_SUFFIXES = (".tif", ".tiff")
 INDEX_MODES = ("L", "P", "I;16", "I;16B", "I;16L", "I", "1")
 MAX_PIXELS = 64_000_000  # larger images are refused before decoding (decompression bombs)
 
@@ -165,19 +166,114 @@ def _open(path: str, what: str, max_pixels: int):
     return im
 
 
-def read_image(path: str, channels: int, max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """Decode an image to uint8 [H, W, channels], honouring EXIF orientation.
+def _array(path: str, max_pixels: int) -> np.ndarray:
+    """A .npy stack or a TIFF (tifffile: any band count, 16-bit, float) as an array."""
+    try:
+        if path.lower().endswith(".npy"):
+            a = np.load(path, mmap_mode="r", allow_pickle=False)
+        else:
+            import tifffile  # noqa: PLC0415 (only for TIFFs Pillow cannot give as they are)
+            with tifffile.TiffFile(path) as tif:
+                shape = tif.series[0].shape
+                if int(np.prod(shape[:2])) > max_pixels:
+                    raise DataError(f"{path}: {shape} image is larger than {max_pixels:,} "
+                                    "pixels, too large to decode safely")
+                a = tif.asarray()
+    except DataError:
+        raise
+    except Exception as e:  # noqa: BLE001 (numpy's and tifffile's errors for unreadable files)
+        raise DataError(f"{path}: cannot decode image ({type(e).__name__}: {e})") from None
+    if a.dtype.kind not in "uifb":
+        raise DataError(f"{path}: {a.dtype} values are not an image")
+    return a
 
-    Grayscale, RGB, RGBA (alpha dropped), palette and 16-bit images are converted; 16-bit and
-    float images are rescaled to 0..255 by their own range.
+
+def _to_hwc(path: str, a: np.ndarray, channels: int) -> np.ndarray:
+    """[H, W] or [H, W, C] as it is, [C, H, W] (planar stacks: C == channels, or the first
+    axis the shortest) transposed; C checked."""
+    if a.ndim == 2:
+        a = a[..., None]
+    elif a.ndim == 3 and (a.shape[0] == channels and a.shape[-1] != channels
+                          or a.shape[0] < min(a.shape[1], a.shape[2]) and a.shape[-1] != channels):
+        a = np.moveaxis(a, 0, -1)  # planar: bands first (tifffile's order for most stacks)
+    if a.ndim != 3:
+        raise DataError(f"{path}: an image of shape {a.shape}: use [height, width, bands] "
+                        "(or [bands, height, width])")
+    if a.shape[0] * a.shape[1] == 0:
+        raise DataError(f"{path}: an empty image of shape {a.shape}")
+    if a.shape[-1] != channels:
+        raise DataError(f"{path}: {a.shape[-1]} band(s), data.channels={channels}: every image "
+                        f"needs {channels} (set data.channels={a.shape[-1]} if that is right)")
+    return a
+
+
+def high_bit_depth(path: str, max_pixels: int = MAX_PIXELS) -> bool:
+    """Whether an image holds more than 8 bits per value (16-bit, 32-bit or float)."""
+    if path.lower().endswith((".npy", *TIFF_SUFFIXES)):
+        try:
+            return _array(path, max_pixels).dtype not in (np.uint8, np.bool_)
+        except DataError:
+            return False  # named by the audit and the pipeline
+    try:
+        with Image.open(path) as im:
+            return im.mode in ("I;16", "I;16B", "I;16L", "I", "F")
+    except (OSError, SyntaxError, ValueError):
+        return False
+
+
+def read_image(path: str, channels: int, max_pixels: int = MAX_PIXELS,
+               raw: bool = False) -> np.ndarray:
+    """Decode an image to [H, W, channels], honouring EXIF orientation.
+
+    raw=False: uint8. Grayscale, RGB, RGBA (alpha dropped, or kept as the 4th band with
+    channels=4), palette and 16-bit images are converted; 16-bit and float images are rescaled
+    to 0..255 by their own range. raw=True: float32, the file's own values (16-bit, float),
+    standardised later by the model's band statistics.
+    Multi-band TIFFs (tifffile) and .npy stacks ([H, W, C] or [C, H, W]) must have `channels`
+    bands; a file with another band count is refused, named.
     """
+    pil = not path.lower().endswith(".npy") and not (
+        path.lower().endswith(TIFF_SUFFIXES) and (raw or channels not in (1, 3)))
+    if pil:
+        try:
+            return _read_pil(path, channels, max_pixels, raw)
+        except DataError:
+            if not path.lower().endswith(TIFF_SUFFIXES):
+                raise
+    a = _to_hwc(path, _array(path, max_pixels), channels)
+    if raw:
+        return np.asarray(a, np.float32)
+    if a.dtype != np.uint8:
+        a = a.astype(np.float64)
+        lo, hi = float(a.min()), float(a.max())
+        a = np.round(255 * (a - lo) / max(hi - lo, 1e-9))
+    return np.asarray(a, np.uint8)
+
+
+def _read_pil(path: str, channels: int, max_pixels: int, raw: bool) -> np.ndarray:
     with _open(path, "image", max_pixels) as im:
         im = ImageOps.exif_transpose(im)
+        if raw:
+            a = np.asarray(im if im.mode in ("I;16", "I;16B", "I;16L", "I", "F", "L", "RGB",
+                                             "RGBA", "LA") else im.convert("RGB"), np.float32)
+            if channels == 3 and a.ndim == 2:  # grey as RGB, as 8-bit images are converted
+                a = np.repeat(a[..., None], 3, axis=-1)
+            elif channels in (1, 3) and a.ndim == 3 and a.shape[-1] in (3, 4):
+                a = a[..., :3] if channels == 3 else a[..., :3] @ np.float32([0.299, 0.587,
+                                                                              0.114])
+            return np.asarray(_to_hwc(path, a, channels), np.float32)
         if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
             a = np.asarray(im, np.float64)
             lo, hi = float(a.min()), float(a.max())
             im = Image.fromarray(np.uint8(np.round(255 * (a - lo) / max(hi - lo, 1e-9))))
-        array = np.asarray(im.convert("L" if channels == 1 else "RGB"), np.uint8)
+        modes = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
+        if channels not in modes:
+            raise DataError(f"{path}: a {im.mode} image has not data.channels={channels} "
+                            "bands (save multi-band images as TIFF or .npy)")
+        if channels in (2, 4) and im.mode != modes[channels]:
+            raise DataError(f"{path}: a {im.mode} image, data.channels={channels}: every "
+                            f"image needs {channels} bands ({modes[channels]})")
+        array = np.asarray(im.convert(modes[channels]), np.uint8)
     return array[..., None] if channels == 1 else array
 
 
@@ -200,6 +296,17 @@ def read_mask(path: str, table: np.ndarray, colour_table=None,
     if path.lower().endswith((".jpg", ".jpeg")):
         raise DataError(f"{path}: JPEG masks are refused (lossy compression invents labels; "
                         "save masks as PNG)")
+    if path.lower().endswith(".npy"):
+        raw = _array(path, max_pixels)
+        if raw.ndim == 3 and raw.shape[-1] == 1:
+            raw = raw[..., 0]
+        if raw.ndim != 2 or raw.dtype.kind not in "uib":
+            raise DataError(f"{path}: a mask needs whole-number class indices [height, width], "
+                            f"not {raw.dtype} {raw.shape}")
+        raw = np.asarray(raw, np.int64)
+        if raw.min() < 0 or raw.max() >= len(table):
+            raise DataError(f"{path}: mask values outside 0..{len(table) - 1}")
+        return table[raw]
     with _open(path, "mask", max_pixels) as im:
         im = ImageOps.exif_transpose(im)
         if im.mode in INDEX_MODES:
@@ -237,9 +344,9 @@ def exif_orientation(path: str) -> int:
 
 
 def read_pair(pair: Pair, *, channels: int, table: np.ndarray, colour_table=None,
-              max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, np.ndarray]:
+              max_pixels: int = MAX_PIXELS, raw: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Image and mapped mask of one pair; refuses size mismatches by name."""
-    image = read_image(pair.image, channels, max_pixels)
+    image = read_image(pair.image, channels, max_pixels, raw)
     mask = read_mask(pair.mask, table, colour_table, max_pixels)
     if image.shape[:2] != mask.shape:
         raise DataError(f"{pair.image} is {image.shape[1]}x{image.shape[0]} but {pair.mask} is "

@@ -28,7 +28,8 @@ def from_arrays(images: np.ndarray, masks: np.ndarray) -> tf.data.Dataset:
 def from_pairs(pairs: list[Pair], *, on_bad_sample: str = "error",
                skipped: dict | None = None, num_classes: int | None = None,
                ignore_index: int = 255, **read_kwargs) -> tf.data.Dataset:
-    """(uint8 image, int32 mask) elements decoded from files in parallel with Pillow.
+    """(uint8 image, int32 mask) elements decoded from files in parallel with Pillow
+    (float32 images of the files' own values with raw=True: 16-bit and float data).
 
     A pair that cannot be read, or (given num_classes) whose mask holds a label outside
     [0, num_classes) that is not ignore_index, stops the pipeline with an error naming the
@@ -37,6 +38,7 @@ def from_pairs(pairs: list[Pair], *, on_bad_sample: str = "error",
     """
     by_index = list(pairs)
     channels = read_kwargs["channels"]
+    dtype = np.float32 if read_kwargs.get("raw") else np.uint8  # raw: the files' own values
     skipped = {} if skipped is None else skipped
 
     def load(i):
@@ -51,11 +53,11 @@ def from_pairs(pairs: list[Pair], *, on_bad_sample: str = "error",
             if pair.image not in skipped:
                 skipped[pair.image] = str(e)
                 print(f"\n[seg data] skipped {pair.image}: {e}", flush=True)
-            return np.zeros((0, 0, channels), np.uint8), np.zeros((0, 0), np.int32)
+            return np.zeros((0, 0, channels), dtype), np.zeros((0, 0), np.int32)
         return image, mask.astype(np.int32)
 
     def load_tf(i):
-        image, mask = tf.numpy_function(load, [i], (tf.uint8, tf.int32), stateful=False)
+        image, mask = tf.numpy_function(load, [i], (dtype, tf.int32), stateful=False)
         image.set_shape([None, None, channels])
         mask.set_shape([None, None])
         return image, mask
@@ -133,7 +135,8 @@ def augment(image, mask, seed, *, size: int, scale_range=(0.8, 1.25), ignore_ind
     """Jointly scale, crop and flip one (uint8 image, int32 mask) pair to size x size.
 
     Args:
-        image: uint8 [H, W, C]. mask: int32 [H, W]. seed: int64 [2], the element's seed.
+        image: uint8 [H, W, C] (or float32 raw bands). mask: int32 [H, W]. seed: int64 [2],
+            the element's seed.
         size: output height and width. scale_range: (low, high) random zoom factors.
         ignore_index: label for pixels created by padding. random: False gives a centre
             crop/pad and no flips (deterministic, for evaluation-style inputs).
@@ -143,10 +146,12 @@ def augment(image, mask, seed, *, size: int, scale_range=(0.8, 1.25), ignore_ind
             by 90 degrees and mirror (the 8 symmetries of a square) is equally likely.
 
     Returns:
-        float32 image [size, size, C] in [0, 1], int32 mask [size, size].
+        float32 image [size, size, C] in [0, 1] (raw bands: their values), int32 mask
+        [size, size].
     """
     # one seed per random choice; a longer split starts with the same seeds (streams stay put)
     seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 7)
+    scaled = image.dtype == tf.uint8  # raw float bands keep their values (no clipping)
     image = tf.image.convert_image_dtype(image, tf.float32)
     mask = mask[..., None]
     if random:
@@ -169,7 +174,7 @@ def augment(image, mask, seed, *, size: int, scale_range=(0.8, 1.25), ignore_ind
             mask = tf.cond(swap, lambda: tf.transpose(mask, [1, 0, 2]), lambda: mask)
         if elastic_sigma > 0:
             image, mask = elastic(image, mask, seeds[5], sigma=elastic_sigma)
-    return tf.clip_by_value(image, 0.0, 1.0), mask[..., 0]
+    return (tf.clip_by_value(image, 0.0, 1.0) if scaled else image), mask[..., 0]
 
 
 def training(ds: tf.data.Dataset, *, num_examples: int, batch_size: int, image_size: int,

@@ -72,6 +72,18 @@ def make_scene(rng: np.random.Generator, size: int, shape_classes=(1, 2, 3)):
     return np.clip(image, 0.0, 1.0).astype(np.float32), np.asarray(mask, np.uint8)
 
 
+def _bands(rng: np.random.Generator, rgb: np.ndarray, mask: np.ndarray, n: int) -> np.ndarray:
+    """RGB extended (or cut) to n bands: extra band k mixes R, G, B with weights fixed by k and
+    adds a share of its own in which every shape is brighter, plus noise."""
+    extra = []
+    for k in range(3, n):
+        w = np.random.default_rng([7, k]).dirichlet(np.ones(3))
+        own = 0.35 * (mask > 0) * (0.5 + 0.5 * np.sin(k))
+        extra.append(0.6 * rgb @ w + own + rng.normal(0.0, 0.04, mask.shape))
+    bands = np.concatenate([rgb, np.stack(extra, -1)], -1) if extra else rgb[..., :n]
+    return np.clip(bands, 0.0, 1.0)
+
+
 def make_shapes(n: int, size: int, *, num_classes: int = 4, channels: int = 3, seed: int = 0,
                 split: int = 0):
     """Generate `n` scenes deterministically from (seed, split).
@@ -80,7 +92,9 @@ def make_shapes(n: int, size: int, *, num_classes: int = 4, channels: int = 3, s
         n: number of scenes.
         size: height and width in pixels.
         num_classes: 2 (every shape is foreground), 3 (ellipses and rectangles) or 4.
-        channels: 3 for RGB, 1 for grayscale.
+        channels: 3 for RGB, 1 for grayscale; any other count N: RGB then N - 3 more bands
+            (or the first N of RGB), each a fixed mix of R, G, B and a band of its own that
+            shows the shapes brighter (a near-infrared-like band), with noise.
         seed: data seed; split: 0 for training, 1 for validation (disjoint streams).
 
     Returns:
@@ -88,8 +102,8 @@ def make_shapes(n: int, size: int, *, num_classes: int = 4, channels: int = 3, s
     """
     if num_classes not in (2, 3, 4):
         raise ValueError(f"data.num_classes={num_classes}: the shapes dataset has 2, 3 or 4 classes")
-    if channels not in (1, 3):
-        raise ValueError(f"data.channels={channels}: use 1 (grayscale) or 3 (RGB)")
+    if not 1 <= channels <= 64:
+        raise ValueError(f"data.channels={channels}: use 1 to 64 bands")
     shape_classes = (1, 2) if num_classes == 3 else (1, 2, 3)
     images = np.empty((n, size, size, channels), np.uint8)
     masks = np.empty((n, size, size), np.uint8)
@@ -98,6 +112,8 @@ def make_shapes(n: int, size: int, *, num_classes: int = 4, channels: int = 3, s
         image, mask = make_scene(rng, size, shape_classes)
         if channels == 1:
             image = image.mean(axis=-1, keepdims=True)
+        elif channels != 3:
+            image = _bands(rng, image, mask, channels)
         images[i] = np.round(image * 255)
         masks[i] = np.minimum(mask, 1) if num_classes == 2 else mask
     return images, masks

@@ -8,9 +8,12 @@ its own size and the output always matches the input.
 from __future__ import annotations
 
 import keras
+import numpy as np
 
 from seg.models.decoders import DECODERS, decoder_kwargs
-from seg.models.encoders import BACKBONES, ENCODERS, NORMS, backbone_encoder, conv_block, unet_encoder
+from seg.models.encoders import (BACKBONES, ENCODERS, NORMS, backbone_encoder, conv_block,
+                                 unet_encoder)
+from seg.models.hub import hub_encoder, is_hub
 from seg.models.layers import (ICNR, ArgMax, BackbonePreprocess, BilinearUpsampleInit,
                                ClassProbabilities, CropLike, DepthToSpace, PadToMultiple)
 
@@ -21,14 +24,22 @@ def build_model(*, num_classes: int, in_channels: int, encoder: str = "unet",
                 dropout: float = 0.0, activation: str = "relu", out_channels: int | None = None,
                 head_activation: str | None = None, decoder: str = "upsample",
                 interpolation: str = "nearest", kernel_size: int = 4, init: str = "he",
-                input_size: int | None = None) -> keras.Model:
+                input_size: int | None = None, encoder_args=None, band_stats=None,
+                fixed_size: int | None = None) -> keras.Model:
     """Build an encoder-decoder segmentation network with skip connections.
 
     Args:
-        num_classes: classes in the masks (background included). in_channels: 1 or 3.
-        encoder: "unet" (the U-Net's own contracting path, `depth` levels) or a Keras
-            application (mobilenet_v2, resnet50, efficientnet_b0: 5 levels, stride 32).
-        encoder_weights: for a backbone: None, "imagenet" or a weights file path.
+        num_classes: classes in the masks (background included). in_channels: image bands
+            (any number; a pretrained first layer is adapted, see encoders.adapt_kernel).
+        encoder: "unet" (the U-Net's own contracting path, `depth` levels), a Keras
+            application (mobilenet_v2, resnet50, efficientnet_b0: 5 levels, stride 32) or
+            "hub:<keras-hub preset or backbone class>" (seg/models/hub.py).
+        encoder_weights: for a backbone: None, "imagenet" (Keras applications), "pretrained"
+            (a keras-hub preset's), or a weights file path (or a local keras-hub preset folder).
+        encoder_args: a keras-hub backbone class's arguments (a dict, or "small").
+        band_stats: (means, stds) per band: the model standardises its raw input with them
+            (16-bit and float images); None: images come in [0, 1].
+        fixed_size: the input side for an encoder that needs a fixed square input (MiT).
         freeze_encoder: train the decoder only (a backbone's batch norms stay in inference mode).
         depth, base_filters: U-Net levels and filters at level 0 (doubled per level); the
             decoder uses base_filters * 2**level at every level for every encoder.
@@ -43,8 +54,9 @@ def build_model(*, num_classes: int, in_channels: int, encoder: str = "unet",
         A functional keras.Model from float images [B, H, W, in_channels] in [0, 1] to
         [B, H, W, out_channels] logits (or probabilities with a head_activation).
     """
-    if encoder not in ENCODERS:
-        raise ValueError(f"model.encoder={encoder!r}: use one of {list(ENCODERS)}")
+    if encoder not in ENCODERS and not is_hub(encoder):
+        raise ValueError(f"model.encoder={encoder!r}: use one of {list(ENCODERS)} or "
+                         "hub:<keras-hub preset or backbone class>")
     if norm not in NORMS:
         raise ValueError(f"model.norm={norm!r}: use one of {sorted(NORMS)}")
     if head_activation not in (None, "sigmoid", "softmax"):
@@ -55,16 +67,32 @@ def build_model(*, num_classes: int, in_channels: int, encoder: str = "unet",
     if out_channels == 1 and num_classes != 2:
         raise ValueError(f"model.out_channels=1 needs a binary task, not num_classes={num_classes}")
 
-    levels = levels_of(encoder, depth)
+    notes, hub_enc = [], None
+    if is_hub(encoder):
+        hub_enc = hub_encoder(encoder, weights=encoder_weights, args=encoder_args,
+                              freeze=freeze_encoder, in_channels=in_channels,
+                              size=input_size or fixed_size)
+        levels, notes = hub_enc.levels, list(hub_enc.notes)
+        input_size = input_size or (fixed_size if hub_enc.fixed_size else None)
+    else:
+        levels = levels_of(encoder, depth)
     inputs = keras.Input((input_size, input_size, in_channels), name="image")
     padded_size = None if input_size is None else -(-input_size // 2 ** levels) * 2 ** levels
-    x = PadToMultiple(2 ** levels, name="pad_to_multiple")(inputs)
+    x = inputs
+    if band_stats is not None:
+        x = band_normalization(band_stats)(x)
+        notes.append(f"{in_channels} band(s) standardised with the training split's statistics")
+    x = PadToMultiple(2 ** levels, name="pad_to_multiple")(x)
     if encoder == "unet":
         x, skips = unet_encoder(x, depth=depth, base_filters=base_filters, norm=norm,
                                 activation=activation, dropout=dropout)
+    elif hub_enc is not None:
+        x, skips = hub_enc(x)
     else:
-        x, skips = backbone_encoder(x, encoder, weights=encoder_weights, freeze=freeze_encoder,
-                                    input_size=padded_size)
+        x, skips, adapted = backbone_encoder(
+            x, encoder, weights=encoder_weights, freeze=freeze_encoder, input_size=padded_size,
+            in_channels=in_channels, preprocess=True)
+        notes += adapted
         skips = [None] + skips  # no features at stride 1: the last level has no skip
     for level in reversed(range(levels)):
         filters = base_filters * 2 ** level
@@ -80,7 +108,29 @@ def build_model(*, num_classes: int, in_channels: int, encoder: str = "unet",
         x = keras.layers.Activation(head_activation, dtype="float32",
                                     name=f"head_{head_activation}")(x)
     outputs = CropLike(dtype="float32", name="crop_to_input")([x, inputs])
-    return keras.Model(inputs, outputs, name=f"{encoder}_{decoder}")
+    model = keras.Model(inputs, outputs, name=f"{_model_name(encoder)}_{decoder}")
+    model.seg_notes = notes  # what the encoder is and what was adapted (the preflight says it)
+    return model
+
+
+# Standardised bands are mapped to ImageNet's grey mean and spread, what a pretrained first
+# layer saw in training (and a [0, 1]-like range for every other layer).
+IMAGENET_GREY = (0.449, 0.226)
+
+
+def band_normalization(band_stats) -> keras.layers.Normalization:
+    """The input layer of a model of raw bands: (x - mean) / std per band, then x 0.226 +
+    0.449, as one keras Normalization (its statistics are saved with the model)."""
+    means, stds = (np.asarray(v, np.float64) for v in band_stats)
+    mean, std = IMAGENET_GREY
+    stds = np.maximum(stds, 1e-6)
+    return keras.layers.Normalization(mean=(means - mean * stds / std).tolist(),
+                                      variance=((stds / std) ** 2).tolist(),
+                                      name="band_normalization")
+
+
+def _model_name(encoder: str) -> str:
+    return encoder.replace(":", "_").replace("/", "_")
 
 
 # Parameters of the Keras applications' encoders (include_top=False), and their features'
@@ -111,9 +161,11 @@ def estimate_parameters(*, num_classes: int, in_channels: int, encoder: str = "u
             total += block(c, b * 2 ** level)
             c = b * 2 ** level
         skips = [b * 2 ** level for level in range(depth)]
-    else:
+    elif encoder in BACKBONE_SIZES:
         total, channels = BACKBONE_SIZES[encoder]
         c, skips = channels[-1], [0] + list(channels[:-1])
+    else:  # a keras-hub backbone: its preset's parameters where known, a ResNet-50's features
+        total, (c, skips) = _hub_parameters(encoder), (2048, [0, 64, 256, 512, 1024])
     for level in reversed(range(levels)):
         f = b * 2 ** level
         k2, up = (kernel_size ** 2, f) if decoder == "deconv" else (9, 4 * f if decoder ==
@@ -125,8 +177,23 @@ def estimate_parameters(*, num_classes: int, in_channels: int, encoder: str = "u
     return int(total + c * out + out)
 
 
-def levels_of(encoder: str, depth: int) -> int:
-    """Down-sampling levels: `depth` for the U-Net encoder, 5 (stride 32) for a backbone."""
+def _hub_parameters(encoder: str) -> int:
+    """A keras-hub preset's parameters from its metadata (offline), or 0 when unknown."""
+    try:
+        from seg.models.hub import presets  # noqa: PLC0415
+        return int(presets().get(encoder[len("hub:"):], (None, None))[1] or 0)
+    except Exception:  # noqa: BLE001 (keras-hub missing: the build refuses it, named)
+        return 0
+
+
+def levels_of(encoder: str, depth: int, model: keras.Model | None = None) -> int:
+    """Down-sampling levels: `depth` for the U-Net encoder, 5 (stride 32) for a backbone (a
+    built model's own padding multiple where given: a keras-hub backbone's deepest stride)."""
+    if model is not None and encoder != "unet":
+        try:
+            return int(np.log2(model.get_layer("pad_to_multiple").multiple))
+        except ValueError:
+            pass
     return depth if encoder == "unet" else 5
 
 

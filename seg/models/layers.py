@@ -82,11 +82,14 @@ class DepthToSpace(keras.layers.Layer):
         return {**super().get_config(), "block_size": self.block_size}
 
 
-# How each Keras application backbone expects its [0, 1] input.
+# How each Keras application backbone expects its [0, 1] input (BGR means for RGB, their mean
+# for any other band count).
 PREPROCESS = {
     "tf": lambda x: x * 2.0 - 1.0,  # MobileNetV2: [-1, 1]
-    "caffe": lambda x: x[..., ::-1] * 255.0 - ops.convert_to_tensor([103.939, 116.779, 123.68]),
+    "caffe": lambda x: (x[..., ::-1] * 255.0 - ops.convert_to_tensor([103.939, 116.779, 123.68])
+                        if x.shape[-1] == 3 else x * 255.0 - 114.799),
     "raw255": lambda x: x * 255.0,  # EfficientNet normalises inside the model
+    "unit": lambda x: x,  # only grey repeated to RGB
 }
 
 
@@ -107,10 +110,29 @@ class BackbonePreprocess(keras.layers.Layer):
         return PREPROCESS[self.mode](x)
 
     def compute_output_shape(self, shape):
-        return (*shape[:3], 3)
+        return (*shape[:3], 3 if shape[-1] in (1, 3) else shape[-1])
 
     def get_config(self):
         return {**super().get_config(), "mode": self.mode}
+
+
+@keras.saving.register_keras_serializable(package="seg")
+class ScaleOffset(keras.layers.Layer):
+    """x * scale + offset per band: a keras-hub preset's preprocessing, inside the model."""
+
+    def __init__(self, scale, offset, **kwargs):
+        super().__init__(**kwargs)
+        self.scale, self.offset = [float(v) for v in scale], [float(v) for v in offset]
+
+    def call(self, x):
+        return x * ops.convert_to_tensor(self.scale, x.dtype) + \
+            ops.convert_to_tensor(self.offset, x.dtype)
+
+    def compute_output_shape(self, shape):
+        return shape
+
+    def get_config(self):
+        return {**super().get_config(), "scale": self.scale, "offset": self.offset}
 
 
 @keras.saving.register_keras_serializable(package="seg")
