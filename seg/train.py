@@ -778,6 +778,11 @@ def finish(cfg: dict, out: Path, parts: Parts, plan: distribute.Plan, report,
         "rss_mb_at_end": seg_callbacks.rss_mb(),  # the process's memory after the run
         "skipped_samples": [{"file": f, "reason": r} for f, r in source.skipped.items()],
         "skipped_count": len(source.skipped),
+        "channels": source.channels,
+        # 16-bit/float bands: the per-band statistics the model standardises with (in it too)
+        "band_stats": ({"mean": source.band_stats[0], "std": source.band_stats[1]}
+                       if source.band_stats else None),
+        "encoder_notes": list(getattr(parts.model, "seg_notes", [])),
     }
     if source.skipped:
         print(f"seg: {len(source.skipped)} sample(s) skipped (data.on_bad_sample=skip), listed "

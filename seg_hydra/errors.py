@@ -69,6 +69,11 @@ def launch(main):
     missing = missing_plugin(sys.argv[1:])
     if missing:
         fail(_Refused("MissingExtra", missing))
+    if "model.encoder=list" in sys.argv[1:]:  # what there is, instead of a run
+        from seg.models import catalog  # noqa: PLC0415
+
+        print(catalog.text(*catalog.rows()))
+        sys.exit(0)
     try:
         return main()
     except KeyboardInterrupt:  # a second Ctrl-C: the last committed state is kept

@@ -155,6 +155,7 @@ def test_n_band_data_trains_end_to_end_and_predicts(compose, tmp_path, bands, ki
     cfg = _band_cfg(compose, root, bands)
     result = run(cfg, out, run_name=f"bands={bands}")
     assert result["epochs_completed"] == 2 and np.isfinite(result["val_mean_iou"])
+    assert result["channels"] == bands and len(result["band_stats"]["mean"]) == bands
     model = keras.saving.load_model(out / "checkpoints" / "best.keras", safe_mode=True)
     assert model.input_shape[-1] == bands
     norm = model.get_layer("band_normalization")  # the training split's statistics, inside
@@ -231,3 +232,57 @@ def test_a_missing_extra_is_refused_with_the_pip_command(monkeypatch):
     text = errors.missing_plugin(["+sweep=optuna", "seed=1"])
     assert text and 'pip install -e ".[optuna]"' in text and "+sweep=optuna" in text
     assert errors.missing_plugin(["seed=1"]) is None
+
+
+def test_a_local_preset_folder_loads_offline_with_its_weights_and_preprocessing(tmp_path):
+    from seg.models import encoder_of
+
+    source = keras_hub.models.ResNetBackbone(**SMALL["ResNetBackbone"])
+    preset = tmp_path / "my_resnet"
+    source.save_to_preset(str(preset))
+    keras_hub.layers.ResNetImageConverter(scale=[1 / 58.4, 1 / 57.1, 1 / 57.4],
+                                          offset=[-2.1, -2.0, -1.8]).save_to_preset(str(preset))
+    model = build_model(num_classes=2, in_channels=3, encoder="hub:my_resnet",
+                        encoder_weights=str(preset))
+    loaded = encoder_of(model).backbone
+    for a, b in zip(source.weights, loaded.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    prep = model.get_layer("my_resnet_preprocess")  # pixels 0..255: x * scale + offset
+    np.testing.assert_allclose(prep.scale, [255 / 58.4, 255 / 57.1, 255 / 57.4], rtol=1e-6)
+    assert any("preprocessing" in n for n in model.seg_notes)
+    # four bands: the preset's first layer adapted, the preprocessing averaged over RGB
+    model4 = build_model(num_classes=2, in_channels=4, encoder="hub:my_resnet",
+                         encoder_weights=str(preset))
+    assert any("repeated" in n and "4 band" in n for n in model4.seg_notes), model4.seg_notes
+    assert model4(np.zeros((1, 33, 35, 4), "float32")).shape == (1, 33, 35, 2)
+
+
+def test_a_local_weights_file_loads_into_a_hub_class_offline(tmp_path):
+    from seg.models import encoder_of
+
+    source = keras_hub.models.EfficientNetBackbone(**SMALL["EfficientNetBackbone"])
+    path = tmp_path / "effnet.weights.h5"
+    source.save_weights(path)
+    model = build_model(num_classes=2, in_channels=1, encoder="hub:EfficientNetBackbone",
+                        encoder_args="small", encoder_weights=str(path))
+    loaded = encoder_of(model).backbone
+    assert loaded.input_shape[-1] == 1  # the first layer adapted to one band
+    for a, b in zip(source.weights[1:], loaded.weights[1:]):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    np.testing.assert_allclose(loaded.weights[0].numpy(),
+                               source.weights[0].numpy().sum(axis=2, keepdims=True), rtol=1e-6)
+
+
+def test_the_encoder_list_names_families_presets_and_strides():
+    from seg.models import catalog
+
+    table, note = catalog.rows("efficientnet")
+    names = {r["encoder"]: r for r in table}
+    assert note is None and "efficientnet_b0" in names
+    assert names["hub:EfficientNetBackbone"]["strides"] == [2, 4, 8, 16, 32]
+    assert names["hub:efficientnet_b0_ra_imagenet"]["parameters"] > 1_000_000
+    text = catalog.text(table, note)
+    assert "hub:efficientnet_b0_ra_imagenet" in text and "model.encoder=NAME" in text
+    listed = subprocess.run([sys.executable, "scripts/train.py", "model.encoder=list"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=300)
+    assert listed.returncode == 0 and "hub:MiTBackbone" in listed.stdout, listed.stderr

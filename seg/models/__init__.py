@@ -54,46 +54,31 @@ def build_model(*, num_classes: int, in_channels: int, encoder: str = "unet",
         A functional keras.Model from float images [B, H, W, in_channels] in [0, 1] to
         [B, H, W, out_channels] logits (or probabilities with a head_activation).
     """
-    if encoder not in ENCODERS and not is_hub(encoder):
-        raise ValueError(f"model.encoder={encoder!r}: use one of {list(ENCODERS)} or "
-                         "hub:<keras-hub preset or backbone class>")
-    if norm not in NORMS:
-        raise ValueError(f"model.norm={norm!r}: use one of {sorted(NORMS)}")
-    if head_activation not in (None, "sigmoid", "softmax"):
-        raise ValueError(f"model.head_activation={head_activation!r}: use null, sigmoid or softmax")
+    _check_choices(encoder, norm, head_activation, out_channels or num_classes, num_classes)
     up_kwargs = decoder_kwargs(decoder, interpolation=interpolation, kernel_size=kernel_size,
                                init=init)
     out_channels = out_channels or num_classes
-    if out_channels == 1 and num_classes != 2:
-        raise ValueError(f"model.out_channels=1 needs a binary task, not num_classes={num_classes}")
 
-    notes, hub_enc = [], None
-    if is_hub(encoder):
-        hub_enc = hub_encoder(encoder, weights=encoder_weights, args=encoder_args,
-                              freeze=freeze_encoder, in_channels=in_channels,
-                              size=input_size or fixed_size)
-        levels, notes = hub_enc.levels, list(hub_enc.notes)
-        input_size = input_size or (fixed_size if hub_enc.fixed_size else None)
-    else:
-        levels = levels_of(encoder, depth)
+    hub_enc = hub_encoder(encoder, weights=encoder_weights, args=encoder_args,
+                          freeze=freeze_encoder, in_channels=in_channels,
+                          size=input_size or fixed_size) if is_hub(encoder) else None
+    if hub_enc is not None and hub_enc.fixed_size:
+        input_size = input_size or fixed_size
+    levels = hub_enc.levels if hub_enc is not None else levels_of(encoder, depth)
     inputs = keras.Input((input_size, input_size, in_channels), name="image")
-    padded_size = None if input_size is None else -(-input_size // 2 ** levels) * 2 ** levels
+    notes = list(hub_enc.notes) if hub_enc is not None else []
     x = inputs
     if band_stats is not None:
         x = band_normalization(band_stats)(x)
         notes.append(f"{in_channels} band(s) standardised with the training split's statistics")
     x = PadToMultiple(2 ** levels, name="pad_to_multiple")(x)
-    if encoder == "unet":
-        x, skips = unet_encoder(x, depth=depth, base_filters=base_filters, norm=norm,
-                                activation=activation, dropout=dropout)
-    elif hub_enc is not None:
+    if hub_enc is not None:
         x, skips = hub_enc(x)
     else:
-        x, skips, adapted = backbone_encoder(
-            x, encoder, weights=encoder_weights, freeze=freeze_encoder, input_size=padded_size,
-            in_channels=in_channels, preprocess=True)
-        notes += adapted
-        skips = [None] + skips  # no features at stride 1: the last level has no skip
+        x, skips = _encode(x, encoder, levels=levels, input_size=input_size, notes=notes,
+                           weights=encoder_weights, freeze=freeze_encoder,
+                           in_channels=in_channels, depth=depth, base_filters=base_filters,
+                           norm=norm, activation=activation, dropout=dropout)
     for level in reversed(range(levels)):
         filters = base_filters * 2 ** level
         x = DECODERS[decoder](x, filters, name=f"dec{level}_up", **up_kwargs)
@@ -111,6 +96,30 @@ def build_model(*, num_classes: int, in_channels: int, encoder: str = "unet",
     model = keras.Model(inputs, outputs, name=f"{_model_name(encoder)}_{decoder}")
     model.seg_notes = notes  # what the encoder is and what was adapted (the preflight says it)
     return model
+
+
+def _check_choices(encoder, norm, head_activation, out_channels, num_classes):
+    if encoder not in ENCODERS and not is_hub(encoder):
+        raise ValueError(f"model.encoder={encoder!r}: use one of {list(ENCODERS)} or "
+                         "hub:<keras-hub preset or backbone class>")
+    if norm not in NORMS:
+        raise ValueError(f"model.norm={norm!r}: use one of {sorted(NORMS)}")
+    if head_activation not in (None, "sigmoid", "softmax"):
+        raise ValueError(f"model.head_activation={head_activation!r}: use null, sigmoid or softmax")
+    if out_channels == 1 and num_classes != 2:
+        raise ValueError(f"model.out_channels=1 needs a binary task, not num_classes={num_classes}")
+
+
+def _encode(x, encoder: str, *, levels: int, input_size, notes: list, weights, freeze: bool,
+            in_channels: int, **unet):
+    """The U-Net's own encoder or a Keras application: (deepest features, skips by level)."""
+    if encoder == "unet":
+        return unet_encoder(x, **unet)
+    padded = None if input_size is None else -(-input_size // 2 ** levels) * 2 ** levels
+    x, skips, adapted = backbone_encoder(x, encoder, weights=weights, freeze=freeze,
+                                         input_size=padded, in_channels=in_channels)
+    notes += adapted
+    return x, [None] + skips  # no features at stride 1: the last level has no skip
 
 
 # Standardised bands are mapped to ImageNet's grey mean and spread, what a pretrained first

@@ -101,41 +101,10 @@ def _source_backbone(name: str, weights, args, kh, size: int | None = None, band
 
     A class is built for any size, or for `size` where it needs a fixed input; for `bands`
     bands when it gets no weights (else for 3, adapted after loading them)."""
-    bands = bands if weights is None else 3
     classes = pyramid_classes(kh)
     if name in classes:
-        if weights == "pretrained":
-            raise HubError(f"model.encoder=hub:{name}: a backbone class has no pretrained "
-                           f"weights; name a preset (python scripts/encoders.py lists them)")
-        if args is None:
-            raise HubError(
-                f"model.encoder=hub:{name}: give the class's arguments as model.encoder_args "
-                f"(a dict), or model.encoder_args=small for seg's small {name} (random weights),"
-                " or name a preset (python scripts/encoders.py lists them)")
-        kwargs = dict(SMALL[name]) if args == "small" else dict(args)
-        if args == "small" and name not in SMALL:
-            raise HubError(f"model.encoder_args=small: seg has small configs of "
-                           f"{sorted(SMALL)} only, not {name}; give the arguments as a dict")
-        signature = inspect.signature(classes[name])
-        key = next(k for k in SHAPE_KEYS if k in signature.parameters)
-        try:
-            signature.bind(**{key: None, **kwargs})
-        except TypeError as e:  # a missing or unknown argument
-            raise HubError(f"model.encoder_args for {name}: {e}") from None
-        try:
-            try:
-                backbone = classes[name](**{key: (None, None, bands), **kwargs})
-            except TypeError:  # a backbone that computes with its static size (MiT)
-                if size is None:
-                    raise HubError(f"keras-hub {name} needs a fixed square input: give the "
-                                   "model an input size (data.image_size)") from None
-                backbone = classes[name](**{key: (size, size, bands), **kwargs})
-        except (TypeError, ValueError) as e:
-            if isinstance(e, HubError):
-                raise
-            raise HubError(f"model.encoder_args for {name}: {e}") from None
-        backbone._seg_arguments = {k: v for k, v in kwargs.items()
-                                   if k not in backbone.get_config()}
+        backbone = _class_backbone(name, classes[name], weights, args, size,
+                                   bands if weights is None else 3)
         return backbone, None, f"keras-hub {name} (random weights)"
     local = weights not in (None, "pretrained") and Path(str(weights)).is_dir()
     known = presets(kh)
@@ -146,8 +115,9 @@ def _source_backbone(name: str, weights, args, kh, size: int | None = None, band
             f"pyramid outputs" + (f" (similar presets: {', '.join(near)})" if near else "")
             + "; python scripts/encoders.py lists them")
     source = str(weights) if local else name
-    try:
-        backbone = kh.models.Backbone.from_preset(source, load_weights=weights is not None)
+    try:  # a weights file is loaded afterwards: the preset's own weights only when asked
+        backbone = kh.models.Backbone.from_preset(source,
+                                                  load_weights=weights == "pretrained" or local)
     except Exception as e:  # noqa: BLE001 (a download or a file keras-hub cannot read)
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
         raise HubError(
@@ -160,7 +130,44 @@ def _source_backbone(name: str, weights, args, kh, size: int | None = None, band
     except Exception:  # noqa: BLE001 (a preset without an image converter: no preprocessing)
         converter = None
     how = "pretrained" if weights is not None else "random weights"
-    return backbone, converter, f"keras-hub preset {name} ({how}, {backbone.count_params():,} parameters)"
+    return backbone, converter, (f"keras-hub preset {name} ({how}, "
+                                 f"{backbone.count_params():,} parameters)")
+
+
+def _class_backbone(name: str, cls: type, weights, args, size: int | None, bands: int):
+    """A backbone class built from model.encoder_args (a mapping, or "small")."""
+    if weights == "pretrained":
+        raise HubError(f"model.encoder=hub:{name}: a backbone class has no pretrained "
+                       f"weights; name a preset (python scripts/encoders.py lists them)")
+    if args is None:
+        raise HubError(
+            f"model.encoder=hub:{name}: give the class's arguments as model.encoder_args "
+            f"(a dict), or model.encoder_args=small for seg's small {name} (random weights),"
+            " or name a preset (python scripts/encoders.py lists them)")
+    if args == "small" and name not in SMALL:
+        raise HubError(f"model.encoder_args=small: seg has small configs of "
+                       f"{sorted(SMALL)} only, not {name}; give the arguments as a dict")
+    kwargs = dict(SMALL[name]) if args == "small" else dict(args)
+    signature = inspect.signature(cls)
+    key = next(k for k in SHAPE_KEYS if k in signature.parameters)
+    try:
+        signature.bind(**{key: None, **kwargs})
+    except TypeError as e:  # a missing or unknown argument
+        raise HubError(f"model.encoder_args for {name}: {e}") from None
+    try:
+        try:
+            backbone = cls(**{key: (None, None, bands), **kwargs})
+        except TypeError:  # a backbone that computes with its static size (MiT)
+            if size is None:
+                raise HubError(f"keras-hub {name} needs a fixed square input: give the "
+                               "model an input size (data.image_size)") from None
+            backbone = cls(**{key: (size, size, bands), **kwargs})
+    except (TypeError, ValueError) as e:
+        if isinstance(e, HubError):
+            raise
+        raise HubError(f"model.encoder_args for {name}: {e}") from None
+    backbone._seg_arguments = {k: v for k, v in kwargs.items() if k not in backbone.get_config()}
+    return backbone
 
 
 def _rebuilt(backbone, in_channels: int, size: int | None):
