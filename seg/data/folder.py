@@ -243,11 +243,14 @@ def read_image(path: str, channels: int, max_pixels: int = MAX_PIXELS,
     a = _to_hwc(path, _array(path, max_pixels), channels)
     if raw:
         return np.asarray(a, np.float32)
-    if a.dtype != np.uint8:
-        a = a.astype(np.float64)
-        lo, hi = float(a.min()), float(a.max())
-        a = np.round(255 * (a - lo) / max(hi - lo, 1e-9))
-    return np.asarray(a, np.uint8)
+    return a if a.dtype == np.uint8 else _stretched(a)
+
+
+def _stretched(a: np.ndarray) -> np.ndarray:
+    """Values of more than 8 bits rescaled to 0..255 by the image's own range (uint8)."""
+    a = a.astype(np.float64)
+    lo, hi = float(a.min()), float(a.max())
+    return np.uint8(np.round(255 * (a - lo) / max(hi - lo, 1e-9)))
 
 
 def _read_pil(path: str, channels: int, max_pixels: int, raw: bool) -> np.ndarray:
@@ -263,9 +266,7 @@ def _read_pil(path: str, channels: int, max_pixels: int, raw: bool) -> np.ndarra
                                                                               0.114])
             return np.asarray(_to_hwc(path, a, channels), np.float32)
         if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-            a = np.asarray(im, np.float64)
-            lo, hi = float(a.min()), float(a.max())
-            im = Image.fromarray(np.uint8(np.round(255 * (a - lo) / max(hi - lo, 1e-9))))
+            im = Image.fromarray(_stretched(np.asarray(im)))
         modes = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
         if channels not in modes:
             raise DataError(f"{path}: a {im.mode} image has not data.channels={channels} "
