@@ -27,6 +27,7 @@ from seg.models import levels_of
 from seg.models.encoders import ENCODERS, NORMS
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
+CLASS_WEIGHTINGS = ("median_frequency", "inverse_frequency")
 SCHEDULES = ("constant", "cosine", "polynomial")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 MAX_BANDS = 64
@@ -74,7 +75,9 @@ class Decoder:
 class Loss:
     name: str = key(choices=LOSS_NAMES)
     from_logits: bool = key()
-    class_weights: Any = key(help="null, or a list of one weight (>= 0) per class")
+    # Any, checked by _rules: null, a name (computed from the training split), or a list
+    class_weights: Any = key(help="null, median_frequency, inverse_frequency, or a list of one "
+                             "weight (>= 0) per class")
     focal_gamma: float = key(min=0.0, max=20.0)
 
 
@@ -99,6 +102,10 @@ class Trainer:
     strategy: str = key(choices=STRATEGIES)
     cpu_devices: Optional[int] = key(min=1, max=4096)
     lr_scaling: str = key(choices=("linear", "none"))
+    time_budget_minutes: Optional[float] = key(above=0.0, help="null, or the minutes of "
+                                               "training after which the run stops at a step")
+    validate_every: int = key(min=1, max=100_000, help="epochs between validations (the last "
+                              "epoch always validates)")
 
 
 @dataclass
@@ -135,6 +142,11 @@ class Pipeline:
     scale_range: List[float] = key(help="[low, high] with 0 < low <= high")
     elastic_sigma: float = key(min=0.0)
     transpose: bool = key()
+    rare_class_crops: float = key(min=0.0, max=1.0, help="the share of training crops centred "
+                                  "on a pixel of a rare class")
+    # checked by _rules: brightness, contrast, saturation, hue (>= 0) and blur (pixels)
+    photometric: Dict[str, float] = key(help="image-only augmentation strengths: brightness, "
+                                        "contrast, saturation, hue, blur")
     cache: bool = key()
 
 
@@ -309,12 +321,12 @@ def _rules(cfg: dict) -> list[str]:
     data, model, loss = cfg["data"], cfg["model"], cfg["loss"]
     n, out = data["num_classes"], []
     weights = loss["class_weights"]
-    if weights is not None:
+    if weights is not None and weights not in CLASS_WEIGHTINGS:
         if not isinstance(weights, list) or not all(
                 isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w)
                 and w >= 0 for w in weights):
-            out.append(f"loss.class_weights={weights!r}: use null or a list of numbers >= 0, "
-                       f"one per class")
+            out.append(f"loss.class_weights={weights!r}: use null, median_frequency, "
+                       "inverse_frequency, or a list of numbers >= 0, one per class")
         elif len(weights) != n:
             out.append(f"loss.class_weights={weights!r}: {len(weights)} value(s) for "
                        f"data.num_classes={n}: give one weight per class")
@@ -348,9 +360,28 @@ def _rules(cfg: dict) -> list[str]:
         if not (0 <= index < n or index == data["ignore_index"]):
             out.append(f"data.label_map: {raw} -> {index} is not a class index (0..{n - 1}) "
                        f"or data.ignore_index={data['ignore_index']}")
+    out += _photometric_rules(data)
     if data["name"] == "shapes" and n > 4:
         out.append(f"data.num_classes={n}: the built-in shapes have 2, 3 or 4 classes")
     return out + _model_rules(cfg) + _training_rules(cfg) + _machine_rules(cfg)
+
+
+PHOTOMETRIC = {"brightness": 1.0, "contrast": 1.0, "saturation": 1.0, "hue": 0.5, "blur": 16.0}
+
+
+def _photometric_rules(data: dict) -> list[str]:
+    """data.photometric: known names, values within their ranges, colour only on RGB."""
+    out = []
+    for name, value in (data.get("photometric") or {}).items():
+        if name not in PHOTOMETRIC:
+            out.append(f"data.photometric.{name}: unknown; use {', '.join(PHOTOMETRIC)}")
+        elif not 0 <= value <= PHOTOMETRIC[name]:
+            out.append(f"data.photometric.{name}={value:g}: use a value from 0 (off) to "
+                       f"{PHOTOMETRIC[name]:g}")
+        elif name in ("saturation", "hue") and value and data["channels"] != 3:
+            out.append(f"data.photometric.{name}={value:g} needs RGB images (data.channels=3, "
+                       f"not {data['channels']}); use 0")
+    return out
 
 
 def _band_stats_ok(stats, bands: int) -> bool:

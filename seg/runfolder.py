@@ -121,9 +121,12 @@ def _describe(holder: dict | None) -> str:
 
 def previous_config(out: Path, log=print) -> dict | None:
     """The config the folder's run trained with: config.json, or (when that is unreadable)
-    the copy inside its newest resume state."""
+    the copy inside its newest resume state. What was computed from the data ("computed":
+    class weights, rare classes) is left out: it is not a setting."""
     try:
-        return json.loads((out / "config.json").read_text())
+        written = json.loads((out / "config.json").read_text())
+        return {k: v for k, v in written.items() if k != "computed"} \
+            if isinstance(written, dict) else written
     except (OSError, ValueError) as e:
         problem = e
     for state in checkpoints.committed(out / "checkpoints" / "resume"):
@@ -308,8 +311,11 @@ class Checkpointer(keras.callbacks.Callback):
                 f"{self.last_committed or 'none yet'}. Lower trainer.learning_rate, or check the "
                 "data for NaN/Inf values")
         logs = logs or {}
-        for key, value in logs.items():
-            self.history.setdefault(key, []).append(float(value))
+        done = max((len(v) for v in self.history.values()), default=0)  # epochs recorded
+        for key in list(self.history) + [k for k in logs if k not in self.history]:
+            # None where an epoch did not validate (trainer.validate_every): rows line up
+            self.history.setdefault(key, [None] * done).append(
+                float(logs[key]) if key in logs else None)
         value = float(logs.get(self.monitor, float("nan")))
         if math.isfinite(value) and value > self.best:  # weights checked above: no re-scan
             checkpoints.save_keras(self.model, self.folder / "best.keras", check_finite=False)

@@ -24,6 +24,7 @@ from seg import (checkpoints, config, console, diagnostics, distribute, hparams,
                  resources, runfolder)
 from seg.config import PIPELINE_KEYS, PRECISIONS, ConfigError
 from seg.data import AUDITS, SOURCES, DataError, Source, pipeline
+from seg.data import balance as class_balance
 from seg.fixes import ConfigFixes
 from seg.losses import SegmentationLoss
 from seg.metrics import make_metrics
@@ -136,8 +137,44 @@ def open_data(data_cfg: dict):
     return _call(SOURCES[name], "data", kwargs), pipe
 
 
-def build(cfg: dict, source) -> tuple:
-    """Model, loss and metrics for a config and its data source."""
+def balance(cfg: dict, source: Source) -> dict:
+    """What the training split's class histogram decides, by key path: the weights of
+    loss.class_weights=median_frequency|inverse_frequency, and the rare classes that
+    data.rare_class_crops centres crops on. Printed; recorded in config.json and metrics.json.
+    """
+    data, weighting = cfg["data"], cfg["loss"]["class_weights"]
+    wanted_weights = isinstance(weighting, str)
+    if not wanted_weights and not data["rare_class_crops"]:
+        return {}
+    masks = source.sample_masks(min(source.num_train, BALANCE_MASKS))
+    hist = class_balance.histogram((m for _, m in masks), data["num_classes"])
+    if not hist.pixels.sum():
+        raise DataError(f"the {hist.masks} training masks read hold no labelled pixel, so no "
+                        "class balance can be computed; check data.label_map and "
+                        "data.ignore_index (python scripts/check_data.py)")
+    names, shares = source.class_names, hist.shares
+    out = {}
+    if wanted_weights:
+        weights = class_balance.class_weights(weighting, hist)
+        out["loss.class_weights"] = weights
+        _say(f"seg: loss.class_weights={weighting} from {hist.masks} training masks: "
+             + ", ".join(f"{n} {w:g} ({100 * p:.2f}%)" for n, w, p in zip(names, weights, shares)))
+    if data["rare_class_crops"]:
+        rare = class_balance.rare_classes(hist)
+        out["data.rare_classes"] = rare
+        _say(f"seg: data.rare_class_crops={data['rare_class_crops']:g}: "
+             + (f"that share of the crops is centred on {', '.join(names[k] for k in rare)}"
+                if rare else "no class is rare in the training split (under half of an even "
+                "share), so every crop is placed at random"))
+    return out
+
+
+BALANCE_MASKS = 4096  # training masks read for the class histogram (an even sample beyond)
+
+
+def build(cfg: dict, source, computed: dict | None = None) -> tuple:
+    """Model, loss and metrics for a config and its data source (`computed`: balance()'s
+    class weights, when the config names a weighting)."""
     data, dec = cfg["data"], cfg["decoder"]
     model = _call(build_model, "model", dict(
         num_classes=data["num_classes"], in_channels=source.channels, **cfg["model"],
@@ -146,7 +183,8 @@ def build(cfg: dict, source) -> tuple:
     loss_cfg = cfg["loss"]
     loss = SegmentationLoss(loss_cfg["name"], num_classes=data["num_classes"],
                             ignore_index=data["ignore_index"], from_logits=loss_cfg["from_logits"],
-                            class_weights=loss_cfg["class_weights"],
+                            class_weights=(computed or {}).get("loss.class_weights",
+                                                               loss_cfg["class_weights"]),
                             focal_gamma=loss_cfg["focal_gamma"])
     metrics = make_metrics(data["num_classes"], data["ignore_index"], loss_cfg["from_logits"])
     return model, loss, metrics
@@ -166,6 +204,7 @@ class Parts:
     loss: object
     metrics: list
     steps: int  # per epoch
+    computed: dict = field(default_factory=dict)  # balance(): settings made from the data
 
 
 def prepare(cfg: dict, plan: distribute.Plan | None = None) -> Parts:
@@ -183,6 +222,8 @@ def prepare(cfg: dict, plan: distribute.Plan | None = None) -> Parts:
     batch_size = trainer["batch_size"] * replicas
     shard = distribute.shard_by_data if plan and plan.workers > 1 else (lambda ds: ds)
     source, pipe = open_data(data)
+    with data_errors_named():
+        computed = balance(cfg, source)
 
     def train_stream(start_batch: int = 0):
         return shard(pipeline.training(
@@ -191,7 +232,10 @@ def prepare(cfg: dict, plan: distribute.Plan | None = None) -> Parts:
             scale_range=tuple(pipe["scale_range"]), ignore_index=pipe["ignore_index"],
             seed=cfg["seed"], cache=pipe["cache"], start_batch=start_batch,
             elastic_sigma=pipe.get("elastic_sigma", 0.0),
-            transpose=pipe.get("transpose", False)))
+            transpose=pipe.get("transpose", False),
+            rare_classes=computed.get("data.rare_classes", ()),
+            rare_class_crops=pipe.get("rare_class_crops", 0.0),
+            photometric_args=pipe.get("photometric")))
 
     train_ds = train_stream()
     val_ds = shard(pipeline.validation(source.val, batch_size=batch_size,
@@ -209,7 +253,7 @@ def prepare(cfg: dict, plan: distribute.Plan | None = None) -> Parts:
         if cfg["model"]["norm"] == "batch":  # one set of batch statistics for all replicas
             cfg = {**cfg, "model": {**cfg["model"], "norm": "sync_batch"}}
     with (plan.strategy.scope() if plan else contextlib.nullcontext()):
-        model, loss, metrics = build(cfg, source)
+        model, loss, metrics = build(cfg, source, computed)
     fixed = model.input_shape[1]
     if fixed:  # a fixed-size encoder (MiT) scores the centre fixed x fixed crop of each image
         val_ds = shard(pipeline.validation(
@@ -233,7 +277,7 @@ def prepare(cfg: dict, plan: distribute.Plan | None = None) -> Parts:
               f"{per_call}; training {rounded} steps per epoch", flush=True)
         steps = rounded
     return Parts(source, pipe["image_size"], train_ds, train_stream, batch_size, val_ds, model,
-                 loss, metrics, steps)
+                 loss, metrics, steps, computed)
 
 
 def diagnose(cfg: dict, parts: Parts | None = None) -> diagnostics.Report:
@@ -369,12 +413,69 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
             self.best_epoch = self._restored["best_epoch"]
             self._restored = None
 
+    def on_epoch_end(self, epoch, logs=None):
+        if self.monitor in (logs or {}):  # epochs without validation (trainer.validate_every)
+            super().on_epoch_end(epoch, logs)
+
     def get_state(self) -> dict:
         best = None if self.best is None else float(self.best)
         return {"wait": self.wait, "best": best, "best_epoch": self.best_epoch}
 
     def set_state(self, state: dict):
         self._restored = state
+
+
+class BudgetStop(keras.callbacks.Callback):
+    """trainer.time_budget_minutes: stop at the first step boundary once training has taken
+    the budget (the clock counts the time before a resume too).
+
+    The epoch it stops in is validated (it joins `validate_at`, the validation_freq list fit
+    reads), so the checkpointer scores it for best.keras and commits a "stopped" state: the
+    same command then only re-scores. Its get_state goes into the resume state.
+    """
+
+    def __init__(self, minutes: float | None, clock: Clock, validate_at: list[int]):
+        super().__init__()
+        self.seconds = None if minutes is None else 60.0 * minutes
+        self.clock, self.validate_at = clock, validate_at
+        self.stopped_at: dict | None = None  # {"epoch", "step_in_epoch", "elapsed_s"}
+        self.epoch, self.offset = 0, 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.seconds is None or self.stopped_at or self.clock.elapsed() < self.seconds:
+            return
+        self.model.stop_training = True
+        if self.epoch + 1 not in self.validate_at:
+            self.validate_at.append(self.epoch + 1)
+        self.stopped_at = {"epoch": self.epoch + 1, "step_in_epoch": self.offset + batch + 1,
+                           "elapsed_s": round(self.clock.elapsed(), 1)}
+        _say(f"\nseg: time budget of {self.seconds / 60:g} min reached after step "
+             f"{self.offset + batch + 1} of epoch {self.epoch + 1}: validating it, saving, "
+             "stopping (trainer.time_budget_minutes)")
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.offset = 0
+        if self.seconds is not None and not self.stopped_at and \
+                self.clock.elapsed() >= self.seconds:  # spent during validation
+            self.model.stop_training = True
+            self.stopped_at = {"epoch": epoch + 1, "step_in_epoch": None,
+                               "elapsed_s": round(self.clock.elapsed(), 1)}
+            _say(f"seg: time budget of {self.seconds / 60:g} min reached at the end of epoch "
+                 f"{epoch + 1}: stopping (trainer.time_budget_minutes)")
+
+    def get_state(self) -> dict:
+        return {"stopped_at": self.stopped_at}
+
+    def set_state(self, state: dict):
+        self.stopped_at = state.get("stopped_at")
+
+
+def validation_epochs(epochs: int, every: int) -> list[int]:
+    """The epochs (1-based) that validate: every `every`-th, and the last."""
+    return sorted(set(range(every, epochs + 1, every)) | {epochs})
 
 
 def run(cfg: dict, output_dir: str | Path, run_name: str | None = None,
@@ -417,7 +518,7 @@ def run(cfg: dict, output_dir: str | Path, run_name: str | None = None,
         resuming = open_run_folder(cfg, out, plan.is_chief)
         parts = prepare(cfg, plan)  # data and model: a refusal here leaves no config.json
         if plan.is_chief and not resuming:
-            write_config(cfg, out, files)
+            write_config(cfg, out, files, parts.computed)
         describe(cfg, parts, plan, out)
         report = preflight(cfg, parts, out, plan.is_chief)
         training = compile_phases(cfg, parts, plan, resuming, out)
@@ -484,8 +585,10 @@ class Resuming:
     best_lost: bool  # best.keras was unusable (moved aside) or missing
 
 
-def write_config(cfg: dict, out: Path, files: dict | None):
-    runfolder.write_files(out, {"config.json": cfg, **(files or {})})  # atomic
+def write_config(cfg: dict, out: Path, files: dict | None, computed: dict | None = None):
+    """config.json (atomic), with what was computed from the data under "computed"."""
+    written = {**cfg, "computed": computed} if computed else cfg
+    runfolder.write_files(out, {"config.json": written, **(files or {})})
 
 
 def describe(cfg: dict, parts: Parts, plan: distribute.Plan, out: Path):
@@ -580,6 +683,8 @@ class Callbacks:
     throughput: seg_callbacks.Throughput
     checkpointer: runfolder.Checkpointer
     guard: runfolder.Guard
+    budget: BudgetStop
+    validate_at: list[int]  # fit()'s validation_freq: the epochs (1-based) that validate
     fit: list  # in the order fit() calls them, the user's last
     progress: dict  # "resumes": where each resumption started (the checkpointer saves it)
 
@@ -599,7 +704,9 @@ def make_callbacks(cfg: dict, parts: Parts, out: Path, chief: bool, report, trai
         ignore_index=data["ignore_index"], log_dir=out / "tb" / "validation", into_logs=True,
         defer_writes=True, total_epochs=epochs, **settings)
     throughput = seg_callbacks.Throughput(parts.batch_size)
-    stateful = {"monitor": monitor, "throughput": throughput}
+    validate_at = validation_epochs(epochs, trainer["validate_every"])
+    budget = BudgetStop(trainer["time_budget_minutes"], clock, validate_at)
+    stateful = {"monitor": monitor, "throughput": throughput, "budget": budget}
     if trainer["early_stopping_patience"]:
         stateful["early_stopping"] = ResumableEarlyStopping(
             monitor="val_mean_iou", mode="max", patience=trainer["early_stopping_patience"])
@@ -613,7 +720,7 @@ def make_callbacks(cfg: dict, parts: Parts, out: Path, chief: bool, report, trai
     scalars = seg_callbacks.EpochScalars(out / "tb", class_names=source.class_names)
     guard = runfolder.Guard(checkpointer, writes=chief,
                             flush=[monitor.write_pending, scalars.close] if chief else [])
-    fit = [monitor, throughput] + ([stateful["early_stopping"]] if "early_stopping" in stateful
+    fit = [monitor, throughput, budget] + ([stateful["early_stopping"]] if "early_stopping" in stateful
                                    else []) + ([checkpointer, scalars] if chief else [])
     if trainer["verbose"] == "auto" and chief:  # seg's short epoch line (1, 2: Keras' own)
         fit.insert(0, seg_callbacks.Progress(epochs, steps_per_epoch=parts.steps))
@@ -628,7 +735,8 @@ def make_callbacks(cfg: dict, parts: Parts, out: Path, chief: bool, report, trai
     fit.append(guard)
     if timings is not None:
         fit = [seg_callbacks.Timed(cb, timings) for cb in fit]
-    return Callbacks(monitor, throughput, checkpointer, guard, fit + extra, progress)
+    return Callbacks(monitor, throughput, checkpointer, guard, budget, validate_at, fit + extra,
+                     progress)
 
 
 @dataclass
@@ -660,7 +768,7 @@ def restore_or_start(cfg: dict, parts: Parts, out: Path, plan: distribute.Plan,
                               parts.source.class_names)
         return Begin(0, 0, None)
     if chief:
-        write_config(cfg, out, files)
+        write_config(cfg, out, files, parts.computed)
     else:
         print(f"seg: worker {plan.worker}: resuming from {state['checkpoint']}", flush=True)
     if state.get("steps_per_epoch", steps) != steps:
@@ -696,10 +804,10 @@ def fit_phases(cfg: dict, parts: Parts, training: Training, cbs: Callbacks, begi
 
     def fit(first: int, last: int, skip_steps: int = 0) -> bool:
         """Epochs first..last-1 (the first of them from step skip_steps on)."""
-        cbs.guard.offset = skip_steps
+        cbs.guard.offset = cbs.budget.offset = skip_steps
         with data_errors_named():
             model.fit(parts.train_stream(first * steps + skip_steps), validation_data=parts.val_ds,
-                      initial_epoch=first, epochs=last,
+                      validation_freq=cbs.validate_at, initial_epoch=first, epochs=last,
                       steps_per_epoch=steps - skip_steps if last == first + 1 else steps,
                       callbacks=cbs.fit, verbose=verbose, shuffle=False)
         return not model.stop_training
@@ -761,9 +869,15 @@ def finish(cfg: dict, out: Path, parts: Parts, plan: distribute.Plan, report,
         "val_iou_per_class": [final[f"iou_{k}"] for k in range(n)],
         "class_names": source.class_names,
         "epochs_completed": len(history.get("loss", [])),
-        "best_epoch": int(max(range(len(val_miou)), key=lambda i: (val_miou[i], -i))) + 1
-        if not all(math.isnan(v) for v in val_miou) else None,
-        "history": {k: [float(v) for v in vals] for k, vals in history.items()},
+        "best_epoch": _best_epoch(val_miou),
+        "history": {k: [None if v is None else float(v) for v in vals]
+                    for k, vals in history.items()},
+        "validated_epochs": [i + 1 for i, v in enumerate(val_miou) if v is not None],
+        "stopped_by_budget": cbs.budget.stopped_at is not None,
+        "budget_stop": cbs.budget.stopped_at,
+        "time_budget_minutes": trainer["time_budget_minutes"],
+        "class_weights": parts.computed.get("loss.class_weights", cfg["loss"]["class_weights"]),
+        "rare_classes": parts.computed.get("data.rare_classes"),
         "wall_time_s": round(train_time, 1),
         "train_images_per_s": cbs.throughput.images_per_s(),
         "encoder": cfg["model"]["encoder"],
@@ -792,6 +906,12 @@ def finish(cfg: dict, out: Path, parts: Parts, plan: distribute.Plan, report,
         hparams.log_final(out / "tb" / "validation", metrics, step=metrics["epochs_completed"])
     checkpoints.write_json(out / "metrics.json", metrics)
     return metrics
+
+
+def _best_epoch(val_miou: list) -> int | None:
+    """The first epoch (1-based) of the highest validated mIoU; None when none validated."""
+    scored = [(v, -i) for i, v in enumerate(val_miou) if v is not None and not math.isnan(v)]
+    return -max(scored)[1] + 1 if scored else None
 
 
 @contextlib.contextmanager

@@ -94,8 +94,9 @@ def _check_labels(path: str, mask: np.ndarray, num_classes: int, ignore_index: i
                         "data.num_classes (python scripts/check_data.py lists every such file)")
 
 
-def _place(image, mask, size, offsets_seed, ignore_index, random):
-    """Pad (mask with ignore_index) to at least size x size, then crop size x size."""
+def _place(image, mask, size, offsets_seed, ignore_index, random, centre=None):
+    """Pad (mask with ignore_index) to at least size x size, then crop size x size (around
+    `centre`, a (found, row, column) triple, when found)."""
     h, w = tf.shape(image)[0], tf.shape(image)[1]
     ph, pw = tf.maximum(size - h, 0), tf.maximum(size - w, 0)
     image = tf.pad(image, [[0, ph], [0, pw], [0, 0]])
@@ -104,9 +105,68 @@ def _place(image, mask, size, offsets_seed, ignore_index, random):
     if random:
         oy = tf.random.stateless_uniform([], offsets_seed[0], 0, h - size + 1, tf.int32)
         ox = tf.random.stateless_uniform([], offsets_seed[1], 0, w - size + 1, tf.int32)
+        if centre is not None:
+            found, cy, cx = centre
+            oy = tf.where(found, tf.clip_by_value(cy - size // 2, 0, h - size), oy)
+            ox = tf.where(found, tf.clip_by_value(cx - size // 2, 0, w - size), ox)
     else:
         oy, ox = (h - size) // 2, (w - size) // 2
     return image[oy:oy + size, ox:ox + size], mask[oy:oy + size, ox:ox + size]
+
+
+def rare_centre(mask, rare_classes, share: float, seeds):
+    """(found, row, column): with probability `share`, a pixel of one of the rare classes in
+    this mask (the class, then the pixel, drawn uniformly); found is False otherwise or when
+    none is present. mask: int32 [H, W, 1]. seeds: three stateless seeds."""
+    rare = tf.constant(list(rare_classes) or [-1], tf.int32)
+    present = tf.reduce_any(tf.equal(mask, rare[None, None, :]), axis=[0, 1])
+    classes = tf.boolean_mask(rare, present)
+    n = tf.size(classes)
+    wanted = (tf.random.stateless_uniform([], seeds[0]) < share) & (n > 0)
+
+    def pick():
+        cls = classes[tf.random.stateless_uniform([], seeds[1], 0, tf.maximum(n, 1), tf.int32)]
+        where = tf.cast(tf.where(tf.equal(mask[..., 0], cls)), tf.int32)
+        at = tf.random.stateless_uniform([], seeds[2], 0, tf.shape(where)[0], tf.int32)
+        return where[at, 0], where[at, 1]
+
+    cy, cx = tf.cond(wanted, pick, lambda: (tf.constant(0), tf.constant(0)))
+    return wanted, cy, cx
+
+
+def photometric(image, seed, *, brightness=0.0, contrast=0.0, saturation=0.0, hue=0.0,
+                blur=0.0, scaled: bool = True):
+    """Image-only changes of one crop: brightness (+- delta), contrast and saturation (x 1 +-
+    v), hue (+- delta) and a Gaussian blur of a random sigma in [0, blur] pixels. Stateless, so
+    the same seed gives the same change. Raw bands (scaled=False) get contrast and blur only:
+    the others assume values in [0, 1]."""
+    seeds = tf.random.experimental.stateless_split(seed, 5)
+    if brightness and scaled:
+        image = tf.image.stateless_random_brightness(image, brightness, seeds[0])
+    if contrast:
+        image = tf.image.stateless_random_contrast(image, 1 - contrast, 1 + contrast, seeds[1])
+    if saturation and scaled and image.shape[-1] == 3:
+        image = tf.image.stateless_random_saturation(image, max(1 - saturation, 0.0),
+                                                     1 + saturation, seeds[2])
+    if hue and scaled and image.shape[-1] == 3:
+        image = tf.image.stateless_random_hue(image, hue, seeds[3])
+    if blur:
+        image = _gaussian_blur(image, tf.random.stateless_uniform([], seeds[4], 0.0, blur), blur)
+    return image
+
+
+def _gaussian_blur(image, sigma, max_sigma: float):
+    """A separable Gaussian blur of one [H, W, C] image; the kernel's radius covers max_sigma."""
+    radius = max(int(np.ceil(3 * max_sigma)), 1)
+    x = tf.range(-radius, radius + 1, dtype=tf.float32)
+    kernel = tf.exp(-0.5 * tf.square(x / tf.maximum(sigma, 1e-3)))
+    kernel /= tf.reduce_sum(kernel)
+    channels = image.shape[-1]
+    padded = tf.pad(image[None], [[0, 0], [radius, radius], [radius, radius], [0, 0]], "REFLECT")
+    rows = tf.tile(kernel[:, None, None, None], [1, 1, channels, 1])
+    cols = tf.tile(kernel[None, :, None, None], [1, 1, channels, 1])
+    out = tf.nn.depthwise_conv2d(padded, rows, [1, 1, 1, 1], "VALID")
+    return tf.nn.depthwise_conv2d(out, cols, [1, 1, 1, 1], "VALID")[0]
 
 
 def elastic(image, mask, seed, *, sigma: float, grid: int = 3):
@@ -131,7 +191,8 @@ def elastic(image, mask, seed, *, sigma: float, grid: int = 3):
 
 
 def augment(image, mask, seed, *, size: int, scale_range=(0.8, 1.25), ignore_index: int = 255,
-            random: bool = True, elastic_sigma: float = 0.0, transpose: bool = False):
+            random: bool = True, elastic_sigma: float = 0.0, transpose: bool = False,
+            rare_classes=(), rare_class_crops: float = 0.0, photometric_args=None):
     """Jointly scale, crop and flip one (uint8 image, int32 mask) pair to size x size.
 
     Args:
@@ -144,13 +205,16 @@ def augment(image, mask, seed, *, size: int, scale_range=(0.8, 1.25), ignore_ind
             pixels (standard deviation of the displacements).
         transpose: also swap height and width at random; with the two flips, every rotation
             by 90 degrees and mirror (the 8 symmetries of a square) is equally likely.
+        rare_classes, rare_class_crops: this share of the crops is centred on a pixel of one
+            of these classes (where the image has one); see `rare_centre`.
+        photometric_args: `photometric`'s strengths (image only; masks untouched).
 
     Returns:
         float32 image [size, size, C] in [0, 1] (raw bands: their values), int32 mask
         [size, size].
     """
     # one seed per random choice; a longer split starts with the same seeds (streams stay put)
-    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 7)
+    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 11)
     scaled = image.dtype == tf.uint8  # raw float bands keep their values (no clipping)
     image = tf.image.convert_image_dtype(image, tf.float32)
     mask = mask[..., None]
@@ -160,7 +224,9 @@ def augment(image, mask, seed, *, size: int, scale_range=(0.8, 1.25), ignore_ind
         hw = tf.maximum(tf.cast(tf.round(hw), tf.int32), 1)
         image = tf.image.resize(image, hw, method="bilinear")
         mask = tf.image.resize(mask, hw, method="nearest")
-    image, mask = _place(image, mask, size, seeds[1:3], ignore_index, random)
+    centre = (rare_centre(mask, rare_classes, rare_class_crops, seeds[7:10])
+              if random and rare_classes and rare_class_crops > 0 else None)
+    image, mask = _place(image, mask, size, seeds[1:3], ignore_index, random, centre)
     image.set_shape([size, size, image.shape[-1]])
     mask.set_shape([size, size, 1])
     if random:
@@ -174,13 +240,16 @@ def augment(image, mask, seed, *, size: int, scale_range=(0.8, 1.25), ignore_ind
             mask = tf.cond(swap, lambda: tf.transpose(mask, [1, 0, 2]), lambda: mask)
         if elastic_sigma > 0:
             image, mask = elastic(image, mask, seeds[5], sigma=elastic_sigma)
+        if photometric_args and any(photometric_args.values()):
+            image = photometric(image, seeds[10], scaled=scaled, **photometric_args)
     return (tf.clip_by_value(image, 0.0, 1.0) if scaled else image), mask[..., 0]
 
 
 def training(ds: tf.data.Dataset, *, num_examples: int, batch_size: int, image_size: int,
              augment_data: bool = True, scale_range=(0.8, 1.25), ignore_index: int = 255,
              seed: int = 0, cache: bool = False, start_batch: int = 0,
-             elastic_sigma: float = 0.0, transpose: bool = False) -> tf.data.Dataset:
+             elastic_sigma: float = 0.0, transpose: bool = False, rare_classes=(),
+             rare_class_crops: float = 0.0, photometric_args=None) -> tf.data.Dataset:
     """An endless, shuffled, augmented stream of fixed-size batches (image, mask).
 
     The stream of the first iterator of the returned dataset is a function of the seed alone:
@@ -200,7 +269,9 @@ def training(ds: tf.data.Dataset, *, num_examples: int, batch_size: int, image_s
     ds = ds.map(
         lambda pair, s: augment(pair[0], pair[1], s, size=image_size, scale_range=scale_range,
                                 ignore_index=ignore_index, random=augment_data,
-                                elastic_sigma=elastic_sigma, transpose=transpose),
+                                elastic_sigma=elastic_sigma, transpose=transpose,
+                                rare_classes=rare_classes, rare_class_crops=rare_class_crops,
+                                photometric_args=photometric_args),
         num_parallel_calls=AUTOTUNE, deterministic=True)
     return ds.batch(batch_size, drop_remainder=True).prefetch(AUTOTUNE)
 
