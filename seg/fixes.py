@@ -137,10 +137,24 @@ class ConfigFixes(KerasFixes):
     def absent_classes(self, ctx) -> str:
         return "check data.num_classes and the label mapping"
 
+    def __init__(self, cfg: dict | None = None):
+        self.cfg = cfg or {}  # the run's config: advice never suggests what is already on
+
     def rare_classes(self, ctx) -> str:
-        if ctx.loss.kind in ("ce_dice", "dice", "lovasz", "ce_lovasz"):  # already on
-            return "loss.class_weights=[...] (one weight per class, larger for the rare ones)"
-        return "loss.name=auto (cross-entropy + Dice) or loss.class_weights=[...]"
+        loss, data = self.cfg.get("loss", {}), self.cfg.get("data", {})
+        wanted = []
+        if ctx.loss.kind not in ("ce_dice", "dice", "lovasz", "ce_lovasz"):
+            wanted.append("loss.name=auto (cross-entropy + Dice)")
+        if loss.get("class_weights") is None:
+            wanted.append("loss.class_weights=median_frequency")
+        if not data.get("rare_class_crops"):
+            wanted.append("data.rare_class_crops=0.33")
+        if not wanted:
+            return ("already weighted and oversampled (loss.class_weights, "
+                    "data.rare_class_crops): watch IoU/per_class in TensorBoard; a longer "
+                    "budget helps most")
+        return (" ".join(wanted) + ", or plan the whole recipe from the data: python "
+                "scripts/plan.py <the same data overrides>")
 
     def ignore_share(self, ctx) -> str:
         return "check data.ignore_index and data.label_map"

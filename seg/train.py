@@ -30,6 +30,7 @@ from seg.losses import SegmentationLoss
 from seg.metrics import make_metrics
 from seg.models import build_model, encoder_of, levels_of
 from seg.models.hub import HubError
+from seg import plan as recipe
 
 
 
@@ -304,12 +305,15 @@ def _diagnose(cfg: dict, parts: Parts) -> diagnostics.Report:
         num_classes=data["num_classes"], ignore_index=data["ignore_index"],
         class_names=source.class_names, probes=diag["probes"],
         overfit_steps=diag["overfit_steps"], learning_rate=float(cfg["trainer"]["learning_rate"]),
-        label_samples=samples, fixes=ConfigFixes())
+        label_samples=samples, fixes=ConfigFixes(cfg))
     report.title = "seg preflight checks"
     depth = levels_of(model_cfg["encoder"], model_cfg["depth"], parts.model)
     plan_findings, plan = diagnostics.shape_plan(sizes, depth=depth, decoder=cfg["decoder"]["name"])
     report.findings += plan_findings
     report.tables["shape plan"] = plan
+    report.findings += recipe.recipe_findings(
+        cfg, [m for _, m in samples], depth=depth, steps=parts.steps,
+        batch=parts.batch_size, num_val=source.num_val)
     report.findings += diagnostics.check_encoder(
         encoder=model_cfg["encoder"], encoder_weights=model_cfg["encoder_weights"],
         freeze_encoder=model_cfg["freeze_encoder"],

@@ -49,6 +49,10 @@ class AuditReport:
             lines.append("-- band statistics, train (the model standardises with them) --")
             lines += [f"  band {b}: mean {m:.6g}, std {s:.6g}"
                       for b, (m, s) in enumerate(zip(*self.band_stats))]
+        if any(p.detail.find("rare classes") >= 0 for p in self.problems):
+            lines.append("hint: python scripts/plan.py <the same data overrides> plans a "
+                         "recipe for rare classes (class weights, rare-class crops) from "
+                         "this data")
         n_err = len(self.errors)
         lines.append(f"\n{n_err} error(s), {len(self.problems) - n_err} warning(s)")
         return "\n".join(lines)
@@ -241,5 +245,5 @@ def _balance(hists: dict, report: AuditReport, *, num_classes: int, ignore_index
         if rare:
             found.append(Problem(
                 "warning", "class balance", f"{split}: rare classes {rare} (under 1% of "
-                "labelled pixels; consider loss.name=ce_dice or loss.class_weights)"))
+                "labelled pixels)"))
     return found
