@@ -21,7 +21,7 @@ import tensorflow as tf
 
 from seg import callbacks as seg_callbacks
 from seg import (checkpoints, config, console, diagnostics, distribute, hparams, introspect,
-                 resources, runfolder)
+                 recipe, resources, runfolder)
 from seg.config import PIPELINE_KEYS, PRECISIONS, ConfigError
 from seg.data import AUDITS, SOURCES, DataError, Source, pipeline
 from seg.data import balance as class_balance
@@ -30,7 +30,6 @@ from seg.losses import SegmentationLoss
 from seg.metrics import make_metrics
 from seg.models import build_model, encoder_of, levels_of
 from seg.models.hub import HubError
-from seg import plan as recipe
 
 
 

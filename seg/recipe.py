@@ -1,0 +1,402 @@
+"""The rules of a training recipe: a dataset's fingerprint, and the decisions it implies.
+
+nnU-Net's lesson: most of what people tune by hand follows from a few facts about the data. The
+fingerprint (image sizes, bands and bit depth, the class histogram, the size and thickness of
+the objects of each class, the void share, the split sizes, the machine) decides the crop and
+depth (the receptive field covers the typical object), the batch (pixels per step for the
+device), the class weights and rare-class crops (imbalance), the zoom range (thin structures
+keep their labelled width), and, from measured speeds (seg.plan), the width, steps and epochs
+(the cosine schedule decays to its end within the budget) and how often to validate (under
+about 15% of the budget). The same rules advise the preflight (recipe_findings).
+
+Determinism: every decision is a rule on the fingerprint, and measured times are rounded to a
+quarter-octave grid (2 ** (k / 4) seconds), so the same data on the same kind of machine gives
+the same plan.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from seg.data import balance as class_balance
+
+BUDGET_MINUTES = 10.0
+DEPTHS = (2, 3, 4, 5)
+VALIDATION_SHARE = 0.15      # of the budget, at most, spent validating
+PIXELS_PER_STEP = {"CPU": 2 ** 16, "GPU": 2 ** 19}  # 16 x 64^2 on a CPU (short budgets want
+                                                     # many steps); 8 x 256^2 on a GPU
+MIN_BATCH = 2                # batch normalisation needs two crops
+RARE_SHARE = 0.02            # a class under 2% of the labelled pixels: weighted, oversampled
+MIN_STEPS_WIDE = 800         # steps the wider model (32 filters) needs to be worth its cost
+THIN_PIXELS = 4.0            # classes this thin (median object thickness) are not zoomed
+OBJECT_SAMPLE = 48           # masks of the connected-component statistics
+MASK_SAMPLE = 4096           # masks of the class histogram (an even sample beyond)
+
+
+# --- the fingerprint ------------------------------------------------------------------------
+
+@dataclass
+class Objects:
+    """One class's connected components on the sampled masks."""
+
+    count: int
+    median_area: float
+    extent_p75: float | None  # 75th percentile of the bounding box's longer side, components
+                              # that span the image (background, "stuff") left out
+    thickness: float          # median of twice the largest inscribed radius
+
+
+@dataclass
+class Fingerprint:
+    data: str
+    num_train: int
+    num_val: int
+    sizes: list[tuple[int, int]]  # (height, width) of the sampled masks, train and validation
+    channels: int
+    bit_depth: str
+    hist: class_balance.Histogram
+    class_names: list[str]
+    objects: dict[int, Objects]
+    machine: dict
+
+    @property
+    def median_size(self) -> tuple[int, int]:
+        hs, ws = zip(*self.sizes)
+        return int(np.median(hs)), int(np.median(ws))
+
+    @property
+    def typical_extent(self) -> float:
+        """The median over classes of their objects' 75th-percentile extent (pixels)."""
+        found = [o.extent_p75 for o in self.objects.values() if o.extent_p75]
+        return float(np.median(found)) if found else min(self.median_size) / 2
+
+
+def machine() -> dict:
+    """Cores, memory, and the GPU (name, memory) when TensorFlow sees one."""
+    import tensorflow as tf
+
+    from seg import resources
+
+    gpus = tf.config.list_physical_devices("GPU")
+    memory = resources.available_memory()
+    out = {"cores": os.cpu_count() or 1, "memory_gib": round(memory / 2 ** 30, 1) if memory
+           else None, "device": "GPU" if gpus else "CPU", "gpu": None, "gpu_memory_gib": None}
+    if gpus:
+        details = tf.config.experimental.get_device_details(gpus[0])
+        gpu_bytes = resources._gpu_memory()
+        out.update(gpu=details.get("device_name", "GPU"),
+                   gpu_memory_gib=round(gpu_bytes / 2 ** 30, 1) if gpu_bytes else None)
+    out["kind"] = (f"{out['gpu']} x{len(gpus)}" if gpus else
+                   f"CPU, {out['cores']} cores ({platform.machine()})")
+    return out
+
+
+def object_stats(masks: list[np.ndarray], num_classes: int) -> dict[int, Objects]:
+    """Connected components (8-connected) of every class on the masks: their number, median
+    area, 75th-percentile extent and median thickness."""
+    from scipy import ndimage
+
+    areas, extents, thick = ({k: [] for k in range(num_classes)} for _ in range(3))
+    for mask in masks:
+        side = min(mask.shape)
+        for k in np.unique(mask):
+            if not 0 <= k < num_classes:
+                continue
+            region = mask == k
+            labels, n = ndimage.label(region, structure=np.ones((3, 3)))
+            index = np.arange(1, n + 1)
+            area = np.bincount(labels.ravel())[1:]
+            radius = ndimage.maximum(ndimage.distance_transform_edt(region), labels, index)
+            for box, a, r in zip(ndimage.find_objects(labels), area, np.atleast_1d(radius)):
+                if a < 4:  # specks: label noise, not objects
+                    continue
+                extent = max(box[0].stop - box[0].start, box[1].stop - box[1].start)
+                areas[k].append(a)
+                thick[k].append(2 * r)
+                if extent < 0.9 * side:
+                    extents[k].append(extent)
+    return {k: Objects(len(areas[k]), float(np.median(areas[k])),
+                       float(np.percentile(extents[k], 75)) if extents[k] else None,
+                       float(np.median(thick[k])))
+            for k in range(num_classes) if areas[k]}
+
+
+def fingerprint(cfg: dict, source) -> Fingerprint:
+    """The dataset's fingerprint: every training mask for the histogram (an even sample of
+    MASK_SAMPLE beyond), validation sizes, components on a sample."""
+    data = cfg["data"]
+    masks = [m for _, m in source.sample_masks(min(source.num_train, MASK_SAMPLE))]
+    if not masks:
+        from seg.data import DataError
+        raise DataError("no training mask could be read (python scripts/check_data.py names "
+                        "each file)")
+    hist = class_balance.histogram(masks, data["num_classes"])
+    val_sizes = [tuple(int(s) for s in y.shape) for _, y in source.val.take(256)]
+    step = max(len(masks) // OBJECT_SAMPLE, 1)
+    objects = object_stats(masks[::step][:OBJECT_SAMPLE], data["num_classes"])
+    return Fingerprint(source.description, source.num_train, source.num_val,
+                       [m.shape for m in masks] + val_sizes, source.channels,
+                       _bit_depth(cfg, source), hist, list(source.class_names), objects,
+                       machine())
+
+
+def _bit_depth(cfg: dict, source) -> str:
+    if source.band_stats:
+        return "over 8 bits (standardised per band in the model)"
+    return "8 bits" + (" (generated)" if cfg["data"]["name"] == "shapes" else "")
+
+
+# --- the decisions --------------------------------------------------------------------------
+
+@dataclass
+class Decision:
+    key: str      # a config key path
+    value: object
+    reason: str
+
+
+@dataclass
+class Speed:
+    """Measured, in seconds (rounded up to the quarter-octave grid)."""
+
+    step_s: float        # one training step
+    first_s: float       # the first step (graph tracing)
+    val_image_s: float   # one validation image, predicted whole
+    base_filters: int
+
+
+def receptive_field(depth: int) -> int:
+    """The receptive field, in pixels, of seg's U-Net encoder: two 3x3 convolutions per level
+    and a 2x2 pooling between levels."""
+    return 1 + sum(4 * 2 ** level for level in range(depth + 1)) + (2 ** depth - 1)
+
+
+def grid(seconds: float) -> float:
+    """Rounded to the nearest 2 ** (k / 4) (within 9%): the same machine kind measures the
+    same value. An overrun is cut by trainer.time_budget_minutes in the schedule's tail."""
+    return 2 ** (round(4 * math.log2(max(seconds, 1e-4))) / 4)
+
+
+def choose_geometry(fp: Fingerprint) -> list[Decision]:
+    """Depth (receptive field over the typical object, little padding) and crop size."""
+    h, w = fp.median_size
+    side, extent = min(h, w), fp.typical_extent
+    fits = [d for d in DEPTHS if 2 ** d * 8 <= side] or [DEPTHS[0]]
+    depth = next((d for d in fits if receptive_field(d) >= 1.5 * extent), fits[-1])
+    unit = 2 ** depth
+    padded = (-(-h // unit) * unit) * (-(-w // unit) * unit)
+    pad = padded / (h * w) - 1
+    want = max(2 * extent, receptive_field(depth), 4 * unit)
+    crop = min(2 ** math.ceil(math.log2(want)), max(side // unit * unit, unit), 512)
+    return [
+        Decision("model.depth", depth,
+                 f"receptive field {receptive_field(depth)} px >= 1.5x the typical object "
+                 f"({extent:.0f} px, 75th-percentile extent); the median {h}x{w} image pads "
+                 f"{100 * pad:.1f}% to a multiple of {unit}"),
+        Decision("data.image_size", crop,
+                 f"crops of {crop} px: the next power of two over 2x the typical object and "
+                 f"the receptive field, at most the image's shorter side ({side} px)")]
+
+
+def choose_balance(fp: Fingerprint) -> list[Decision]:
+    """Class weights and rare-class crops when a class is under RARE_SHARE of the pixels;
+    no zooming for thin structures; photometric jitter for RGB."""
+    n, shares = len(fp.class_names), fp.hist.shares
+    present = [k for k in range(n) if shares[k] > 0]
+    rarest = min(present, key=lambda k: shares[k])
+    imbalanced = shares[rarest] < RARE_SHARE
+    name = fp.class_names[rarest]
+    out = [Decision("loss.name", "auto", "cross-entropy matched to the head + Dice: Dice "
+                    "weighs every class alike, whatever its pixel count")]
+    out.append(Decision("loss.class_weights", "median_frequency" if imbalanced else None,
+                        f"rarest class {name} at {100 * shares[rarest]:.2f}% "
+                        + (f"is under {100 * RARE_SHARE:g}% of the pixels: SegNet's "
+                           "median-frequency weights" if imbalanced else
+                           f"is over {100 * RARE_SHARE:g}% of the pixels: Dice balances the "
+                           "classes enough, no weights")))
+    out.append(Decision("data.rare_class_crops", 0.33 if imbalanced else 0.0,
+                        "a third of the crops centred on a rare-class pixel (nnU-Net's "
+                        "foreground oversampling)" if imbalanced else
+                        "no class is rare enough to oversample"))
+    thin = [(o.thickness, fp.class_names[k]) for k, o in fp.objects.items()]
+    thinnest = min(thin) if thin else (math.inf, "-")
+    keep = thinnest[0] <= THIN_PIXELS
+    out.append(Decision("data.scale_range", [1.0, 1.0] if keep else [0.8, 1.25],
+                        f"the thinnest class ({thinnest[1]}, {thinnest[0]:.1f} px) "
+                        + ("is a few pixels wide: zooming would change its labelled width"
+                           if keep else "is thick enough to zoom 0.8-1.25x")))
+    colour = fp.channels == 3
+    out.append(Decision(
+        "data.photometric", {"brightness": 0.1 if colour else 0.0,
+                             "contrast": 0.1 if colour else 0.0,
+                             "saturation": 0.1 if colour else 0.0,
+                             "hue": 0.02 if colour else 0.0, "blur": 0.0},
+        "RGB: mild brightness, contrast, saturation and hue jitter (lighting differs between "
+        "photographs)" if colour else f"{fp.channels} band(s): no colour jitter (intensities "
+        "carry the signal)"))
+    return out
+
+
+def choose_batch(fp: Fingerprint, crop: int) -> Decision:
+    device = fp.machine["device"]
+    target = PIXELS_PER_STEP[device]
+    batch = int(min(max(target // crop ** 2, MIN_BATCH), 64))
+    return Decision("trainer.batch_size", batch,
+                    f"about {target // 1024}K pixels per step on a {device} "
+                    f"({batch} x {crop}x{crop}); measured to fit")
+
+
+def choose_schedule(fp: Fingerprint, speed: Speed, budget_s: float, batch: int
+                    ) -> list[Decision]:
+    """Epochs, steps, validation cadence and learning rate that fill the budget."""
+    h, w = fp.median_size
+    val_s = speed.val_image_s * max(fp.num_val, 1) * 1.2  # + metrics and batching
+    overhead = 20 + 3 * speed.first_s + 2 * val_s + 0.05 * budget_s  # set-up, preflight,
+    train_s = max(budget_s - overhead, 0.2 * budget_s)               # re-scoring best.keras
+    total = max(int(train_s / speed.step_s), 10)
+    epochs = int(min(max(round(total / 80), 6), 20))
+    every = 1
+    while math.ceil(epochs / every) * val_s > VALIDATION_SHARE * budget_s and every < epochs:
+        every += 1
+    validations = math.ceil(epochs / every)
+    total = max(int((budget_s - overhead - validations * val_s) / speed.step_s), epochs)
+    steps = max(total // epochs, 1)
+    rate = 0.002 if batch <= 4 else 0.003
+    spent = validations * val_s
+    return [
+        Decision("trainer.epochs", epochs, f"{epochs} epochs of {steps} steps = "
+                 f"{epochs * steps} steps at {speed.step_s:.3g} s each (measured)"),
+        Decision("trainer.steps_per_epoch", steps, f"fills the budget after set-up "
+                 f"(~{overhead:.0f} s) and validation; the cosine schedule decays over exactly "
+                 "these steps"),
+        Decision("trainer.validate_every", every,
+                 f"{validations} validation(s) of {fp.num_val} whole {h}x{w} images at "
+                 f"~{val_s:.0f} s each = {100 * spent / budget_s:.0f}% of the budget (at most "
+                 f"{100 * VALIDATION_SHARE:.0f}%)"),
+        Decision("logging.panels_every", every, "panels with each validation"),
+        Decision("trainer.learning_rate", rate, "Adam at 3e-3 (seg's default) for batches of 8+"
+                 if rate == 0.003 else "Adam at 2e-3 for batches of 2-4 (noisier gradients)"),
+        Decision("trainer.schedule", "cosine", "decays to 1% by the last planned step"),
+        Decision("trainer.time_budget_minutes", round(budget_s / 60, 2),
+                 "a hard stop at a step boundary, should this machine be slower than measured")]
+
+
+# --- output ---------------------------------------------------------------------------------
+
+def table(fp: Fingerprint, decisions: list[Decision], budget_minutes: float) -> str:
+    """The fingerprint and the decisions, as the console shows them."""
+    sizes = sorted(h * w for h, w in fp.sizes)
+    by_area = {h * w: f"{w}x{h}" for h, w in fp.sizes}
+    lines = ["== seg plan: fingerprint ==",
+             f"  data            {fp.data}",
+             f"  splits          {fp.num_train} train / {fp.num_val} validation",
+             f"  image sizes     min {by_area[sizes[0]]}, median "
+             f"{fp.median_size[1]}x{fp.median_size[0]}, max {by_area[sizes[-1]]} (w x h)",
+             f"  bands           {fp.channels}, {fp.bit_depth}",
+             f"  void pixels     {100 * fp.hist.void_share:.2f}% (ignore_index)",
+             f"  machine         {fp.machine['kind']}, {fp.machine['memory_gib']} GiB free"
+             + (f", GPU memory {fp.machine['gpu_memory_gib']} GiB"
+                if fp.machine["gpu_memory_gib"] else ""),
+             "  class           pixels    objects  median area  extent p75  thickness"]
+    for k, name in enumerate(fp.class_names):
+        o = fp.objects.get(k)
+        lines.append(f"  {name[:14]:<14} {100 * fp.hist.shares[k]:6.2f}%  "
+                     + (f"{o.count:8d}  {o.median_area:11.0f}  "
+                        f"{(f'{o.extent_p75:.0f} px') if o.extent_p75 else 'spans':>10}  "
+                        f"{o.thickness:7.1f} px" if o else "       -"))
+    lines += ["", f"== seg plan: decisions (budget {budget_minutes:g} min) =="]
+    width = max(len(d.key) for d in decisions)
+    lines += [f"  {d.key:<{width}}  {_yaml(d.value):<18} {d.reason}" for d in decisions]
+    return "\n".join(lines)
+
+
+def _yaml(value) -> str:
+    import yaml
+
+    return yaml.safe_dump(value, default_flow_style=True, width=1000).strip().removesuffix(
+        "\n...").removesuffix("...").strip()
+
+
+def experiment_name(cfg: dict, given_name: str | None) -> str:
+    if given_name:
+        base = given_name
+    elif cfg["data"]["name"] == "folder":
+        base = Path(str(cfg["data"]["root"])).resolve().name
+    else:
+        base = cfg["data"]["name"]
+    return "plan_" + (re.sub(r"[^a-z0-9]+", "_", base.lower()).strip("_") or "data")
+
+
+def experiment_yaml(name: str, fp: Fingerprint, decisions: list[Decision], cfg: dict,
+                    data_group: str | None, carried: list[str], budget_minutes: float) -> str:
+    """The experiment config: the data keys given to plan.py, then each decision with its
+    reason as a comment."""
+    lines = ["# @package _global_",
+             f"# Planned by scripts/plan.py for {fp.data}",
+             f"# on {fp.machine['kind']}, budget {budget_minutes:g} min. Train with:",
+             f"#   python scripts/train.py +experiment={name}",
+             "# Re-plan after the data or the machine changes (python scripts/plan.py ...)."]
+    if data_group:
+        lines += ["defaults:", f"  - override /data: {data_group}"]
+    sections: dict[str, list[str]] = {}
+    for key in dict.fromkeys(".".join(k.split(".")[:2]) for k in carried):
+        section, _, rest = key.partition(".")
+        sections.setdefault(section, []).append(
+            f"  {rest}: {_yaml(cfg[section][rest])}  # given to plan.py")
+    for d in decisions:
+        section, _, rest = d.key.partition(".")
+        reason = d.reason.replace("\n", " ")
+        sections.setdefault(section, []).append(f"  {rest}: {_yaml(d.value)}  # {reason}")
+    for section, rows in sections.items():
+        lines += ["", f"{section}:"] + rows
+    return "\n".join(lines) + "\n"
+
+
+
+
+# --- advice for a configured run (the preflight) --------------------------------------------
+
+def recipe_findings(cfg: dict, masks: list[np.ndarray], *, depth: int, steps: int,
+                    batch: int, num_val: int) -> list:
+    """Where the fingerprint says the configured recipe does not fit the data: objects wider
+    than the receptive field or the crop, or validation costing more than the training of an
+    epoch. Warnings whose fix names the keys, and plan.py."""
+    from seg.diagnostics import Finding
+
+    out, data, model = [], cfg["data"], cfg["model"]
+    if not masks:
+        return out
+    extent = Fingerprint("", 0, 0, [m.shape for m in masks], 0, "", None, [],
+                         object_stats(masks[:16], data["num_classes"]), {}).typical_extent
+    field = receptive_field(depth)
+    plan_it = "python scripts/plan.py <the same data overrides> plans depth, crop and cadence"
+    if model["encoder"] == "unet" and field < extent:
+        deeper = next((d for d in DEPTHS if receptive_field(d) >= extent), DEPTHS[-1])
+        out.append(Finding("warning", "recipe", f"the typical object ({extent:.0f} px across) "
+                           f"is wider than the receptive field ({field} px at model.depth="
+                           f"{depth})", "the network never sees a whole object at once",
+                           f"model.depth={deeper} (crop at least {2 ** deeper * 4} px), or "
+                           + plan_it))
+    if data["image_size"] < extent:
+        out.append(Finding("warning", "recipe", f"the crops ({data['image_size']} px) are "
+                           f"smaller than the typical object ({extent:.0f} px)", "most crops "
+                           "hold a part of an object, never its outline", "a larger "
+                           f"data.image_size, or {plan_it}"))
+    val_px = num_val * float(np.median([m.size for m in masks]))
+    train_px = steps * batch * data["image_size"] ** 2
+    share = (val_px / 3) / (val_px / 3 + train_px)  # a forward pass: ~1/3 of a training step
+    if cfg["trainer"]["validate_every"] == 1 and share > 0.35:
+        every = max(math.ceil(share / (1 - share) / (VALIDATION_SHARE / (1 - VALIDATION_SHARE))),
+                    2)
+        out.append(Finding("warning", "recipe", f"validating {num_val} whole images takes "
+                           f"about {100 * share:.0f}% of each epoch",
+                           "the time goes to scoring instead of training",
+                           f"trainer.validate_every={every}, or {plan_it}"))
+    return out
