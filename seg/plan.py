@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
+
 from seg.recipe import (BUDGET_MINUTES, MIN_STEPS_WIDE, VALIDATION_SHARE, Decision,
                         Fingerprint, Objects, Speed, choose_balance, choose_batch,
                         choose_geometry, choose_schedule, experiment_name, experiment_yaml,
@@ -17,8 +19,10 @@ from seg.recipe import (BUDGET_MINUTES, MIN_STEPS_WIDE, VALIDATION_SHARE, Decisi
 # --- measuring ------------------------------------------------------------------------------
 
 def measure(cfg: dict, source, computed: dict, repeats: int = 6) -> Speed:
-    """Real training steps (model.fit on the config's augmented crops, after one step to trace
-    and two to warm up), and one whole validation image predicted."""
+    """Real training steps: model.fit on the config's augmented crops, each step timed by a
+    callback (the first traces the graph, the next two warm up, the median of the rest
+    counts); and one whole validation image predicted. With data.cache the images of one
+    batch are decoded once, as a cached run decodes each image once."""
     import keras
     import tensorflow as tf
 
@@ -28,31 +32,30 @@ def measure(cfg: dict, source, computed: dict, repeats: int = 6) -> Speed:
     keras.utils.clear_session(free_memory=True)
     keras.utils.set_random_seed(cfg["seed"])
     data, trainer = cfg["data"], cfg["trainer"]
+    batch = trainer["batch_size"]
     model, loss, metrics = train.build(cfg, source, computed)
     schedule = train.make_schedule("constant", float(trainer["learning_rate"]), 1)
     train.compile_for_training(model, loss, metrics, trainer, schedule)
+    images = source.train.take(batch).cache() if data["cache"] else source.train
     stream = pipeline.training(
-        source.train, num_examples=source.num_train, batch_size=trainer["batch_size"],
-        image_size=data["image_size"], seed=cfg["seed"], ignore_index=data["ignore_index"],
-        scale_range=tuple(data["scale_range"]),
+        images, num_examples=min(batch, source.num_train) if data["cache"] else
+        source.num_train, batch_size=batch, image_size=data["image_size"], seed=cfg["seed"],
+        ignore_index=data["ignore_index"], scale_range=tuple(data["scale_range"]),
         rare_classes=computed.get("data.rare_classes", ()),
         rare_class_crops=data["rare_class_crops"], photometric_args=data["photometric"])
-
-    def timed(steps: int) -> float:  # fit() as training runs it: augmentation included
-        start = time.perf_counter()
-        model.fit(stream, steps_per_epoch=steps, epochs=1, verbose=0)
-        return time.perf_counter() - start
-
-    first = timed(1)  # graph tracing
-    timed(2)          # warm-up
-    step = timed(repeats) / repeats
+    ends = [time.perf_counter()]
+    clock = keras.callbacks.LambdaCallback(
+        on_train_batch_end=lambda *_, **__: ends.append(time.perf_counter()))
+    model.fit(stream, steps_per_epoch=repeats + 3, epochs=1, verbose=0, shuffle=False,
+              callbacks=[clock])
+    steps = np.diff(ends)
     image, _ = next(iter(source.val.take(1)))
     image = tf.image.convert_image_dtype(image, tf.float32)[None]
     model.predict_on_batch(image)
     start = time.perf_counter()
     model.predict_on_batch(image)
     val_s = time.perf_counter() - start
-    return Speed(grid(step), grid(first), grid(val_s),
+    return Speed(grid(float(np.median(steps[3:]))), grid(float(steps[0])), grid(val_s),
                  cfg["model"]["base_filters"])
 
 

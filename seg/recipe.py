@@ -35,7 +35,8 @@ PIXELS_PER_STEP = {"CPU": 2 ** 16, "GPU": 2 ** 19}  # 16 x 64^2 on a CPU (short 
 MIN_BATCH = 2                # batch normalisation needs two crops
 RARE_SHARE = 0.02            # a class under 2% of the labelled pixels: weighted, oversampled
 MIN_STEPS_WIDE = 800         # steps the wider model (32 filters) needs to be worth its cost
-THIN_PIXELS = 4.0            # classes this thin (median object thickness) are not zoomed
+THIN_PIXELS = 8.0            # classes this thin (2 x pixels / boundary) are not zoomed: 0.8x
+                             # zoom makes an 8-pixel membrane 6.4 pixels wide
 OBJECT_SAMPLE = 48           # masks of the connected-component statistics
 MASK_SAMPLE = 4096           # masks of the class histogram (an even sample beyond)
 
@@ -50,7 +51,7 @@ class Objects:
     median_area: float
     extent_p75: float | None  # 75th percentile of the bounding box's longer side, components
                               # that span the image (background, "stuff") left out
-    thickness: float          # median of twice the largest inscribed radius
+    thickness: float          # 2 x pixels / boundary pixels: a strip's width
 
 
 @dataclass
@@ -100,31 +101,32 @@ def machine() -> dict:
 
 def object_stats(masks: list[np.ndarray], num_classes: int) -> dict[int, Objects]:
     """Connected components (8-connected) of every class on the masks: their number, median
-    area, 75th-percentile extent and median thickness."""
+    area and 75th-percentile extent, and the class's thickness (twice its pixels over its
+    boundary pixels: a strip's width, a disk's radius)."""
     from scipy import ndimage
 
-    areas, extents, thick = ({k: [] for k in range(num_classes)} for _ in range(3))
+    areas, extents = ({k: [] for k in range(num_classes)} for _ in range(2))
+    pixels, boundary = np.zeros(num_classes), np.zeros(num_classes)
     for mask in masks:
         side = min(mask.shape)
         for k in np.unique(mask):
             if not 0 <= k < num_classes:
                 continue
             region = mask == k
-            labels, n = ndimage.label(region, structure=np.ones((3, 3)))
-            index = np.arange(1, n + 1)
+            labels, _ = ndimage.label(region, structure=np.ones((3, 3)))
             area = np.bincount(labels.ravel())[1:]
-            radius = ndimage.maximum(ndimage.distance_transform_edt(region), labels, index)
-            for box, a, r in zip(ndimage.find_objects(labels), area, np.atleast_1d(radius)):
+            pixels[k] += region.sum()
+            boundary[k] += (region & ~ndimage.binary_erosion(region, border_value=1)).sum()
+            for box, a in zip(ndimage.find_objects(labels), area):
                 if a < 4:  # specks: label noise, not objects
                     continue
                 extent = max(box[0].stop - box[0].start, box[1].stop - box[1].start)
                 areas[k].append(a)
-                thick[k].append(2 * r)
                 if extent < 0.9 * side:
                     extents[k].append(extent)
     return {k: Objects(len(areas[k]), float(np.median(areas[k])),
                        float(np.percentile(extents[k], 75)) if extents[k] else None,
-                       float(np.median(thick[k])))
+                       float(2 * pixels[k] / max(boundary[k], 1)))
             for k in range(num_classes) if areas[k]}
 
 
@@ -258,15 +260,20 @@ def choose_schedule(fp: Fingerprint, speed: Speed, budget_s: float, batch: int
     """Epochs, steps, validation cadence and learning rate that fill the budget."""
     h, w = fp.median_size
     val_s = speed.val_image_s * max(fp.num_val, 1) * 1.2  # + metrics and batching
-    overhead = 20 + 3 * speed.first_s + 2 * val_s + 0.05 * budget_s  # set-up, preflight,
-    train_s = max(budget_s - overhead, 0.2 * budget_s)               # re-scoring best.keras
+    # set-up (graph tracing, the preflight's probes) and the final re-scoring of best.keras
+    overhead = 10 + speed.first_s + 2 * val_s + 0.03 * budget_s
+    # each epoch end: the monitor's fixed batch and the panels (about 12 images predicted)
+    # and three checkpoint writes
+    per_epoch = 3.0 + 12 * speed.val_image_s
+    train_s = max(budget_s - overhead, 0.2 * budget_s)
     total = max(int(train_s / speed.step_s), 10)
     epochs = int(min(max(round(total / 80), 6), 20))
     every = 1
     while math.ceil(epochs / every) * val_s > VALIDATION_SHARE * budget_s and every < epochs:
         every += 1
     validations = math.ceil(epochs / every)
-    total = max(int((budget_s - overhead - validations * val_s) / speed.step_s), epochs)
+    left = budget_s - overhead - validations * val_s - epochs * per_epoch
+    total = max(int(left / speed.step_s), epochs)
     steps = max(total // epochs, 1)
     rate = 0.002 if batch <= 4 else 0.003
     spent = validations * val_s
@@ -274,8 +281,8 @@ def choose_schedule(fp: Fingerprint, speed: Speed, budget_s: float, batch: int
         Decision("trainer.epochs", epochs, f"{epochs} epochs of {steps} steps = "
                  f"{epochs * steps} steps at {speed.step_s:.3g} s each (measured)"),
         Decision("trainer.steps_per_epoch", steps, f"fills the budget after set-up "
-                 f"(~{overhead:.0f} s) and validation; the cosine schedule decays over exactly "
-                 "these steps"),
+                 f"(~{overhead:.0f} s), epoch ends (~{per_epoch:.0f} s each) and validation; the "
+                 "cosine schedule decays over exactly these steps"),
         Decision("trainer.validate_every", every,
                  f"{validations} validation(s) of {fp.num_val} whole {h}x{w} images at "
                  f"~{val_s:.0f} s each = {100 * spent / budget_s:.0f}% of the budget (at most "

@@ -17,7 +17,7 @@ def _fingerprint(shares, *, sizes=((96, 128),), objects=None, channels=3, device
     pixels = np.array([int(1e6 * s) for s in shares], np.int64)
     hist = balance.Histogram(pixels, pixels, 0, 10)
     names = [f"c{k}" for k in range(len(shares))]
-    objects = objects or {k: plan.Objects(5, 100.0, 20.0, 8.0) for k in range(len(shares))}
+    objects = objects or {k: plan.Objects(5, 100.0, 20.0, 12.0) for k in range(len(shares))}
     return plan.Fingerprint("test data", 48, num_val, list(sizes), channels, "8 bits", hist,
                             names, objects, {"device": device, "kind": "test machine",
                                              "memory_gib": 8.0, "gpu_memory_gib": None})
@@ -175,3 +175,41 @@ def test_plan_py_refuses_bad_input_naming_it(args, named):
     done = _run_plan(*args, timeout=120)
     assert done.returncode == 2, done.stdout + done.stderr
     assert named in done.stderr and "Traceback" not in done.stderr
+
+
+def test_rare_class_advice_never_suggests_what_is_already_on(compose):
+    from types import SimpleNamespace
+
+    from seg.fixes import ConfigFixes
+
+    ctx = SimpleNamespace(loss=SimpleNamespace(kind="ce_dice"))
+    plain = ConfigFixes(compose()).rare_classes(ctx)
+    assert "loss.class_weights=median_frequency" in plain and "scripts/plan.py" in plain
+    assert "loss.name=auto" not in plain  # auto is CE + Dice already
+    on = compose("loss.class_weights=median_frequency", "data.rare_class_crops=0.3")
+    advice = ConfigFixes(on).rare_classes(ctx)
+    assert "class_weights=" not in advice and "rare_class_crops=" not in advice
+    assert "already" in advice
+    ce_only = ConfigFixes(compose("loss.name=ce")).rare_classes(
+        SimpleNamespace(loss=SimpleNamespace(kind="ce")))
+    assert "loss.name=auto" in ce_only
+
+
+def test_recipe_findings_point_at_plan_py_where_the_recipe_does_not_fit(compose):
+    from seg import recipe
+
+    blobs = np.zeros((400, 400), np.int32)
+    for y in range(0, 400, 200):
+        for x in range(0, 400, 200):
+            blobs[y + 10:y + 170, x + 10:x + 170] = 1  # 160-pixel objects
+    cfg = compose("data.image_size=64", "model.depth=3")
+    found = recipe.recipe_findings(cfg, [blobs] * 4, depth=3, steps=10, batch=4, num_val=500)
+    titles = " | ".join(f.title for f in found)
+    assert "wider than the receptive field (68 px" in titles
+    assert "crops (64 px) are smaller than the typical object" in titles
+    assert "validating 500 whole images" in titles
+    assert all("scripts/plan.py" in f.fix for f in found)
+    assert any("trainer.validate_every=" in f.fix for f in found)
+    fits = compose("data.image_size=256", "model.depth=5", "trainer.validate_every=2")
+    assert recipe.recipe_findings(fits, [blobs] * 4, depth=5, steps=100, batch=8,
+                                  num_val=500) == []

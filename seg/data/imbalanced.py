@@ -46,109 +46,137 @@ def _grid(h: int, w: int):
     return np.mgrid[0:h, 0:w]
 
 
-def make_scene(rng: np.random.Generator, height: int, width: int):
-    """One scene: (float RGB image [H, W, 3] in [0, 1], uint8 mask [H, W])."""
-    h, w = height, width
-    rows, cols = _grid(h, w)
-    mask = np.zeros((h, w), np.uint8)
-    horizon = int(round(h * rng.uniform(0.45, 0.6)))
+class _Scene:
+    """A scene being painted: the image, the mask, pixel coordinates and the horizon."""
 
-    # background: a sky gradient above, green noisy vegetation in a band above the horizon
+    def __init__(self, rng: np.random.Generator, h: int, w: int):
+        self.rng, self.h, self.w = rng, h, w
+        self.rows, self.cols = _grid(h, w)
+        self.mask = np.zeros((h, w), np.uint8)
+        self.horizon = int(round(h * rng.uniform(0.45, 0.6)))
+        self.image = None
+
+    def paint(self, region, cls, spread=0.07):
+        colour = np.array(COLOURS[cls]) + self.rng.normal(0, spread, 3)
+        self.image = np.where(region[..., None], colour, self.image)
+        self.mask[region] = cls
+
+    def count(self) -> int:  # 1-3 objects of a rare class in most scenes, none in some
+        rng = self.rng
+        return 0 if rng.random() < 0.1 else int(rng.choice([1, 2, 3], p=[0.45, 0.4, 0.15]))
+
+
+def _sky_and_vegetation(s: _Scene):
+    """Background: a sky gradient above, green noisy vegetation in a band above the horizon."""
+    rng, rows, cols, h = s.rng, s.rows, s.cols, s.h
     sky_top = np.array([0.35, 0.55, 0.85]) + rng.normal(0, 0.04, 3)
     sky_low = np.array([0.70, 0.80, 0.92]) + rng.normal(0, 0.04, 3)
     t = (rows / max(h - 1, 1))[..., None]
     image = sky_top * (1 - t) + sky_low * t
-    veg_top = horizon - int(round(h * rng.uniform(0.08, 0.2)))
+    veg_top = s.horizon - int(round(h * rng.uniform(0.08, 0.2)))
     wave = np.sin(cols / rng.uniform(3.0, 8.0) + rng.uniform(0, 6.3)) * h * 0.03
     veg = rows >= veg_top + wave
     green = np.array([0.20, 0.45, 0.18]) + rng.normal(0, 0.03, 3)
-    leaf = rng.normal(0, 0.09, (h, w, 1)) * np.array([0.6, 1.0, 0.5])
-    image = np.where(veg[..., None], green + leaf, image)
+    leaf = rng.normal(0, 0.09, (h, s.w, 1)) * np.array([0.6, 1.0, 0.5])
+    s.image = np.where(veg[..., None], green + leaf, image)
 
-    # buildings: large rectangles standing on the horizon, a window texture on each
+
+def _buildings(s: _Scene):
+    """Large rectangles standing on the horizon, a window texture on each."""
+    rng, rows, cols, h, w = s.rng, s.rows, s.cols, s.h, s.w
     for _ in range(rng.integers(1, 4)):
         bw = int(rng.uniform(0.15, 0.35) * w)
         bh = int(rng.uniform(0.25, 0.5) * h)
         x0 = int(rng.integers(0, max(w - bw, 1)))
-        y1 = horizon + int(rng.integers(0, max(h // 20, 1) + 1))
+        y1 = s.horizon + int(rng.integers(0, max(h // 20, 1) + 1))
         y0 = max(y1 - bh, 0)
         inside = (rows >= y0) & (rows < y1) & (cols >= x0) & (cols < x0 + bw)
         colour = np.array(COLOURS[BUILDING]) + rng.normal(0, 0.06, 3)
         period = int(rng.integers(4, 7))
         windows = ((rows - y0) % period < period // 2) & ((cols - x0) % period < period // 2)
         texture = colour - 0.18 * windows[..., None]
-        image = np.where(inside[..., None], texture, image)
-        mask[inside] = BUILDING
+        s.image = np.where(inside[..., None], texture, s.image)
+        s.mask[inside] = BUILDING
 
-    # road: a trapezoid from the horizon (narrow) to the bottom edge (wide)
+
+def _road(s: _Scene):
+    """A trapezoid from the horizon (narrow) to the bottom edge (wide); the ground beside it
+    (below the horizon) is background, a darker dirt-green."""
+    rng, rows, cols, h, w = s.rng, s.rows, s.cols, s.h, s.w
     centre = w * rng.uniform(0.35, 0.65)
     top_half, bottom_half = w * rng.uniform(0.05, 0.15), w * rng.uniform(0.45, 0.7)
-    frac = np.clip((rows - horizon) / max(h - 1 - horizon, 1), 0, 1)
+    frac = np.clip((rows - s.horizon) / max(h - 1 - s.horizon, 1), 0, 1)
     half = top_half + (bottom_half - top_half) * frac
-    road = (rows >= horizon) & (np.abs(cols - centre) <= half)
+    road = (rows >= s.horizon) & (np.abs(cols - centre) <= half)
     colour = np.array(COLOURS[ROAD]) + rng.normal(0, 0.03, 3)
     grain = rng.normal(0, 0.05, (h, w, 1))
-    image = np.where(road[..., None], colour + grain, image)
-    mask[road] = ROAD
-    # ground beside the road (below the horizon): background, a darker dirt-green
-    ground = (rows >= horizon) & ~road & (mask != BUILDING)
+    s.image = np.where(road[..., None], colour + grain, s.image)
+    s.mask[road] = ROAD
+    ground = (rows >= s.horizon) & ~road & (s.mask != BUILDING)
     dirt = np.array([0.35, 0.38, 0.22]) + rng.normal(0, 0.03, 3)
-    image = np.where(ground[..., None], dirt + rng.normal(0, 0.06, (h, w, 1)), image)
+    s.image = np.where(ground[..., None], dirt + rng.normal(0, 0.06, (h, w, 1)), s.image)
+    return road
 
-    def paint(region, cls, spread=0.07):
-        nonlocal image
-        colour = np.array(COLOURS[cls]) + rng.normal(0, spread, 3)
-        image = np.where(region[..., None], colour, image)
-        mask[region] = cls
 
-    def count():  # 1-3 objects of a rare class in most scenes, none in some
-        return 0 if rng.random() < 0.1 else int(rng.choice([1, 2, 3], p=[0.45, 0.4, 0.15]))
-
-    # poles: thin vertical lines from the ground up; a sign on the top of some
+def _poles_and_signs(s: _Scene):
+    """Poles: thin vertical lines from the ground up. Signs: small squares or diamonds, half
+    of them on a pole's top."""
+    rng, rows, cols, h, w = s.rng, s.rows, s.cols, s.h, s.w
     tops = []
-    for _ in range(count()):
+    for _ in range(s.count()):
         pw = int(rng.choice([1, 2, 3], p=[0.5, 0.38, 0.12]))
         length = max(int(rng.uniform(0.1, 0.22) * h), 4)
         x = int(rng.integers(1, w - pw - 1))
-        foot = int(rng.integers(horizon, min(horizon + h // 5, h - 1) + 1))
+        foot = int(rng.integers(s.horizon, min(s.horizon + h // 5, h - 1) + 1))
         top = max(foot - length, 0)
-        paint((rows >= top) & (rows < foot) & (cols >= x) & (cols < x + pw), POLE)
+        s.paint((rows >= top) & (rows < foot) & (cols >= x) & (cols < x + pw), POLE)
         tops.append((top, x + pw // 2))
-
-    # signs: small squares or diamonds, half of them on a pole's top
-    for _ in range(count()):
-        s = int(rng.integers(4, 8))
+    for _ in range(s.count()):
+        size = int(rng.integers(4, 8))
         if tops and rng.random() < 0.5:
             top, cx = tops[int(rng.integers(len(tops)))]
-            cy = top - s // 2
+            cy = top - size // 2
         else:
-            cy = int(rng.integers(s, max(horizon, s + 1)))
-            cx = int(rng.integers(s, w - s))
+            cy = int(rng.integers(size, max(s.horizon, size + 1)))
+            cx = int(rng.integers(size, w - size))
         if rng.random() < 0.5:  # square
-            region = (np.abs(rows - cy) <= (s - 1) / 2) & (np.abs(cols - cx) <= (s - 1) / 2)
+            half = (size - 1) / 2
+            region = (np.abs(rows - cy) <= half) & (np.abs(cols - cx) <= half)
         else:  # diamond
-            region = np.abs(rows - cy) + np.abs(cols - cx) <= s / 2
-        paint(region, SIGN)
+            region = np.abs(rows - cy) + np.abs(cols - cx) <= size / 2
+        s.paint(region, SIGN)
 
-    # cyclists: wheels (a flat ellipse) under a rider (a narrow upright bar), on the road
+
+def _cyclists(s: _Scene, road):
+    """Wheels (a flat ellipse) under a rider (a narrow upright bar), on the road."""
+    rng, rows, cols = s.rng, s.rows, s.cols
     road_rows, road_cols = np.nonzero(road)
-    for _ in range(count()):
+    for _ in range(s.count()):
         cw, ch = int(rng.integers(5, 10)), int(rng.integers(5, 10))
         if road_rows.size:
             at = int(rng.integers(road_rows.size))
             foot, cx = int(road_rows[at]), int(road_cols[at])
         else:
-            foot, cx = h - 1, w // 2
+            foot, cx = s.h - 1, s.w // 2
         wheels = ((rows - (foot - ch / 4)) / max(ch / 4, 1)) ** 2 + \
             ((cols - cx) / (cw / 2)) ** 2 <= 1
         rider = (rows > foot - ch) & (rows <= foot - ch / 2) & \
             (np.abs(cols - cx) <= max(cw // 6, 1))
-        paint(wheels | rider, CYCLIST)
+        s.paint(wheels | rider, CYCLIST)
 
+
+def make_scene(rng: np.random.Generator, height: int, width: int):
+    """One scene: (float RGB image [H, W, 3] in [0, 1], uint8 mask [H, W])."""
+    s = _Scene(rng, height, width)
+    _sky_and_vegetation(s)
+    _buildings(s)
+    road = _road(s)
+    _poles_and_signs(s)
+    _cyclists(s, road)
     # noise everywhere and a brightness change of the whole image
-    image = image + rng.normal(0, 0.05, image.shape)
+    image = s.image + rng.normal(0, 0.05, s.image.shape)
     image = image * rng.uniform(0.75, 1.2) + rng.uniform(-0.05, 0.05)
-    return np.clip(image, 0.0, 1.0), mask
+    return np.clip(image, 0.0, 1.0), s.mask
 
 
 def check_root(root: Path):
