@@ -92,7 +92,7 @@ def _plan(argv: list[str]) -> int:
                                   log=lambda m: print(m, flush=True))
     name = plan.experiment_name(cfg, settings["name"])
     path = Path(seg_hydra.CONFIG_DIR) / "experiment" / f"{name}.yaml"
-    carried = sorted(k for k in given if k.startswith("data."))
+    carried = sorted(k for k in given if k.split(".")[0] in cfg)  # what the user set stays
     text = plan.experiment_yaml(name, fp, decisions, cfg, data_group, carried, budget)
     try:
         path.write_text(text)

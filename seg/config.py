@@ -378,6 +378,10 @@ def _photometric_rules(data: dict) -> list[str]:
         elif not 0 <= value <= PHOTOMETRIC[name]:
             out.append(f"data.photometric.{name}={value:g}: use a value from 0 (off) to "
                        f"{PHOTOMETRIC[name]:g}")
+        elif name == "blur" and 3 * value >= data["image_size"] / 2:
+            out.append(f"data.photometric.blur={value:g}: a Gaussian of that sigma spans more "
+                       f"than the {data['image_size']}-pixel crop; use less than "
+                       f"{data['image_size'] / 6:g}")
         elif name in ("saturation", "hue") and value and data["channels"] != 3:
             out.append(f"data.photometric.{name}={value:g} needs RGB images (data.channels=3, "
                        f"not {data['channels']}); use 0")
@@ -438,6 +442,11 @@ def _training_rules(cfg: dict) -> list[str]:
         out.append(f"trainer.unfreeze_encoder_after={trainer['unfreeze_encoder_after']} has no "
                    "effect: the encoder is not frozen; set model.freeze_encoder=true (train the "
                    "decoder first), or trainer.unfreeze_encoder_after=null")
+    if trainer["time_budget_minutes"] is not None and trainer["strategy"] == "multi_worker":
+        out.append(f"trainer.time_budget_minutes={trainer['time_budget_minutes']:g} with "
+                   "trainer.strategy=multi_worker: each worker's clock would stop it at a "
+                   "different step; plan the steps instead (trainer.epochs, "
+                   "trainer.steps_per_epoch) and use trainer.time_budget_minutes=null")
     steps = trainer["steps_per_epoch"]
     if steps is not None and trainer["steps_per_execution"] > steps:
         out.append(f"trainer.steps_per_execution={trainer['steps_per_execution']} is more than "

@@ -36,20 +36,28 @@ def measure(cfg: dict, source, computed: dict, repeats: int = 6) -> Speed:
     model, loss, metrics = train.build(cfg, source, computed)
     schedule = train.make_schedule("constant", float(trainer["learning_rate"]), 1)
     train.compile_for_training(model, loss, metrics, trainer, schedule)
-    images = source.train.take(batch).cache() if data["cache"] else source.train
+    # a few images, decoded at every step as an uncached run does (once with data.cache)
+    k = min(2 * batch, source.num_train)
+    images = source.train.take(k).cache() if data["cache"] else source.train.take(k)
     stream = pipeline.training(
-        images, num_examples=min(batch, source.num_train) if data["cache"] else
-        source.num_train, batch_size=batch, image_size=data["image_size"], seed=cfg["seed"],
-        ignore_index=data["ignore_index"], scale_range=tuple(data["scale_range"]),
-        rare_classes=computed.get("data.rare_classes", ()),
+        images, num_examples=k, batch_size=batch, image_size=data["image_size"],
+        seed=cfg["seed"], ignore_index=data["ignore_index"],
+        scale_range=tuple(data["scale_range"]), elastic_sigma=data["elastic_sigma"],
+        transpose=data["transpose"], rare_classes=computed.get("data.rare_classes", ()),
         rare_class_crops=data["rare_class_crops"], photometric_args=data["photometric"])
+    per_call = trainer["steps_per_execution"]  # a callback per execution of this many steps
     ends = [time.perf_counter()]
     clock = keras.callbacks.LambdaCallback(
         on_train_batch_end=lambda *_, **__: ends.append(time.perf_counter()))
-    model.fit(stream, steps_per_epoch=repeats + 3, epochs=1, verbose=0, shuffle=False,
-              callbacks=[clock])
-    steps = np.diff(ends)
-    image, _ = next(iter(source.val.take(1)))
+    model.fit(stream, steps_per_epoch=(repeats + 3) * per_call, epochs=1, verbose=0,
+              shuffle=False, callbacks=[clock])
+    steps = np.diff(ends) / per_call
+    first_val = list(source.val.take(1))
+    if not first_val:
+        from seg.data import DataError
+        raise DataError("the validation split holds no readable image (python "
+                        "scripts/check_data.py names each file)")
+    image = first_val[0][0]
     image = tf.image.convert_image_dtype(image, tf.float32)[None]
     model.predict_on_batch(image)
     start = time.perf_counter()
@@ -111,7 +119,7 @@ def plan(cfg: dict, source, budget_minutes: float, given: set[str] = frozenset()
         trial = _with(base, [Decision("model.base_filters", width, "")])
         log(f"plan: timing training steps with {width} filters ...")
         speed, fitted = fitting_speed(trial, source, computed, log)
-        steps = (budget_s * (1 - VALIDATION_SHARE) - 20) / speed.step_s
+        steps = max((budget_s * (1 - VALIDATION_SHARE) - 20) / speed.step_s, 0)
         if steps >= MIN_STEPS_WIDE or width == widths[-1]:
             break
     if free("model.base_filters"):

@@ -33,7 +33,7 @@ VALIDATION_SHARE = 0.15      # of the budget, at most, spent validating
 PIXELS_PER_STEP = {"CPU": 2 ** 16, "GPU": 2 ** 19}  # 16 x 64^2 on a CPU (short budgets want
                                                      # many steps); 8 x 256^2 on a GPU
 MIN_BATCH = 2                # batch normalisation needs two crops
-RARE_SHARE = 0.02            # a class under 2% of the labelled pixels: weighted, oversampled
+RARE_SHARE = class_balance.RARE_SHARE  # under 2% of the labelled pixels: weighted, oversampled
 MIN_STEPS_WIDE = 800         # steps the wider model (32 filters) needs to be worth its cost
 THIN_PIXELS = 8.0            # classes this thin (2 x pixels / boundary) are not zoomed: 0.8x
                              # zoom makes an 8-pixel membrane 6.4 pixels wide
@@ -140,6 +140,12 @@ def fingerprint(cfg: dict, source) -> Fingerprint:
         raise DataError("no training mask could be read (python scripts/check_data.py names "
                         "each file)")
     hist = class_balance.histogram(masks, data["num_classes"])
+    if not hist.pixels.sum():
+        from seg.data import DataError
+        raise DataError(f"the {hist.masks} training masks read hold no labelled pixel (all "
+                        f"ignore_index={data['ignore_index']}): check data.label_map (0/255 "
+                        "masks need {0: 0, 255: 1}) and data.ignore_index (python "
+                        "scripts/check_data.py)")
     val_sizes = [tuple(int(s) for s in y.shape) for _, y in source.val.take(256)]
     step = max(len(masks) // OBJECT_SAMPLE, 1)
     objects = object_stats(masks[::step][:OBJECT_SAMPLE], data["num_classes"])
@@ -192,6 +198,7 @@ def choose_geometry(fp: Fingerprint) -> list[Decision]:
     side, extent = min(h, w), fp.typical_extent
     fits = [d for d in DEPTHS if 2 ** d * 8 <= side] or [DEPTHS[0]]
     depth = next((d for d in fits if receptive_field(d) >= 1.5 * extent), fits[-1])
+    covers = receptive_field(depth) >= 1.5 * extent
     unit = 2 ** depth
     padded = (-(-h // unit) * unit) * (-(-w // unit) * unit)
     pad = padded / (h * w) - 1
@@ -199,8 +206,10 @@ def choose_geometry(fp: Fingerprint) -> list[Decision]:
     crop = min(2 ** math.ceil(math.log2(want)), max(side // unit * unit, unit), 512)
     return [
         Decision("model.depth", depth,
-                 f"receptive field {receptive_field(depth)} px >= 1.5x the typical object "
-                 f"({extent:.0f} px, 75th-percentile extent); the median {h}x{w} image pads "
+                 f"receptive field {receptive_field(depth)} px "
+                 + (">= 1.5x" if covers else "(as deep as the images allow) < 1.5x")
+                 + f" the typical object ({extent:.0f} px, 75th-percentile extent); the median "
+                 f"{h}x{w} image pads "
                  f"{100 * pad:.1f}% to a multiple of {unit}"),
         Decision("data.image_size", crop,
                  f"crops of {crop} px: the next power of two over 2x the typical object and "
@@ -234,15 +243,15 @@ def choose_balance(fp: Fingerprint) -> list[Decision]:
                         f"the thinnest class ({thinnest[1]}, {thinnest[0]:.1f} px) "
                         + ("is a few pixels wide: zooming would change its labelled width"
                            if keep else "is thick enough to zoom 0.8-1.25x")))
-    colour = fp.channels == 3
+    colour = fp.channels == 3 and fp.bit_depth.startswith("8 bits")
     out.append(Decision(
         "data.photometric", {"brightness": 0.1 if colour else 0.0,
                              "contrast": 0.1 if colour else 0.0,
                              "saturation": 0.1 if colour else 0.0,
                              "hue": 0.02 if colour else 0.0, "blur": 0.0},
         "RGB: mild brightness, contrast, saturation and hue jitter (lighting differs between "
-        "photographs)" if colour else f"{fp.channels} band(s): no colour jitter (intensities "
-        "carry the signal)"))
+        "photographs)" if colour else f"{fp.channels} band(s) of {fp.bit_depth}: no colour "
+        "jitter (intensities carry the signal)"))
     return out
 
 
@@ -272,7 +281,17 @@ def choose_schedule(fp: Fingerprint, speed: Speed, budget_s: float, batch: int
     while math.ceil(epochs / every) * val_s > VALIDATION_SHARE * budget_s and every < epochs:
         every += 1
     validations = math.ceil(epochs / every)
-    left = budget_s - overhead - validations * val_s - epochs * per_epoch
+    fixed = overhead + validations * val_s + epochs * per_epoch
+    left = budget_s - fixed
+    if left < 0.25 * budget_s or left / speed.step_s < 10 * epochs:
+        from seg.config import ConfigError
+        need = max(fixed / 0.75, fixed + 10 * epochs * speed.step_s) / 60
+        raise ConfigError(
+            f"plan.budget_minutes={budget_s / 60:g} leaves {max(left, 0):.0f} s for training "
+            f"after set-up (~{overhead:.0f} s), {epochs} epoch ends and {validations} "
+            f"validation(s) of {fp.num_val} images (~{val_s:.0f} s each) at {speed.step_s:.3g} "
+            f"s per step: give at least plan.budget_minutes={math.ceil(need)}, or validate "
+            "on fewer images")
     total = max(int(left / speed.step_s), epochs)
     steps = max(total // epochs, 1)
     rate = 0.002 if batch <= 4 else 0.003
@@ -285,13 +304,15 @@ def choose_schedule(fp: Fingerprint, speed: Speed, budget_s: float, batch: int
                  "cosine schedule decays over exactly these steps"),
         Decision("trainer.validate_every", every,
                  f"{validations} validation(s) of {fp.num_val} whole {h}x{w} images at "
-                 f"~{val_s:.0f} s each = {100 * spent / budget_s:.0f}% of the budget (at most "
-                 f"{100 * VALIDATION_SHARE:.0f}%)"),
+                 f"~{val_s:.0f} s each = {100 * spent / budget_s:.0f}% of the budget "
+                 + (f"(at most {100 * VALIDATION_SHARE:.0f}%)"
+                    if spent <= VALIDATION_SHARE * budget_s else
+                    f"(over {100 * VALIDATION_SHARE:.0f}%: only the last epoch validates)")),
         Decision("logging.panels_every", every, "panels with each validation"),
-        Decision("trainer.learning_rate", rate, "Adam at 3e-3 (seg's default) for batches of 8+"
+        Decision("trainer.learning_rate", rate, "Adam at 3e-3 (seg's default) for batches of 5+"
                  if rate == 0.003 else "Adam at 2e-3 for batches of 2-4 (noisier gradients)"),
         Decision("trainer.schedule", "cosine", "decays to 1% by the last planned step"),
-        Decision("trainer.time_budget_minutes", round(budget_s / 60, 2),
+        Decision("trainer.time_budget_minutes", round(budget_s / 60, 3),
                  "a hard stop at a step boundary, should this machine be slower than measured")]
 
 
@@ -343,8 +364,8 @@ def experiment_name(cfg: dict, given_name: str | None) -> str:
 
 def experiment_yaml(name: str, fp: Fingerprint, decisions: list[Decision], cfg: dict,
                     data_group: str | None, carried: list[str], budget_minutes: float) -> str:
-    """The experiment config: the data keys given to plan.py, then each decision with its
-    reason as a comment."""
+    """The experiment config: the keys given to plan.py (kept as given), then each decision
+    with its reason as a comment."""
     lines = ["# @package _global_",
              f"# Planned by scripts/plan.py for {fp.data}",
              f"# on {fp.machine['kind']}, budget {budget_minutes:g} min. Train with:",
@@ -384,8 +405,8 @@ def recipe_findings(cfg: dict, masks: list[np.ndarray], *, depth: int, steps: in
                          object_stats(masks[:16], data["num_classes"]), {}).typical_extent
     field = receptive_field(depth)
     plan_it = "python scripts/plan.py <the same data overrides> plans depth, crop and cadence"
-    if model["encoder"] == "unet" and field < extent:
-        deeper = next((d for d in DEPTHS if receptive_field(d) >= extent), DEPTHS[-1])
+    deeper = next((d for d in DEPTHS if receptive_field(d) >= extent), DEPTHS[-1])
+    if model["encoder"] == "unet" and field < extent and deeper > depth:
         out.append(Finding("warning", "recipe", f"the typical object ({extent:.0f} px across) "
                            f"is wider than the receptive field ({field} px at model.depth="
                            f"{depth})", "the network never sees a whole object at once",

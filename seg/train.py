@@ -861,7 +861,7 @@ def finish(cfg: dict, out: Path, parts: Parts, plan: distribute.Plan, report,
     with data_errors_named():
         final = best.evaluate(parts.val_ds, return_dict=True, verbose=0)
     source, trainer, n = parts.source, cfg["trainer"], cfg["data"]["num_classes"]
-    val_miou = history.get("val_mean_iou", [float("nan")])
+    val_miou = history.get("val_mean_iou", [])
     metrics = {
         "run_name": run_name,
         "decoder": cfg["decoder"]["name"],

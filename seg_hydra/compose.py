@@ -96,7 +96,8 @@ def apply_overrides(cfg: dict, overrides: list[str]) -> dict:
     OmegaConf.set_struct(base, True)  # a typo is an error, not a new key
     merged = to_dict(OmegaConf.merge(base, OmegaConf.from_dotlist(list(overrides))))
     changed = tuple(o.split("=", 1)[0] for o in overrides)
-    bad = [p for p in config.problems({k: v for k, v in merged.items() if k != "class_names"})
+    bad = [p for p in config.problems({k: v for k, v in merged.items()
+                                       if k not in ("class_names", "computed")})
            if p.startswith(changed)]  # the run's own values are not judged again
     if bad:
         raise ConfigError("\n".join(bad))

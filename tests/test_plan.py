@@ -78,18 +78,20 @@ def test_imbalance_turns_on_weights_and_rare_crops_and_thin_objects_are_not_zoom
 
 
 def test_the_schedule_fills_the_budget_and_keeps_validation_under_its_share():
-    fp = _fingerprint([0.5, 0.5], num_val=400)
+    from seg.config import ConfigError
+
+    fp = _fingerprint([0.5, 0.5], num_val=100)
     slow_val = plan.Speed(step_s=0.25, first_s=4.0, val_image_s=0.5, base_filters=16)
     got = _decided(plan.choose_schedule(fp, slow_val, 600.0, batch=16))
-    validations = -(-got["trainer.epochs"] // got["trainer.validate_every"])
-    val_s = 0.5 * 400 * 1.2
-    assert validations * val_s <= plan.VALIDATION_SHARE * 600 or \
-        got["trainer.validate_every"] == got["trainer.epochs"]
-    assert got["trainer.validate_every"] > 1
+    every, epochs = got["trainer.validate_every"], got["trainer.epochs"]
+    assert every > 1 and -(-epochs // every) * 0.5 * 100 * 1.2 <= plan.VALIDATION_SHARE * 600
+    assert got["trainer.steps_per_epoch"] >= 10
     fast = _decided(plan.choose_schedule(fp, plan.Speed(0.25, 4.0, 0.001, 16), 600.0, 16))
     steps = fast["trainer.epochs"] * fast["trainer.steps_per_epoch"]
     assert 0.6 * 600 / 0.25 <= steps <= 600 / 0.25  # most of the budget, never beyond it
     assert fast["trainer.validate_every"] == 1 and fast["trainer.time_budget_minutes"] == 10
+    with pytest.raises(ConfigError, match="plan.budget_minutes=1 leaves"):
+        plan.choose_schedule(_fingerprint([0.5, 0.5], num_val=400), slow_val, 60.0, 16)
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +136,8 @@ def test_plan_py_writes_an_experiment_that_train_py_composes_and_trains(toy, com
     name = "pytest_toy_plan"
     written = ROOT / "configs" / "experiment" / f"plan_{name}.yaml"
     try:
-        done = _run_plan(*_toy_args(root, info), "plan.budget_minutes=0.5", f"plan.name={name}")
+        done = _run_plan(*_toy_args(root, info), "model.base_filters=8",
+                         "plan.budget_minutes=1", f"plan.name={name}")
         assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
         out = done.stdout
         assert "== seg plan: fingerprint ==" in out and "== seg plan: decisions" in out
@@ -147,7 +150,8 @@ def test_plan_py_writes_an_experiment_that_train_py_composes_and_trains(toy, com
         cfg = compose(f"+experiment=plan_{name}")
         assert cfg["data"]["root"] == str(root) and cfg["loss"]["class_weights"] == \
             "median_frequency"
-        assert cfg["trainer"]["time_budget_minutes"] == 0.5
+        assert cfg["trainer"]["time_budget_minutes"] == 1
+        assert cfg["model"]["base_filters"] == 8  # a key given to plan.py is kept
         run = subprocess.run(
             [sys.executable, str(ROOT / "scripts" / "train.py"), f"+experiment=plan_{name}",
              f"hydra.run.dir={tmp_path / 'run'}", "logging.panels_every=0"],
@@ -157,7 +161,8 @@ def test_plan_py_writes_an_experiment_that_train_py_composes_and_trains(toy, com
         metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
         assert len(metrics["class_weights"]) == info["num_classes"]
         assert metrics["rare_classes"] == [3, 4, 5]
-        assert "stopped_by_budget" in metrics
+        assert metrics["time_budget_minutes"] == 1
+        assert metrics["parameters"] < 200_000  # the 8 filters given to plan.py
     finally:
         written.unlink(missing_ok=True)
 
@@ -165,6 +170,7 @@ def test_plan_py_writes_an_experiment_that_train_py_composes_and_trains(toy, com
 @pytest.mark.parametrize("args, named", [
     (["plan.budget_minutes=abc"], "plan.budget_minutes"),
     (["plan.budget_minutes=0"], "plan.budget_minutes"),
+    (["plan.budget_minutes=0.01"], "plan.budget_minutes"),  # no time left to train
     (["plan.budget=3"], "plan.budget"),
     (["plan.name=../x"], "plan.name"),
     (["data=folder", "data.root=/nonexistent/seg-data", "data.num_classes=3"],

@@ -285,6 +285,9 @@ def test_training_stream_resumes_exactly_with_rare_crops_and_photometric():
     (["trainer.validate_every=0"], "trainer.validate_every"),
     (["trainer.time_budget_minutes=-1"], "trainer.time_budget_minutes"),
     (["trainer.time_budget_minutes=0"], "trainer.time_budget_minutes"),
+    (["data.image_size=32", "data.photometric.blur=6"], "data.photometric.blur"),
+    (["trainer.time_budget_minutes=5", "trainer.strategy=multi_worker"],
+     "trainer.time_budget_minutes"),
 ])
 def test_config_refuses_bad_recipe_values_naming_the_key(compose, overrides, named):
     from seg import config

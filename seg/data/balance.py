@@ -15,6 +15,7 @@ import numpy as np
 
 WEIGHTINGS = ("median_frequency", "inverse_frequency")
 MAX_WEIGHT = 50.0  # a class seen on a handful of pixels would otherwise dominate the loss
+RARE_SHARE = 0.02  # a class under 2% of the labelled pixels is rare, whatever the class count
 
 
 @dataclass
@@ -70,6 +71,6 @@ def class_weights(method: str, hist: Histogram) -> list[float]:
 
 def rare_classes(hist: Histogram) -> list[int]:
     """Classes present in training on under half of an even share (1 / C) of the labelled
-    pixels: what rare-class crops are centred on."""
+    pixels, or under RARE_SHARE: what rare-class crops are centred on."""
     shares, n = hist.shares, len(hist.pixels)
-    return [k for k in range(n) if 0 < shares[k] < 0.5 / n]
+    return [k for k in range(n) if 0 < shares[k] < max(0.5 / n, RARE_SHARE)]
