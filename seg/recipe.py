@@ -74,9 +74,10 @@ class Fingerprint:
 
     @property
     def typical_extent(self) -> float:
-        """The median over classes of their objects' 75th-percentile extent (pixels)."""
+        """The largest of the classes' typical object sizes (each class's 75th-percentile
+        extent, pixels): the receptive field should take in an object of any class whole."""
         found = [o.extent_p75 for o in self.objects.values() if o.extent_p75]
-        return float(np.median(found)) if found else min(self.median_size) / 2
+        return float(max(found)) if found else min(self.median_size) / 2
 
 
 def machine() -> dict:
@@ -208,7 +209,8 @@ def choose_geometry(fp: Fingerprint) -> list[Decision]:
         Decision("model.depth", depth,
                  f"receptive field {receptive_field(depth)} px "
                  + (">= 1.5x" if covers else "(as deep as the images allow) < 1.5x")
-                 + f" the typical object ({extent:.0f} px, 75th-percentile extent); the median "
+                 + f" the typical object ({extent:.0f} px: the largest class's 75th-percentile "
+                 "extent); the median "
                  f"{h}x{w} image pads "
                  f"{100 * pad:.1f}% to a multiple of {unit}"),
         Decision("data.image_size", crop,
@@ -341,8 +343,15 @@ def table(fp: Fingerprint, decisions: list[Decision], budget_minutes: float) -> 
                         f"{o.thickness:7.1f} px" if o else "       -"))
     lines += ["", f"== seg plan: decisions (budget {budget_minutes:g} min) =="]
     width = max(len(d.key) for d in decisions)
-    lines += [f"  {d.key:<{width}}  {_yaml(d.value):<18} {d.reason}" for d in decisions]
+    lines += [f"  {d.key:<{width}}  {_shown(d.value):<18} {d.reason}" for d in decisions]
     return "\n".join(lines)
+
+
+def _shown(value) -> str:
+    """A value for the table: a mapping by its non-zero entries ("off" when none)."""
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {v:g}" for k, v in value.items() if v) or "off"
+    return _yaml(value)
 
 
 def _yaml(value) -> str:
