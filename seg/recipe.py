@@ -135,7 +135,9 @@ def fingerprint(cfg: dict, source) -> Fingerprint:
     """The dataset's fingerprint: every training mask for the histogram (an even sample of
     MASK_SAMPLE beyond), validation sizes, components on a sample."""
     data = cfg["data"]
-    masks = [m for _, m in source.sample_masks(min(source.num_train, MASK_SAMPLE))]
+    named = source.sample_masks(min(source.num_train, MASK_SAMPLE))
+    _check_labels(named, data["num_classes"], data["ignore_index"])
+    masks = [m for _, m in named]
     if not masks:
         from seg.data import DataError
         raise DataError("no training mask could be read (python scripts/check_data.py names "
@@ -147,6 +149,13 @@ def fingerprint(cfg: dict, source) -> Fingerprint:
                         f"ignore_index={data['ignore_index']}): check data.label_map (0/255 "
                         "masks need {0: 0, 255: 1}) and data.ignore_index (python "
                         "scripts/check_data.py)")
+    present = np.flatnonzero(hist.pixels)
+    if len(present) == 1:
+        from seg.data import DataError
+        raise DataError(f"every labelled pixel of the {hist.masks} training masks is class "
+                        f"{present[0]} ({source.class_names[present[0]]}): nothing to "
+                        "segment; check data.label_map (0/255 masks need {0: 0, 255: 1}) and "
+                        "data.ignore_index (python scripts/check_data.py)")
     val_sizes = [tuple(int(s) for s in y.shape) for _, y in source.val.take(256)]
     step = max(len(masks) // OBJECT_SAMPLE, 1)
     objects = object_stats(masks[::step][:OBJECT_SAMPLE], data["num_classes"])
@@ -154,6 +163,19 @@ def fingerprint(cfg: dict, source) -> Fingerprint:
                        [m.shape for m in masks] + val_sizes, source.channels,
                        _bit_depth(cfg, source), hist, list(source.class_names), objects,
                        machine())
+
+
+def _check_labels(named: list, num_classes: int, ignore_index: int):
+    """DataError naming the first mask with a value that is no class and not ignore_index (the
+    histogram would count it as void, silently)."""
+    for name, mask in named:
+        bad = (mask != ignore_index) & ((mask < 0) | (mask >= num_classes))
+        if bad.any():
+            from seg.data import DataError
+            raise DataError(f"{name}: mask values {np.unique(mask[bad])[:8].tolist()} are "
+                            f"outside [0, {num_classes}) and not ignore_index={ignore_index}; "
+                            "check data.num_classes and data.label_map (python "
+                            "scripts/check_data.py lists every such file)")
 
 
 def _bit_depth(cfg: dict, source) -> str:

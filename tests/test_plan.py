@@ -176,6 +176,9 @@ def test_plan_py_writes_an_experiment_that_train_py_composes_and_trains(toy, com
     (["data=folder", "data.root=/nonexistent/seg-data", "data.num_classes=3"],
      "/nonexistent/seg-data"),
     (["model.depth=abc"], "model.depth"),
+    (["data=isbi_membrane", "data.label_map=null"], "is class 0 (membrane)"),  # 255 = void
+    (["data=isbi_membrane", "data.label_map=null", "data.ignore_index=254"],
+     "mask values [255]"),
 ])
 def test_plan_py_refuses_bad_input_naming_it(args, named):
     done = _run_plan(*args, timeout=120)
