@@ -164,8 +164,8 @@ def balance(cfg: dict, source: Source) -> dict:
         out["data.rare_classes"] = rare
         _say(f"seg: data.rare_class_crops={data['rare_class_crops']:g}: "
              + (f"that share of the crops is centred on {', '.join(names[k] for k in rare)}"
-                if rare else "no class is rare in the training split (under half of an even "
-                "share), so every crop is placed at random"))
+                if rare else "no class is rare in the training split (under 2% of the pixels or "
+                "half of an even share), so every crop is placed at random"))
     return out
 
 
