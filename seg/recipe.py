@@ -167,15 +167,11 @@ def fingerprint(cfg: dict, source) -> Fingerprint:
 
 def _check_labels(named: list, num_classes: int, ignore_index: int):
     """DataError naming the first mask with a value that is no class and not ignore_index (the
-    histogram would count it as void, silently)."""
+    histogram would count it as void, silently): the pipeline's own check."""
+    from seg.data import pipeline
+
     for name, mask in named:
-        bad = (mask != ignore_index) & ((mask < 0) | (mask >= num_classes))
-        if bad.any():
-            from seg.data import DataError
-            raise DataError(f"{name}: mask values {np.unique(mask[bad])[:8].tolist()} are "
-                            f"outside [0, {num_classes}) and not ignore_index={ignore_index}; "
-                            "check data.num_classes and data.label_map (python "
-                            "scripts/check_data.py lists every such file)")
+        pipeline._check_labels(name, mask, num_classes, ignore_index)
 
 
 def _bit_depth(cfg: dict, source) -> str:
