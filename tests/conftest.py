@@ -10,6 +10,25 @@ from PIL import Image  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def pytest_addoption(parser):
+    parser.addoption("--all", action="store_true", default=False,
+                     help="run every test, the slow ones included (plain pytest leaves out the "
+                          "tests marked slow; -m slow runs only those)")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Plain `pytest` is the fast lane: tests marked slow are deselected unless --all or an
+    explicit -m (e.g. -m slow) is given."""
+    if config.getoption("--all") or config.getoption("markexpr"):
+        return
+    kept, slow = [], []
+    for item in items:
+        (slow if item.get_closest_marker("slow") else kept).append(item)
+    if slow:
+        config.hook.pytest_deselected(items=slow)
+        items[:] = kept
+
+
 @pytest.fixture
 def compose():
     """Compose the project's Hydra config like scripts/train.py does, as a plain dict."""
