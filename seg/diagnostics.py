@@ -26,8 +26,9 @@ import numpy as np
 import tensorflow as tf
 
 from seg.fixes import ConfigFixes, KerasFixes
-from seg.introspect import (Head, LossInfo, all_layers, class_indices, compiled_loss, is_multi_hot,
-                            is_one_hot, layer_of, probabilities, read_head, read_loss, size_changes)
+from seg.introspect import (Head, LossInfo, all_layers, as_image, class_indices, compiled_loss,
+                            input_scaling, is_multi_hot, is_one_hot, layer_of, non_integer,
+                            probabilities, read_head, read_loss, size_changes)
 from seg.models import level_sizes
 
 try:  # compile()'s wrapper of a loss function (aligns the masks' rank with the output's)
@@ -115,6 +116,7 @@ class Context:
     class_names: list[str] = field(default_factory=list)
     fixes: KerasFixes = field(default_factory=KerasFixes)
     image_max: float = 1.0  # the largest input value seen (255: images not scaled)
+    scaled_by: str | None = None  # the model's own layer that scales its images, if any
 
 
 # --- the one entry point ----------------------------------------------------------------
@@ -168,6 +170,8 @@ def _multi_output(model, n: int) -> Finding:
 def _labels_into(report: Report, label_samples, audit_masks, ctx: Context):
     """The label audit: of the given samples, else of the data's masks (class indices,
     one-hot with unlabelled rows of zeros; multi-label masks have none)."""
+    whole = check_whole_numbers(ctx, audit_masks) if audit_masks is not None else []
+    report.findings += whole
     if label_samples:
         _audit_into(report, label_samples, ctx)
     elif audit_masks is not None and is_multi_hot(audit_masks) and not is_one_hot(audit_masks):
@@ -217,25 +221,32 @@ def diagnose(model: keras.Model, images, masks=None, *, loss=None, num_classes: 
         return report
     x, y, audit_masks, outputs = ran
     y_pred = np.asarray(outputs[0])
-    head = read_head(model, y_pred)
+    head = read_head(model, y_pred, tuple(x.shape[1:3]))
     ctx = Context(head, info, _num_classes(num_classes, head, y), ignore_index,
                   list(class_names or []), fixes or KerasFixes())
     ctx.class_names += [f"class_{k}" for k in range(len(ctx.class_names), ctx.num_classes)]
     ctx.image_max = float(np.nanmax(x)) if x.size and np.isfinite(x).any() else 0.0
+    ctx.scaled_by = input_scaling(model)
     report.findings += check_readable(ctx, model)
     if len(outputs) > 1:
         report.findings.append(_multi_output(model, len(outputs)))
         if head.inferred:  # a subclassed model: which layer feeds the first output is unknown
             head.head_layer = None
+    constant = check_constant(ctx, model, x)
+    report.findings += constant
     shape_findings = [] if y is None else check_output_shape(ctx, model, x, y)
     report.findings += shape_findings
-    head_findings = check_head(ctx)
+    if head.inferred and any(f.level == "error" for f in constant):  # the activation is unknown: nothing to judge the head by
+        head_findings = []
+    else:
+        head_findings = check_head(ctx)
     if any(f.level == "error" for f in shape_findings):  # no "ok" beside a broken output
         head_findings = [f for f in head_findings if f.level != "ok"]
     report.findings += head_findings
     if y is not None and not shape_findings:
-        report.findings += check_targets(ctx, y)
-    _labels_into(report, label_samples, audit_masks, ctx)
+        report.findings += check_targets(ctx, as_image(y, head))
+    _labels_into(report, label_samples, None if audit_masks is None else
+                 as_image(audit_masks, head), ctx)
     report.findings += check_transposed(ctx, model)
     if probes:
         _probe_into(report, model, loss, x, y, ctx, overfit_steps=overfit_steps,
@@ -266,9 +277,21 @@ def _probe_into(report: Report, model, loss, x, y, ctx: Context, **kwargs):
                 "the loss or the gradient could not be computed on one batch",
                 "see the findings above; check that model.fit runs one step"))
             return
+        if any(f.check == "constant output" for f in report.errors):
+            findings = [_moves_nothing(f) if f.check == "gradients" and f.level == "ok" else f
+                        for f in findings]
         report.findings += findings
         report.tables["gradients"] = table
         report.figures.update(figures)
+
+
+def _moves_nothing(found: Finding) -> Finding:
+    """The gradient probe's all-clear beside an output that no weight can change."""
+    return Finding("warning", "gradients", found.title.replace("every layer receives",
+                                                               "the loss sends"),
+                   "the loss's gradient reaches the weights, but the output is the same "
+                   "whatever they are: training changes the weights and never the prediction",
+                   "see the constant-output finding")
 
 
 def _audit_into(report: Report, samples, ctx: Context):
@@ -365,7 +388,9 @@ def check_readable(ctx: Context, model) -> list[Finding]:
     out = []
     if ctx.head.inferred:
         seen = ("softmax probabilities" if ctx.head.activation == "softmax" else
-                "probabilities in [0, 1]" if ctx.head.activation else "logits")
+                "probabilities in [0, 1]" if ctx.head.activation else
+                f"a constant ({ctx.head.constant:g} everywhere), which says nothing of its "
+                "activation" if ctx.head.constant is not None else "logits")
         out.append(Finding("warning", "model", f"{ctx.head.note or 'the activation could not be read'}"
                            f"; the output looks like {seen}",
                            "the head/loss checks use that guess",
@@ -381,6 +406,82 @@ def check_readable(ctx: Context, model) -> list[Finding]:
     return out
 
 
+# --- an output that does not depend on the input ----------------------------------------
+
+def _output_gradient(model, x) -> float:
+    """The norm of the gradient of a random projection of the output with respect to every
+    trainable weight: 0 when no weight can change the output (an activation over one
+    channel, a saturated one), > 0 for a head that starts at zero but can learn."""
+    with tf.GradientTape() as tape, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out = tf.cast(first_output(model(x, training=False)), tf.float32)
+        weights = tf.random.stateless_normal(tf.shape(out), seed=(7, 11))
+        value = tf.reduce_sum(out * weights)
+    grads = tape.gradient(value, model.trainable_variables)
+    return math.sqrt(sum(float(tf.reduce_sum(tf.square(tf.cast(g, tf.float32))))
+                         for g in grads if g is not None))
+
+
+def check_constant(ctx: Context, model, x) -> list[Finding]:
+    """The yellow image measured, whatever produced it: an output that is one value for every
+    pixel of several different images and that no weight can move."""
+    head = ctx.head
+    if head.constant is None or len(x) < 2 or float(np.ptp(x, axis=0).max()) == 0:
+        return []  # one image, or identical images: a constant output proves nothing
+    try:
+        gradient = _output_gradient(model, x)
+    except Exception:  # noqa: BLE001 (a model tf cannot differentiate: judge by value alone)
+        gradient = 0.0
+    value = head.constant
+    if gradient > 1e-12:
+        return [Finding("ok", "constant output", f"the output starts at {value:g} everywhere "
+                        f"(a zero-initialised head), and its gradient ({gradient:.2g}) lets "
+                        "training move it")]
+    one = value == 1.0 and (head.channels or 1) == 1
+    title = (f"the output is {value:g} for every pixel of all {len(x)} images, whatever the "
+             "input" + (" (what a softmax over one channel gives)" if one else ""))
+    why = ("a network whose output is the same for every image cannot segment: this is the "
+           "'yellow image' before training, and no weight can change it (the gradient of the "
+           "output with respect to every weight is 0)")
+    if one:
+        why += ("; softmax normalises over the channels, and over one channel it is "
+                "exp(z)/exp(z) = 1 for every pixel")
+        fix = ctx.fixes.softmax_one_channel(ctx)
+    else:
+        scale = (f"; the images go up to {ctx.image_max:g}: scale them to [0, 1]"
+                 if ctx.image_max > 2 and not ctx.scaled_by else "")
+        fix = ("find the layer after which the output stops depending on the input: an "
+               "activation over a single channel, an activation that saturates, a "
+               f"multiplication by zero{scale}")
+    return [Finding("error", "constant output", title, why, fix)]
+
+
+def check_whole_numbers(ctx: Context, masks) -> list[Finding]:
+    """Class-index masks holding values that are not whole numbers (masks resized with
+    bilinear interpolation): named, never rounded."""
+    m = np.asarray(masks)
+    if m.dtype.kind != "f" or (m.ndim == 4 and m.shape[-1] > 1):  # one-hot, soft labels
+        return []
+    bad, values = non_integer(m)
+    if not bad:
+        return []
+    finite = m[np.isfinite(m)]
+    soft = ctx.loss.family == "binary" and finite.min() >= 0 and finite.max() <= 1
+    share = 100 * bad / m.size
+    return [Finding(
+        "warning" if soft else "error", "labels",
+        f"{bad} mask pixels ({share:.2g}%) are not whole numbers (values such as "
+        f"{', '.join(f'{v:g}' for v in values)})",
+        ("binary cross-entropy takes them as soft targets, which is right only if they are "
+         "meant as probabilities; masks resized with bilinear interpolation get them at every "
+         "edge" if soft else
+         "class indices must be integers: Keras' sparse losses truncate them (1.75 trains as "
+         "class 1, 0.5 as class 0), so every object edge gets a wrong label; such values come "
+         "from masks resized with bilinear interpolation"),
+        "resize masks with nearest-neighbour interpolation (tf.image.resize(masks, size, "
+        "method='nearest'), PIL's Image.NEAREST, cv2.INTER_NEAREST) and cast them to integers")]
+
+
 # --- output against masks ----------------------------------------------------------------
 
 def _hw(shape) -> str:
@@ -391,6 +492,13 @@ def check_output_shape(ctx: Context, model, x, masks) -> list[Finding]:
     """The output's spatial size against the masks', and whether it keeps a class axis."""
     head, loss = ctx.head, ctx.loss
     shape, mask_shape = head.shape, tuple(np.shape(masks))
+    if head.layout == "pixels":
+        return _pixels_shape(ctx, mask_shape)
+    if len(shape) > 4:
+        return [Finding("warning", "output size", f"an output of rank {len(shape)} "
+                        f"{shape[1:]}: a layout seg cannot read, so its class axis and size are "
+                        "not checked", "seg reads [batch, height, width, classes] and [batch, "
+                        "height x width, classes]", "check the output against the masks by hand")]
     if len(shape) < 3:
         return [Finding("error", "output size", f"the output {shape[1:]} is not an image",
                         "a segmentation model predicts every pixel: [batch, height, width, "
@@ -440,6 +548,29 @@ def check_output_shape(ctx: Context, model, x, masks) -> list[Finding]:
     return out
 
 
+def _pixels_shape(ctx: Context, mask_shape: tuple) -> list[Finding]:
+    """A [B, H*W, C] output (pixels x classes): the masks must have the same layout."""
+    head = ctx.head
+    pixels, channels = head.shape[1], head.shape[-1]
+    h, w = head.image_hw
+    if len(mask_shape) >= 2 and mask_shape[1] == pixels:
+        return []
+    by = f"`{head.folded_by}` " if getattr(head, "folded_by", None) else ""
+    if len(mask_shape) >= 3 and mask_shape[1] * mask_shape[2] == pixels:
+        one_hot = ctx.loss.targets == "one_hot"
+        return [Finding(
+            "error", "targets", f"the output is pixels x classes {head.shape[1:]} ({by}flattens "
+            f"{h}x{w}), the masks are images {mask_shape[1:]}",
+            "the loss compares the masks with the output element by element; they must have "
+            "its layout", "reshape the masks to the model's layout: "
+            + (f"keras.utils.to_categorical(masks, {channels}).reshape(len(masks), {pixels}, "
+               f"{channels})" if one_hot else f"masks.reshape(len(masks), {pixels})"))]
+    return [Finding("error", "output size", f"the output has {pixels} pixels ({h}x{w}), the "
+                    f"masks {mask_shape[1:]}", "a per-pixel loss needs one prediction for every "
+                    "mask pixel", f"give masks of shape [N, {pixels}, {channels}] (one-hot) or "
+                    f"[N, {pixels}] (class indices)")]
+
+
 def _size_finding(ctx, model, x, got, want) -> Finding:
     changes = size_changes(model, x)
     listed = ", ".join(f"`{name}` {_hw(a)} -> {_hw(b)}" for name, a, b in changes)
@@ -484,20 +615,14 @@ def check_head(ctx: Context) -> list[Finding]:
     if channels == 1 and head.channels is not None and act == "softmax":
         out.append(Finding(
             "error", "head", f"softmax over a single output channel in {where}",
-            "softmax normalises across channels; over one channel it is exp(z)/exp(z) = 1 for "
-            "every pixel, whatever the input. The output is a constant picture (the 'yellow "
-            "image') and no gradient reaches the network.", fixes.softmax_one_channel(ctx)))
+            "softmax normalises across channels; over one channel it is exp(z)/exp(z) = 1, so "
+            "the prediction is exactly 1 for every pixel, whatever the input and the weights: a "
+            "constant picture (the 'yellow image'). " + _softmax_one_channel_loss(loss),
+            fixes.softmax_one_channel(ctx)))
     if channels == 1 and head.channels is not None and loss.normalises:
-        why = ("categorical cross-entropy renormalises the prediction over the channels; with one "
-               "channel every pixel becomes exactly 1, so the loss is constant (0) whatever the "
-               "network predicts and carries nothing of the masks. Nothing trains, with any "
-               "decoder: the output stays a flat picture (the 'yellow image').")
-        if loss.family == "sparse":
-            why = ("sparse categorical cross-entropy over one channel has room for class 0 only: "
-                   "softmax of one logit is 1, the loss is 0 for background and label 1 is out of "
-                   "range. Nothing trains.")
         out.append(Finding("error", "head/loss",
-                           f"one output channel trained with {loss.name} ({where})", why,
+                           f"one output channel trained with {loss.name} ({where})",
+                           _one_channel_categorical_why(loss, act),
                            fixes.one_channel_categorical(ctx)))
     if channels > 1 and act == "sigmoid" and loss.normalises:
         out.append(Finding(
@@ -544,6 +669,41 @@ def check_head(ctx: Context) -> list[Finding]:
         out.append(Finding("ok", "head/loss", f"{chans}, {act or 'logits'} ({where}), loss "
                            f"{loss.name}, from_logits={loss.from_logits}"))
     return out
+
+
+def _softmax_one_channel_loss(loss: LossInfo) -> str:
+    """What the loss does beside a softmax over one channel (measured in Keras 3, tests)."""
+    if loss.family == "binary":
+        return ("Keras' binary cross-entropy reads the logits behind the softmax, so the loss "
+                "falls and the weights change, but the prediction stays 1 everywhere.")
+    if loss.family == "categorical":
+        return ("The loss is 0 from the first step; Keras differentiates through the logits "
+                "behind the softmax, so a gradient that carries nothing of the masks moves the "
+                "weights, and the prediction stays 1 everywhere.")
+    if loss.family == "sparse":
+        return ("Sparse cross-entropy over one channel has room for class 0 only: label 1 "
+                "stops training with 'label value 1 outside the valid range' (NaN on a GPU).")
+    return "Nothing the loss does can change the prediction."
+
+
+def _one_channel_categorical_why(loss: LossInfo, act: str | None) -> str:
+    """Why one channel under a categorical loss cannot train, as Keras 3 really behaves."""
+    if loss.family == "sparse":
+        return ("sparse categorical cross-entropy over one channel has room for class 0 only: "
+                "label 1 is out of range, and Keras stops with 'Received a label value of 1 "
+                "which is outside the valid range of [0, 1)' (on a GPU the loss is NaN). "
+                "Nothing trains.")
+    zero = ("categorical cross-entropy renormalises the prediction over the channels; with one "
+            "channel every pixel's probability is exactly 1, so the loss is 0 whatever the "
+            "network predicts and carries nothing of the masks. ")
+    if act is None and loss.from_logits is False:
+        return zero + ("On raw logits Keras clips and renormalises, and the gradient is 0 as "
+                       "well: nothing trains, with any decoder, and the output stays at its "
+                       "random start.")
+    return zero + ("Keras still differentiates the cross-entropy through the logits (kept "
+                   "beside the sigmoid, or given with from_logits=True): that gradient, 1 - mask "
+                   "per pixel, pushes every logit down, so after a few steps the prediction is "
+                   "one class everywhere (the 'yellow image'), with any decoder.")
 
 
 def check_head_and_loss(*, num_classes: int, out_channels: int | None,
@@ -868,19 +1028,24 @@ def probe(model, loss, x, y, ctx: Context, *, compare_initial: bool = True,
                 what = "cross-entropy" if ce0 is not None else "loss"
                 total = f", {loss0:.3f} with Dice" if ce0 is not None and loss0 != ce0 else ""
                 focal = "focal" in info.name.lower() or info.kind == "focal"  # scaled down
-                if (ce0 is not None or info.normalises) and not focal and \
-                        abs(ce - expected) > 0.5 * expected:
+                comparable = (ce0 is not None or info.normalises or info.family == "binary") \
+                    and not focal
+                if comparable and abs(ce - expected) > 0.5 * expected:
                     out.append(Finding(
                         "warning", "initial loss", f"initial {what} {ce:.3f}, expected about "
                         f"{expected:.3f} for an untrained {channels}-channel head",
                         "an untrained head should give every class about the same probability; "
                         "a far-off initial loss points at label or activation problems",
                         f"the images go up to {ctx.image_max:g}: scale them to [0, 1] (images "
-                        "/ 255) or standardise them" if ctx.image_max > 2 else
-                        "check the label audit and the head/loss check"))
-                else:
+                        "/ 255) or standardise them" if ctx.image_max > 2 and not ctx.scaled_by
+                        else "check the label audit and the head/loss check"))
+                elif comparable:
                     out.append(Finding("ok", "initial loss", f"{what} {ce:.3f} (expected about "
                                        f"ln({classes}) = {expected:.3f}){total}"))
+                else:
+                    out.append(Finding("ok", "initial loss", f"{what} {ce:.3f} at "
+                                       f"initialisation (not compared with ln({classes}): "
+                                       f"{info.name} is not a plain cross-entropy)"))
         gradients = _gradient_findings(norms, ctx, figures)
         if out and out[-1].check == "initial loss" and out[-1].level == "error" and \
                 gradients[0].level == "ok":  # a gradient of a loss that is 0 everywhere
@@ -926,17 +1091,23 @@ def _gradient_findings(norms: dict[str, float], ctx: Context, figures: dict) -> 
         return [Finding("error", "gradients", "non-finite gradients at initialisation",
                         "a NaN or Inf gradient destroys the weights on the first step",
                         "check the inputs for NaN/Inf and the loss")]
-    if head < 1e-12:
+    if head < 1e-12 or head < 1e-6 * total:
+        ratio = f", {head / total:.1g} of the network's total {total:.2g}" if head >= 1e-12 \
+            else ""
         return [Finding(
-            "error", "gradients", f"zero gradient at the head `{head_layer}` (norm {head:.2g})",
-            "no gradient reaches the output layer, so no layer can learn: this is the "
+            "error", "gradients", ("zero" if head < 1e-12 else "vanishing") + " gradient at the "
+            f"head `{head_layer}` (norm {head:.2g}{ratio})",
+            "no gradient (or a vanishing one) reaches the output layer, so no layer can learn: "
+            "this is the "
             "yellow image before it happens (a constant loss, an activation that saturates "
             "or a loss that ignores the prediction)", ctx.fixes.head_gradient(ctx))]
-    dead = [k for k, v in norms.items() if v == 0.0]
+    largest = max(norms.values(), default=0.0)
+    dead = [k for k, v in norms.items() if v <= 1e-9 * largest]  # 0, or a billionth of the most
     if dead:
         listed = ", ".join(f"`{d}`" for d in dead[:8]) + (f" and {len(dead) - 8} more"
                                                           if len(dead) > 8 else "")
-        return [Finding("warning", "gradients", f"no gradient reaches {len(dead)} of "
+        return [Finding("warning", "gradients", "no gradient (none, or under a billionth of the "
+                        f"largest layer's) reaches {len(dead)} of "
                         f"{len(norms)} layers with weights: {listed}",
                         "these layers will not learn: something between them and the loss "
                         "blocks the gradient (a ReLU dead for every pixel, a stop_gradient, an "

@@ -14,14 +14,27 @@ class KerasFixes:
 
     def one_channel_categorical(self, ctx) -> str:
         head = ctx.head.head_layer or "the last layer"
+        if ctx.head.layout == "pixels":
+            return self._pixels_one_channel(ctx)
         return (f"keep one channel and train it with loss='binary_crossentropy' (sigmoid in "
                 f"`{head}`, or no activation and keras.losses.BinaryCrossentropy(from_logits="
                 f"True)); or give `{head}` one filter per class, no activation, and use keras."
                 "losses.SparseCategoricalCrossentropy(from_logits=True) with integer masks")
 
     def softmax_one_channel(self, ctx) -> str:
+        if ctx.head.layout == "pixels":
+            return self._pixels_one_channel(ctx)
         return (f"use sigmoid instead of softmax in {ctx.head.where} with loss="
                 "'binary_crossentropy', or one channel per class with softmax")
+
+    def _pixels_one_channel(self, ctx) -> str:
+        """For a [B, H*W, 1] output (a Reshape to pixels x classes with n_classes=1)."""
+        head, pixels = ctx.head.head_layer or "the last convolution", ctx.head.shape[1]
+        return (f"give `{head}` 2 filters (n_classes=2: background and object) and one-hot "
+                f"masks of shape [N, {pixels}, 2] (keras.utils.to_categorical(masks, 2)"
+                f".reshape(len(masks), {pixels}, 2)), keeping softmax and "
+                "categorical_crossentropy; or replace the softmax with a sigmoid and use "
+                f"loss='binary_crossentropy' with masks of shape [N, {pixels}, 1]")
 
     def sigmoid_many(self, ctx) -> str:
         return (f"remove the sigmoid from {ctx.head.where} and use the loss with "

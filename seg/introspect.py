@@ -114,8 +114,10 @@ def compiled_loss(model: keras.Model):
 class Head:
     """The end of a segmentation network, read from its graph and one forward pass.
 
-    shape: the output's shape on one batch. channels: the size of the last axis when the output
-    has a channel axis (rank 4), None when it has none (rank 3: [B, H, W]).
+    shape: the output's shape on one batch. channels: the size of the class axis (the last) when
+    the output has one, None when it has none ([B, H, W]).
+    layout: image ([B, H, W, C]), pixels ([B, H*W, C]: a Reshape to pixels x classes, which
+    `image_hw` folds back), none ([B, H, W]: no class axis) or unknown (another rank).
     activation: softmax | sigmoid | None (logits) | another activation's name.
     activation_layer: the layer that applies it; head_layer: the last layer with weights.
     dropped_by: a layer after the head that removed the channel axis (a Reshape to (H, W)).
@@ -129,10 +131,14 @@ class Head:
     head_layer: str | None = None
     softmax_axis: int = -1
     dropped_by: str | None = None
+    folded_by: str | None = None  # the layer that flattens [B, H, W, C] to [B, H*W, C]
     dropped_channels: int | None = None
     after_head: list[str] = field(default_factory=list)
     inferred: bool = False
     note: str = ""
+    layout: str = "image"
+    image_hw: tuple[int, int] | None = None
+    constant: float | None = None  # the one value of an output that is the same everywhere
 
     @property
     def probabilities(self) -> bool:
@@ -191,7 +197,10 @@ def walk_head(model: keras.Model) -> dict:
             continue
         kind = type(op).__name__
         if source is not None and len(source.shape) == 4 and len(tensor.shape) == 3:
-            found["dropped_by"], found["dropped_channels"] = op.name, source.shape[-1]
+            if _flattens_pixels(source.shape, tensor.shape):  # [B, H, W, C] -> [B, H*W, C]
+                found["folded_by"] = op.name
+            else:
+                found["dropped_by"], found["dropped_channels"] = op.name, source.shape[-1]
         if kind == "Softmax" or (kind == "Activation" and _name(op.activation)) or \
                 kind in ("ReLU", "LeakyReLU", "ELU", "PReLU", "Sigmoid"):
             if "activation" not in found:
@@ -228,6 +237,28 @@ def walk_head(model: keras.Model) -> dict:
     return found
 
 
+def _flattens_pixels(before, after) -> bool:
+    """Whether a rank-4 -> rank-3 step keeps the class axis and flattens the pixels
+    ([B, H, W, C] -> [B, H*W, C], the layout of many Keras segmentation repositories)."""
+    h, w, c = before[1:]
+    pixels, classes = after[1:]
+    if c is None or classes is None or classes != c:
+        return False
+    return pixels is None or h is None or w is None or pixels == h * w
+
+
+def fold_hw(pixels: int, image_hw: tuple[int, int]) -> tuple[int, int] | None:
+    """The (h, w) grid of `pixels` outputs for an image of image_hw: the image's own size or
+    an integer fraction of it (an output at stride 2, 4, ...), None when none fits."""
+    height, width = image_hw
+    for stride in (1, 2, 4, 8, 16, 32):
+        for h, w in ((height // stride, width // stride),
+                     (-(-height // stride), -(-width // stride))):
+            if h * w == pixels and h > 1 and w > 1:
+                return h, w
+    return None
+
+
 def _axis(op) -> int:
     axis = getattr(op, "axis", -1)
     if isinstance(axis, (list, tuple)):
@@ -235,13 +266,21 @@ def _axis(op) -> int:
     return int(axis) if axis is not None else -1
 
 
-def read_head(model: keras.Model, y_pred: np.ndarray) -> Head:
-    """The Head of a model, from its graph and its output y_pred on one batch."""
+def read_head(model: keras.Model, y_pred: np.ndarray, image_hw: tuple | None = None) -> Head:
+    """The Head of a model, from its graph and its output y_pred on one batch of images of
+    size image_hw (which folds a [B, H*W, C] output back into an image)."""
     found = walk_head(model)
     shape = tuple(int(d) for d in y_pred.shape)
-    channels = shape[-1] if len(shape) == 4 else None
-    head = Head(shape=shape, channels=channels, **{k: v for k, v in found.items()
-                                                   if k in Head.__dataclass_fields__})
+    head = Head(shape=shape, channels=shape[-1] if len(shape) == 4 else None,
+                **{k: v for k, v in found.items() if k in Head.__dataclass_fields__})
+    head.layout = {4: "image", 3: "none"}.get(len(shape), "unknown")
+    grid = fold_hw(shape[1], image_hw) if len(shape) == 3 and image_hw else None
+    if len(shape) == 3 and grid and ("folded_by" in found or (
+            "dropped_by" not in found and tuple(shape[1:]) != tuple(image_hw))):
+        head.layout, head.image_hw, head.channels = "pixels", grid, shape[-1]
+        head.dropped_by = head.dropped_channels = None
+    if _constant(y_pred):
+        head.constant = float(np.asarray(y_pred).flat[0])
     if "activation" not in found or found.get("unreadable"):
         head.activation, head.inferred = guess_activation(y_pred), True
         # the layer seg could not read is where the values come from (a Lambda(softmax))
@@ -254,14 +293,34 @@ def read_head(model: keras.Model, y_pred: np.ndarray) -> Head:
 def guess_activation(y_pred: np.ndarray) -> str | None:
     """softmax, sigmoid or None (logits), from what the values look like."""
     v = np.asarray(y_pred, np.float64)
-    if not np.isfinite(v).all() or v.min() < 0 or v.max() > 1:
-        return None
+    if not np.isfinite(v).all() or v.min() < 0 or v.max() > 1 or _constant(v):
+        return None  # a constant (1.0 everywhere) says nothing of the activation
     if v.ndim == 4 and v.shape[-1] > 1 and np.allclose(v.sum(-1), 1, atol=1e-3):
         return "softmax"
     zeros = v == 0  # a sigmoid never gives exactly 0: zero logits, or a ReLU (but a hard
     if zeros.all() or (zeros.any() and not np.isin(v, (0, 1)).all()):  # 0/1 map is probability)
         return None
     return "sigmoid"
+
+
+def _constant(y_pred) -> bool:
+    """Whether every value of an output is the same (to float precision)."""
+    v = np.asarray(y_pred, np.float64)
+    if not v.size or not np.isfinite(v).all():
+        return False
+    return float(v.max() - v.min()) <= 1e-6 * max(1.0, float(np.abs(v).max()))
+
+
+def as_image(values: np.ndarray, head: Head) -> np.ndarray:
+    """An output (or masks) in the model's pixels layout [B, H*W, ...] folded back to
+    [B, h, w, ...]; anything else as it is."""
+    v = np.asarray(values)
+    if head.layout != "pixels" or head.image_hw is None or v.ndim < 2:
+        return v
+    h, w = head.image_hw
+    if v.shape[1] != h * w:
+        return v
+    return v.reshape((v.shape[0], h, w) + v.shape[2:])
 
 
 def last_weighted_layer(model: keras.Model) -> str | None:
@@ -305,7 +364,19 @@ def class_indices(masks: np.ndarray, ignore_index: int | None = None) -> np.ndar
         return out
     if m.ndim == 4:
         m = m[..., 0]
-    return np.rint(m).astype(np.int64) if m.dtype.kind == "f" else m.astype(np.int64)
+    return m.astype(np.int64)  # floats truncated, as Keras' sparse losses cast them
+
+
+def non_integer(masks: np.ndarray) -> tuple[int, list[float]]:
+    """(pixels that are not whole numbers, a few of their values) of class-index masks."""
+    m = np.asarray(masks)
+    if m.dtype.kind != "f":
+        return 0, []
+    bad = np.isfinite(m) & (m != np.trunc(m))
+    values = np.unique(m[bad])
+    picks = values[np.linspace(0, len(values) - 1, min(len(values), 5)).astype(int)] \
+        if len(values) else values
+    return int(bad.sum()), [round(float(v), 4) for v in picks]
 
 
 def is_one_hot(masks: np.ndarray) -> bool:
@@ -352,6 +423,39 @@ def size_changes(model: keras.Model, x: np.ndarray) -> list[tuple[str, tuple, tu
         if len(before) >= 3 and len(after) >= 3 and before[1:3] != after[1:3]:
             out.append((op.name, before[1:3], after[1:3]))
     return out
+
+
+# Layers and operations that scale an image before the first layer with weights.
+SCALING = ("Rescaling", "Normalization", "TrueDivide", "Divide", "Multiply", "Subtract",
+           "ImageConverter", "Preprocessor", "Lambda")
+
+
+def input_scaling(model) -> str | None:
+    """The layer or operation that scales the model's images itself (a Rescaling, a
+    Normalization, a `/ 255` or a preprocess_input in the graph, a keras-hub image converter)
+    before its first layer with weights; None where there is none."""
+    if getattr(model, "_functional", None) is None and not hasattr(model, "operations"):
+        return None
+    try:
+        operations = list(model.operations)
+    except (AttributeError, ValueError):
+        operations = list(getattr(model, "layers", []))
+    graph = bool(getattr(model, "outputs", None))
+    for op in operations:
+        if isinstance(op, keras.layers.InputLayer):
+            continue
+        if isinstance(op, keras.Model):
+            inner = input_scaling(op)
+            if inner or not graph:
+                return inner and f"{op.name}/{inner}"
+            return None
+        kind = type(op).__name__
+        if any(name in kind for name in SCALING) and "BatchNormalization" not in kind and \
+                "GroupNormalization" not in kind and "LayerNormalization" not in kind:
+            return op.name
+        if graph and _has_weights(op):
+            return None  # past the first layer with weights: nothing scaled the image
+    return None
 
 
 def all_layers(model):
