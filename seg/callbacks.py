@@ -14,7 +14,7 @@ from PIL import Image
 
 from seg import viz
 from seg.diagnostics import alarms_for, diagnose, first_output, output_stats
-from seg.introspect import class_indices, probabilities, read_head
+from seg.introspect import Head, as_image, class_indices, probabilities, read_head
 from seg.tags import class_tags, epoch_tag
 
 MONITOR_KEYS = ("constant_share", "constant_spread", "vanished_share", "stop_on_collapse",
@@ -84,11 +84,31 @@ def _batch_of(data):
     return next(iter(data)) if not hasattr(data, "__getitem__") else data[0]
 
 
-def read_output(model, x: np.ndarray, num_classes: int | None = None) -> tuple[bool, int]:
-    """(from_logits, number of classes) of a model, read as seg.diagnose reads them."""
-    head = read_head(model, np.asarray(first_output(model(x[:1], training=False))))
+def read_output(model, x: np.ndarray, num_classes: int | None = None
+                ) -> tuple[bool, int, Head]:
+    """(from_logits, number of classes, the Head) of a model, read as seg.diagnose reads
+    them; the Head folds a [B, H*W, C] output back into images (introspect.as_image)."""
+    head = read_head(model, np.asarray(first_output(model(x[:1], training=False))),
+                     tuple(np.shape(x)[1:3]))
     classes = num_classes or (head.channels if head.channels and head.channels > 1 else 2)
-    return not head.probabilities, classes
+    return not head.probabilities, classes, head
+
+
+def training_mode_output(model, x: np.ndarray) -> np.ndarray:
+    """The model's output on x with training=True (BatchNormalization on the batch's own
+    statistics); the moving statistics and every other non-trainable state are restored."""
+    saved = [v.numpy() for v in model.non_trainable_variables]
+    try:
+        return np.asarray(first_output(model(x, training=True)))
+    finally:
+        for variable, value in zip(model.non_trainable_variables, saved):
+            variable.assign(value)
+
+
+def _has_moving_statistics(model) -> bool:
+    from seg.introspect import all_layers
+
+    return any(isinstance(layer, keras.layers.BatchNormalization) for layer in all_layers(model))
 
 
 COLLAPSE_ALARMS = ("non-finite", "constant output", "constant loss")
@@ -155,32 +175,45 @@ class CollapseMonitor(keras.callbacks.Callback):
         self.current_alarms: list[str] = []
         self.seen: set[int] = set()  # classes the network has predicted at some epoch
         self.losses: list[float] = []  # the training loss at every epoch's end
+        self.spreads: list[float] = []  # the output's spread at every epoch's end
         self._epoch, self._final = 0, False
         self._writer = None
         self._pending: list = []
         self._forward = None
+        self.head: Head | None = None
+        self.notes: list[dict] = []  # what looked like a collapse and was not (a BN lag)
 
     def set_model(self, model):
         super().set_model(model)
         self._forward = compiled_forward(model)
 
     def resolve(self):
-        """Read from_logits and the classes from the model where they were not given."""
-        if self.from_logits is None or self.num_classes is None:
-            from_logits, classes = read_output(self.model, self.batch[0], self.num_classes)
+        """Read from_logits, the classes and the output's layout from the model where they
+        were not given."""
+        if self.head is None:
+            from_logits, classes, self.head = read_output(self.model, self.batch[0],
+                                                          self.num_classes)
             self.from_logits = from_logits if self.from_logits is None else self.from_logits
-            self.num_classes = classes
+            self.num_classes = self.num_classes or classes
         self.class_names = full_names(self.class_names, self.num_classes)
+
+    def _stats(self, output: np.ndarray) -> dict:
+        x, y = self.batch
+        probs = probabilities(as_image(output, self.head), self.from_logits)
+        return output_stats(probs, class_indices(as_image(y, self.head), self.ignore_index),
+                            num_classes=self.num_classes, ignore_index=self.ignore_index)
 
     def get_state(self) -> dict:
         return {"alarms": self.alarms, "seen": sorted(self.seen), "last_stats": self.last_stats,
                 "current_alarms": self.current_alarms, "epoch": self._epoch,
-                "losses": self.losses}
+                "losses": self.losses, "notes": self.notes, "spreads": self.spreads}
 
     def set_state(self, state: dict):
         self.alarms, self.seen = list(state["alarms"]), set(state["seen"])
         self.last_stats, self.current_alarms = state["last_stats"], list(state["current_alarms"])
         self._epoch, self.losses = state["epoch"], list(state.get("losses", []))
+        self.notes = list(state.get("notes", []))
+        self.spreads = list(state.get("spreads", []))
 
     def on_epoch_end(self, epoch, logs=None):
         if not self.enabled:
@@ -196,7 +229,8 @@ class CollapseMonitor(keras.callbacks.Callback):
         if more and not self.model.stop_training:
             return
         if self.enabled and not self._final and self.last_stats is not None:
-            self.current_alarms = self._judge(self.last_stats, final=True)
+            self.current_alarms = self._still_learning(self._epoch, self._without_lag(
+                self._epoch, self._judge(self.last_stats, final=True), True))
             logged = {a["alarm"] for a in self.alarms if a["epoch"] == self._epoch + 1}
             for message in self.current_alarms:
                 if message not in logged:
@@ -206,14 +240,14 @@ class CollapseMonitor(keras.callbacks.Callback):
     def _check(self, epoch, logs, final: bool):
         self.resolve()
         self._epoch, self._final = epoch, final
-        x, y = self.batch
-        probs = probabilities(np.asarray(first_output(self._forward(x))), self.from_logits)
-        stats = output_stats(probs, class_indices(y, self.ignore_index),
-                             num_classes=self.num_classes, ignore_index=self.ignore_index)
+        x, _ = self.batch
+        stats = self._stats(np.asarray(first_output(self._forward(x))))
         self.last_stats = stats
         if logs and "loss" in logs:
             self.losses.append(float(logs["loss"]))
-        found = self._judge(stats, final)
+        self.spreads.append(float(stats["spread"]) if stats["finite"] else float("nan"))
+        found = self._still_learning(epoch, self._without_lag(epoch, self._judge(stats, final),
+                                                              final))
         if stats["finite"]:
             self.seen |= {k for k, (t, p) in enumerate(zip(stats["true_share"], stats["pred_share"]))
                           if t > 0.005 and p >= 0.5 * t}
@@ -232,6 +266,48 @@ class CollapseMonitor(keras.callbacks.Callback):
         if self.stop_on_collapse and not final and collapse_alarm(self.current_alarms):
             print("[seg monitor] stopping: the output has collapsed (stop_on_collapse)", flush=True)
             self.model.stop_training = True
+
+    def _still_learning(self, epoch: int, found: list[str]) -> list[str]:
+        """The alarms, less a flat or one-class output of a network that is visibly learning:
+        its training loss fell by 2% or more in the last epoch, and its output varies (spread
+        over 0.001, not halved since the last epoch): a sound network early in training, or
+        one trained for few steps. A collapsed one stalls: its loss stops falling (or is 0),
+        or its output goes flat."""
+        if len(self.losses) < 2 or len(self.spreads) < 2:
+            return found
+        falling = self.losses[-1] < 0.98 * self.losses[-2]
+        growing = self.spreads[-1] > 1e-3 and self.spreads[-1] >= 0.5 * self.spreads[-2]
+        flat = [a for a in found if a.startswith("constant output")]
+        if not (falling and growing and flat):
+            return found
+        note = (f"still learning, not a collapse: {flat[0].split(' (the')[0]}, but the loss fell "
+                f"from {self.losses[-2]:.3g} to {self.losses[-1]:.3g} in the last epoch and the "
+                f"output varies (spread {self.spreads[-1]:.3f}) "
+                "(train longer for a picture that follows the masks)")
+        self.notes.append({"epoch": epoch + 1, "note": note})
+        return [a for a in found if a not in flat]
+
+    def _without_lag(self, epoch: int, found: list[str], final: bool) -> list[str]:
+        """The alarms, less those that inference mode alone raises: with few steps per epoch,
+        BatchNormalization's moving statistics lag behind the weights, so the inference-mode
+        prediction can be one class while the network (training mode) is sound. Such a lag
+        is noted as what it is, not raised as a collapse."""
+        if not found or not _has_moving_statistics(self.model):
+            return found
+        trained = self._judge(self._stats(training_mode_output(self.model, self.batch[0])),
+                              final)
+        kinds = {a.split(":")[0] for a in trained}
+        lagging = [a for a in found if a.split(":")[0] not in kinds]
+        if lagging:
+            note = (f"inference-mode lag, not a collapse: {lagging[0].split(' (the')[0]} in "
+                    "inference mode, but not with the batch's own statistics (training mode): "
+                    "BatchNormalization's moving averages lag behind the weights after few "
+                    "steps. It fades with more steps per epoch; BatchNormalization(momentum=0.9)"
+                    " catches up sooner")
+            self.notes.append({"epoch": epoch + 1, "note": note})
+            if len(self.notes) == 1:
+                print(f"\n[seg monitor] epoch {epoch + 1}: {note}", flush=True)
+        return [a for a in found if a.split(":")[0] in kinds]
 
     def _judge(self, stats: dict, final: bool) -> list[str]:
         found = alarms_for(stats, class_names=self.class_names, final=final, seen=self.seen,
@@ -266,7 +342,7 @@ class CollapseMonitor(keras.callbacks.Callback):
         final = self.current_alarms
         return {"constant_output": bool(collapse_alarm(final)),
                 "class_vanished": any(a.startswith("class vanished") for a in final),
-                "alarms": self.alarms, "open_alarms": list(final),
+                "alarms": self.alarms, "open_alarms": list(final), "notes": self.notes,
                 "final_output_stats": self.last_stats}
 
 
@@ -356,6 +432,7 @@ class PredictionPanels(keras.callbacks.Callback):
         self.png_dir = Path(png_dir) if png_dir else None
         self.total_epochs = total_epochs
         self._writer = self._forward = None
+        self.head: Head | None = None
 
     def set_model(self, model):
         super().set_model(model)
@@ -368,11 +445,11 @@ class PredictionPanels(keras.callbacks.Callback):
                 self.from_logits
             self.num_classes = self.num_classes or self.monitor.num_classes
             self.class_names = self.class_names or self.monitor.class_names
-        if self.from_logits is None or self.num_classes is None:
-            from_logits, classes = read_output(self.model, self.samples[0][0][None],
-                                               self.num_classes)
+        if self.head is None:
+            from_logits, classes, self.head = read_output(self.model, self.samples[0][0][None],
+                                                          self.num_classes)
             self.from_logits = from_logits if self.from_logits is None else self.from_logits
-            self.num_classes = classes
+            self.num_classes = self.num_classes or classes
         self.class_names = full_names(self.class_names, self.num_classes)
 
     def render(self, epoch: int) -> np.ndarray:
@@ -380,11 +457,11 @@ class PredictionPanels(keras.callbacks.Callback):
         void = -1 if self.ignore_index is None else self.ignore_index
         preds, confs, truths = [], [], []
         for x, y in self.samples:
-            probs = probabilities(np.asarray(first_output(self._forward(x[None]))),
-                                  self.from_logits)[0]
+            output = as_image(np.asarray(first_output(self._forward(x[None]))), self.head)
+            probs = probabilities(output, self.from_logits)[0]
             preds.append(probs.argmax(-1))
             confs.append(probs.max(-1))
-            truths.append(class_indices(np.asarray(y)[None], void)[0])
+            truths.append(class_indices(as_image(np.asarray(y)[None], self.head), void)[0])
         banner = collapse_alarm(self.monitor.current_alarms if self.monitor else []) \
             or self.proven
         return viz.panel([display_image(x) for x, _ in self.samples], truths, preds, confs,
@@ -409,7 +486,8 @@ class PredictionPanels(keras.callbacks.Callback):
         self._writer.flush()
 
 
-PROVEN_COLLAPSE = ("head", "head/loss", "class axis", "gradients", "initial loss")
+PROVEN_COLLAPSE = ("head", "head/loss", "class axis", "gradients", "initial loss",
+                   "constant output")
 
 
 def log_report(log_dir: str | Path, report):
@@ -420,7 +498,7 @@ def log_report(log_dir: str | Path, report):
     writer.close()
 
 
-MEASURED_COLLAPSE = ("initial loss", "gradients")  # errors measured on a batch
+MEASURED_COLLAPSE = ("initial loss", "gradients", "constant output")  # measured on a batch
 
 
 def proven_collapse(report) -> str:
@@ -434,6 +512,48 @@ def proven_collapse(report) -> str:
         return ""
     text = f"preflight: {found.check}: {found.title}"
     return text if len(text) <= 100 else text[:99] + "\u2026"
+
+
+THRESHOLDS = ("constant_share", "constant_spread", "vanished_share", "grace_epochs")
+
+
+def _check_monitor_arguments(validation_data, log_dir, every, num_images, class_names,
+                             num_classes, thresholds):
+    """TypeError/ValueError naming the first argument of SegmentationMonitor that is not
+    what it must be, before fit starts."""
+    where = "seg.SegmentationMonitor"
+    if not isinstance(validation_data, (tf.data.Dataset, keras.utils.PyDataset)):
+        if not isinstance(validation_data, (tuple, list)) or len(validation_data) < 2:
+            raise TypeError(f"{where}: `validation_data` must be (images, masks) arrays or a "
+                            f"tf.data.Dataset of (image, mask) batches, got "
+                            f"{type(validation_data).__name__}")
+        for name, value in zip(("images", "masks"), validation_data):
+            if np.asarray(value).dtype.kind not in "biuf" or not np.size(value):
+                raise ValueError(f"{where}: the validation {name} must be a non-empty array "
+                                 "of numbers")
+        if len(validation_data[0]) != len(validation_data[1]):
+            raise ValueError(f"{where}: {len(validation_data[0])} validation images but "
+                             f"{len(validation_data[1])} masks")
+    if Path(log_dir).exists() and not Path(log_dir).is_dir():
+        raise ValueError(f"{where}: `log_dir` {log_dir} is a file: give a folder for "
+                         "TensorBoard")
+    for name, value, low in (("every", every, 0), ("num_images", num_images, 1)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+            raise ValueError(f"{where}: `{name}` must be an integer >= {low}, got {value!r}")
+    if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(
+            num_classes, (int, np.integer)) or num_classes < 1):
+        raise ValueError(f"{where}: `num_classes` must be an integer >= 1, got {num_classes!r}")
+    if class_names is not None and (isinstance(class_names, str) or not all(
+            isinstance(c, str) for c in class_names)):
+        raise TypeError(f"{where}: `class_names` must be a list of strings, got "
+                        f"{class_names!r}"[:200])
+    unknown = sorted(set(thresholds) - set(THRESHOLDS))
+    if unknown:
+        raise TypeError(f"{where}: unknown argument(s) {unknown}; the thresholds are "
+                        f"{list(THRESHOLDS)}")
+    for name, value in thresholds.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise ValueError(f"{where}: `{name}` must be a number >= 0, got {value!r}")
 
 
 class SegmentationMonitor(keras.callbacks.Callback):
@@ -474,6 +594,8 @@ class SegmentationMonitor(keras.callbacks.Callback):
                  num_classes: int | None = None, check_model: bool = True,
                  png_dir: str | Path | None = None, **thresholds):
         super().__init__()
+        _check_monitor_arguments(validation_data, log_dir, every, num_images, class_names,
+                                 num_classes, thresholds)
         self.validation_data, self.check_model = validation_data, check_model
         self.log_dir = str(log_dir)
         self.report = None

@@ -125,6 +125,7 @@ def _run_model(report: Report, model, images, masks, audit_samples: int):
     """(x, y, masks for the label audit, the model's outputs on x), or None with the finding
     that says why the data could not be read or the model could not run on it."""
     try:
+        check_data(images, masks)
         x, y, audit_masks = _read_data(images, masks, audit_samples,
                                        getattr(model, "input_shape", None))
     except Exception as e:  # noqa: BLE001 (diagnose never crashes: it says what it could not read)
@@ -172,6 +173,8 @@ def _labels_into(report: Report, label_samples, audit_masks, ctx: Context):
     one-hot with unlabelled rows of zeros; multi-label masks have none)."""
     whole = check_whole_numbers(ctx, audit_masks) if audit_masks is not None else []
     report.findings += whole
+    if any(f.level == "error" for f in whole) and not label_samples:
+        return  # a histogram of truncated values would invent classes
     if label_samples:
         _audit_into(report, label_samples, ctx)
     elif audit_masks is not None and is_multi_hot(audit_masks) and not is_one_hot(audit_masks):
@@ -189,7 +192,7 @@ def diagnose(model: keras.Model, images, masks=None, *, loss=None, num_classes: 
              probes: bool = True, overfit_steps: int = 0, learning_rate: float = 1e-3,
              label_samples: list[tuple[str, np.ndarray]] | None = None,
              fixes: KerasFixes | None = None, audit_samples: int = 64) -> Report:
-    """Check a Keras segmentation model, its loss and data before training; never raises.
+    """Check a Keras segmentation model, its loss and data before training.
 
     Args:
         model: a Keras 3 model, compiled or not.
@@ -210,7 +213,15 @@ def diagnose(model: keras.Model, images, masks=None, *, loss=None, num_classes: 
 
     Returns:
         A Report: report.ok is False when training cannot work; print(report) explains.
+
+    Raises:
+        TypeError, ValueError: an argument that is not what it must be (the message names
+            it). Beyond that diagnose never raises: what it cannot read or run is a finding.
     """
+    check_arguments(model, images, masks, num_classes=num_classes, ignore_index=ignore_index,
+                    class_names=class_names, overfit_steps=overfit_steps,
+                    learning_rate=learning_rate, audit_samples=audit_samples,
+                    label_samples=label_samples)
     loss = _first_loss(compiled_loss(model) if loss is None else loss)
     info = read_loss(loss)
     if ignore_index is None and info.ignore_class is not None:
@@ -252,6 +263,81 @@ def diagnose(model: keras.Model, images, masks=None, *, loss=None, num_classes: 
         _probe_into(report, model, loss, x, y, ctx, overfit_steps=overfit_steps,
                     learning_rate=learning_rate)
     return report
+
+
+def _kind(value) -> str:
+    return f"{type(value).__name__} {value!r}"[:80] if isinstance(value, (str, int, float)) \
+        else type(value).__name__
+
+
+def _check_array(name: str, value, *, images: bool) -> int | None:
+    """The number of items of an images/masks argument, or a TypeError/ValueError naming it."""
+    if isinstance(value, (tf.data.Dataset, keras.utils.PyDataset)):
+        return None
+    if value is None or isinstance(value, (str, bytes, dict)) or callable(value):
+        raise TypeError(f"`{name}` must be a numpy array or a tf.data.Dataset"
+                        f"{' of (image, mask) batches' if images else ''}, got {_kind(value)}")
+    try:
+        array = np.asarray(value)
+    except Exception as e:  # noqa: BLE001 (ragged lists and the like)
+        raise ValueError(f"`{name}` cannot be read as an array: {e}") from None
+    if array.dtype.kind not in "biuf":
+        raise TypeError(f"`{name}` must hold numbers, got an array of "
+                        f"{array.dtype}")
+    if array.size == 0:
+        raise ValueError(f"`{name}` is empty (shape {array.shape})")
+    if array.ndim < 2:
+        raise ValueError(f"`{name}` of shape {array.shape} is not "
+                         f"{'an image' if images else 'a mask'}: give [N, H, W"
+                         f"{', C' if images else ''}] arrays")
+    return len(array) if array.ndim >= (4 if images else 3) else 1
+
+
+def check_data(images, masks):
+    """TypeError/ValueError naming `images` or `masks` where they cannot be what diagnose
+    reads (diagnose reports it as an "inputs" error)."""
+    if masks is not None and isinstance(images, (tf.data.Dataset, keras.utils.PyDataset)):
+        raise ValueError("give `masks` with arrays only; a dataset already holds (image, mask) "
+                         "pairs")
+    n_images = _check_array("images", images, images=True)
+    if masks is not None:
+        n_masks = _check_array("masks", masks, images=False)
+        if n_images is not None and n_masks is not None and n_images != n_masks and \
+                np.ndim(images) == 4:
+            raise ValueError(f"{n_images} `images` but {n_masks} `masks`: give one mask per "
+                             "image")
+
+
+def check_arguments(model, images, masks, *, num_classes, ignore_index, class_names,
+                    overfit_steps, learning_rate, audit_samples, label_samples):
+    """TypeError/ValueError naming the first argument of diagnose() that is not what it
+    must be."""
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"seg.diagnose: `model` must be a Keras 3 model (keras.Model, "
+                        f"Sequential, functional or subclassed), got {_kind(model)}")
+    for name, value, low in (("num_classes", num_classes, 1), ("audit_samples", audit_samples, 1),
+                             ("overfit_steps", overfit_steps, 0)):
+        if value is None and name == "num_classes":
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+            raise ValueError(f"seg.diagnose: `{name}` must be an integer >= {low}, got "
+                             f"{_kind(value)}")
+    if ignore_index is not None and (isinstance(ignore_index, bool)
+                                     or not isinstance(ignore_index, (int, np.integer))):
+        raise ValueError(f"seg.diagnose: `ignore_index` must be an integer mask value or None, "
+                         f"got {_kind(ignore_index)}")
+    if class_names is not None and (isinstance(class_names, str) or not all(
+            isinstance(c, str) for c in class_names)):
+        raise TypeError(f"seg.diagnose: `class_names` must be a list of strings, got "
+                        f"{_kind(class_names)}")
+    if isinstance(learning_rate, bool) or not isinstance(learning_rate, (int, float)) or \
+            not math.isfinite(learning_rate) or learning_rate <= 0:
+        raise ValueError(f"seg.diagnose: `learning_rate` must be a number > 0, got "
+                         f"{_kind(learning_rate)}")
+    if label_samples is not None and (isinstance(label_samples, (str, np.ndarray)) or not all(
+            isinstance(p, (tuple, list)) and len(p) == 2 for p in label_samples)):
+        raise TypeError("seg.diagnose: `label_samples` must be a list of (file name, mask) "
+                        "pairs")
 
 
 def _probe_into(report: Report, model, loss, x, y, ctx: Context, **kwargs):
@@ -470,7 +556,7 @@ def check_whole_numbers(ctx: Context, masks) -> list[Finding]:
     share = 100 * bad / m.size
     return [Finding(
         "warning" if soft else "error", "labels",
-        f"{bad} mask pixels ({share:.2g}%) are not whole numbers (values such as "
+        f"{bad} mask pixels ({share:.1f}%) are not whole numbers (values such as "
         f"{', '.join(f'{v:g}' for v in values)})",
         ("binary cross-entropy takes them as soft targets, which is right only if they are "
          "meant as probabilities; masks resized with bilinear interpolation get them at every "
