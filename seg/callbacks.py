@@ -13,8 +13,9 @@ import tensorflow as tf
 from PIL import Image
 
 from seg import viz
-from seg.diagnostics import alarms_for, diagnose, first_output, output_stats
-from seg.introspect import Head, as_image, class_indices, probabilities, read_head
+from seg.diagnostics import diagnose, first_output
+from seg.monitor import alarms_for, output_stats
+from seg.diagnostics.reading import Head, as_image, class_indices, probabilities, read_head
 from seg.tags import class_tags, epoch_tag
 
 MONITOR_KEYS = ("constant_share", "constant_spread", "vanished_share", "stop_on_collapse",
@@ -87,7 +88,7 @@ def _batch_of(data):
 def read_output(model, x: np.ndarray, num_classes: int | None = None
                 ) -> tuple[bool, int, Head]:
     """(from_logits, number of classes, the Head) of a model, read as seg.diagnose reads
-    them; the Head folds a [B, H*W, C] output back into images (introspect.as_image)."""
+    them; the Head folds a [B, H*W, C] output back into images (diagnostics.reading.as_image)."""
     head = read_head(model, np.asarray(first_output(model(x[:1], training=False))),
                      tuple(np.shape(x)[1:3]))
     classes = num_classes or (head.channels if head.channels and head.channels > 1 else 2)
@@ -106,7 +107,7 @@ def training_mode_output(model, x: np.ndarray) -> np.ndarray:
 
 
 def _has_moving_statistics(model) -> bool:
-    from seg.introspect import all_layers
+    from seg.diagnostics.reading import all_layers
 
     return any(isinstance(layer, keras.layers.BatchNormalization) for layer in all_layers(model))
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from seg import checkpoints, viz
-from seg.introspect import probabilities
+from seg import checkpoints, records, viz
+from seg.diagnostics.reading import probabilities
 from seg.metrics import confusion_matrix
 
 
@@ -121,20 +121,19 @@ def load(path: str | Path) -> Trained:
     if run_dir is not None:
         config = _read_json(run_dir / "config.json")
         metrics_file = run_dir / "metrics.json"
-        if metrics_file.is_file():  # the class names of folder data sets live in metrics.json
+        if metrics_file.exists():  # the class names of folder data sets live in metrics.json
             config["class_names"] = _read_json(metrics_file).get("class_names")
     return Trained(model, config, checkpoint, run_dir)
 
 
 def _read_json(path: Path) -> dict:
+    """A run's config.json or metrics.json, checked against what seg writes there."""
     try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise LoadError(f"{path}: unreadable ({e}); restore it from the run, or give the "
-                        ".keras file alone") from None
-    if not isinstance(data, dict):
-        raise LoadError(f"{path}: holds a {type(data).__name__}, not a JSON object")
-    return data
+        return records.read(path)
+    except (OSError, records.RecordError) as e:
+        text = str(e) if isinstance(e, records.RecordError) else f"{path}: unreadable ({e})"
+        raise LoadError(f"{text}; restore it from the run, or give the .keras file alone") \
+            from None
 
 
 def load_user_model(spec: str) -> keras.Model:

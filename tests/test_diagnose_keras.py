@@ -526,7 +526,7 @@ def test_campaign_cases_diagnose_reads_as_fit_does():
 
 
 def test_a_perfect_model_on_rare_foreground_is_no_yellow_image():
-    from seg.diagnostics import alarms_for, output_stats
+    from seg.monitor import alarms_for, output_stats
 
     truth = np.zeros((1, 64, 64), int)
     truth[0, :5, :5] = 1  # 0.6% foreground

@@ -7,7 +7,8 @@ import pytest
 
 from conftest import write_folder_dataset
 from seg import diagnostics
-from seg.callbacks import alarms_for, output_stats, probabilities
+from seg.diagnostics.reading import probabilities
+from seg.monitor import alarms_for, output_stats
 from seg.train import diagnose
 
 NAMES = ["background", "a", "b", "c"]

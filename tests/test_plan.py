@@ -167,6 +167,7 @@ def test_plan_py_writes_an_experiment_that_train_py_composes_and_trains(toy, com
         written.unlink(missing_ok=True)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args, named", [
     (["plan.budget_minutes=abc"], "plan.budget_minutes"),
     (["plan.budget_minutes=0"], "plan.budget_minutes"),
@@ -189,7 +190,7 @@ def test_plan_py_refuses_bad_input_naming_it(args, named):
 def test_rare_class_advice_never_suggests_what_is_already_on(compose):
     from types import SimpleNamespace
 
-    from seg.fixes import ConfigFixes
+    from seg.diagnostics.fixes import ConfigFixes
 
     ctx = SimpleNamespace(loss=SimpleNamespace(kind="ce_dice"))
     plain = ConfigFixes(compose()).rare_classes(ctx)

@@ -458,6 +458,11 @@ def input_scaling(model) -> str | None:
     return None
 
 
+def first_output(y_pred):
+    """The first of a model's outputs, in the order of model.outputs (dicts by sorted key)."""
+    return keras.tree.flatten(y_pred)[0]
+
+
 def all_layers(model):
     """Every layer of a model, nested models' layers included."""
     for layer in getattr(model, "layers", []):

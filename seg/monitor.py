@@ -1,0 +1,67 @@
+"""The collapse monitors' arithmetic: what the network predicts on labelled pixels (shares,
+spread, entropy) and the alarms that a flat, one-class or non-finite output raises."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def output_stats(probs: np.ndarray, truth: np.ndarray, *, num_classes: int,
+                 ignore_index: int | None) -> dict:
+    """What the network predicts on labelled pixels: shares, spread and entropy.
+
+    Returns majority_share (pixels in the most-predicted class), pred_share and true_share
+    per class, spread (largest std over pixels of any class probability: ~0 for a flat output)
+    and entropy (mean per-pixel entropy divided by ln K: 1 means no preference).
+    """
+    valid = (truth >= 0) & (truth < num_classes)
+    if ignore_index is not None:
+        valid &= truth != ignore_index
+    p = probs[valid]  # [N, K]
+    if not len(p) or not np.isfinite(p).all():
+        return {"finite": bool(np.isfinite(p).all()), "majority_share": float("nan"),
+                "pred_share": [float("nan")] * num_classes,
+                "true_share": [float("nan")] * num_classes, "spread": float("nan"),
+                "entropy": float("nan")}
+    pred = p.argmax(axis=-1)
+    pred_share = np.bincount(pred, minlength=num_classes)[:num_classes] / len(pred)
+    true_share = np.bincount(truth[valid], minlength=num_classes)[:num_classes] / len(pred)
+    k = p.shape[-1]
+    entropy = -(p * np.log(np.clip(p, 1e-12, 1))).sum(-1).mean() / math.log(k)
+    return {"finite": True, "majority_share": float(pred_share.max()),
+            "pred_share": pred_share.tolist(), "true_share": true_share.tolist(),
+            "spread": float(p.std(axis=0).max()), "entropy": float(entropy)}
+
+
+def alarms_for(stats: dict, *, class_names: list[str], constant_share: float,
+               constant_spread: float, vanished_share: float, final: bool = True,
+               seen: set[int] | frozenset = frozenset()) -> list[str]:
+    """Alarm messages for collapsed outputs: non-finite, constant output, class vanished.
+
+    A class counts as vanished when it is predicted on under `vanished_share` of its true share
+    and either it was predicted before (in `seen`: the network lost it) or training is over
+    (`final`: it never learned it). A class not learned yet in the middle of training is not
+    a collapse.
+    """
+    if not stats["finite"]:
+        return ["non-finite output: the network predicts NaN/Inf (diverged; lower the learning "
+                "rate)"]
+    out = []
+    major = int(np.argmax(stats["pred_share"]))
+    # one class nearly everywhere is a collapse only where the masks are not like that too
+    # (a perfect model on 99% background predicts 99% background)
+    one_class = (stats["majority_share"] >= constant_share
+                 and stats["true_share"][major] < constant_share)
+    if one_class or stats["spread"] < constant_spread:
+        out.append(f"constant output: {100 * stats['majority_share']:.1f}% of pixels predicted "
+                   f"as {class_names[major]}, probabilities vary by {stats['spread']:.3f} "
+                   "across the image (the 'yellow image')")
+    for k, name in enumerate(class_names):
+        true, pred = stats["true_share"][k], stats["pred_share"][k]
+        if true > 0.005 and pred < vanished_share * true and (final or k in seen):
+            out.append(f"class vanished: {name} is {100 * true:.1f}% of true pixels but "
+                       f"{100 * pred:.2f}% of predicted ones"
+                       + (" (it was predicted before)" if k in seen else ""))
+    return out
