@@ -70,6 +70,7 @@ def test_training_refuses_unpaired_files_listing_all_of_them(compose, broken):
     assert "check_data.py" in message
 
 
+@pytest.mark.slow
 def test_check_data_script_exits_non_zero_with_the_report(broken):
     root, expected = broken
     result = subprocess.run([sys.executable, "scripts/check_data.py", *_overrides(root), "--json"],
@@ -102,6 +103,7 @@ def test_split_lists_cannot_escape_the_root(tmp_path):
         read_list(tmp_path, "l.txt")
 
 
+@pytest.mark.slow
 def test_on_bad_sample_skip_reports_every_skipped_file(compose, tmp_path):
     from seg.train import run
     masks = {f"s{i}": np.arange(64).reshape(8, 8) % 2 for i in range(8)}

@@ -267,6 +267,7 @@ def test_the_audit_calls_an_all_void_dataset_an_error_and_names_unsupported_file
                for p in report.problems)
 
 
+@pytest.mark.slow
 def test_a_bad_file_met_during_training_is_named_by_seg(tmp_path, compose):
     """With the preflight off, the file is met inside tf.data: still seg's message."""
     from seg.data import DataError
@@ -282,6 +283,7 @@ def test_a_bad_file_met_during_training_is_named_by_seg(tmp_path, compose):
         run(cfg, tmp_path / "run")
 
 
+@pytest.mark.slow
 def test_on_bad_sample_skip_skips_dangling_links(places, compose, tmp_path):
     from seg.train import run
 
@@ -331,6 +333,7 @@ def test_an_empty_run_folder_is_refused_and_nothing_is_written_here(capsys, tmp_
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_out_of_range_labels_are_skipped_with_on_bad_sample_skip(places, compose, tmp_path):
     from seg.train import run
 

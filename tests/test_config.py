@@ -61,6 +61,7 @@ def test_folder_needs_root_and_num_classes(compose):
         compose("data=folder")
 
 
+@pytest.mark.slow
 def test_train_script_refuses_a_typo_with_a_message_not_a_traceback():
     result = subprocess.run([sys.executable, "scripts/train.py", "trainer.epoch=1"], cwd=ROOT,
                             capture_output=True, text=True, timeout=120)

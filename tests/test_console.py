@@ -28,6 +28,7 @@ def _quiet_run(*args, cwd=ROOT):
                           text=True, timeout=120)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args", [("-c", "import seg_hydra; print(seg_hydra.DEVICE)"),
                                   ("scripts/compare.py", "EMPTY")], ids=["import", "compare"])
 def test_no_start_up_noise_on_stderr(args, tmp_path):

@@ -273,6 +273,7 @@ def test_a_local_weights_file_loads_into_a_hub_class_offline(tmp_path):
                                source.weights[0].numpy().sum(axis=2, keepdims=True), rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_the_encoder_list_names_families_presets_and_strides():
     from seg.models import catalog
 

@@ -121,6 +121,7 @@ def test_export_reloads_as_keras_and_saved_model_and_takes_raw_images(tmp_path):
         "class_0", "class_1", "class_2"]
 
 
+@pytest.mark.slow
 def test_predict_writes_index_masks_and_overlays_and_names_unreadable_files(tmp_path):
     from PIL import Image
 

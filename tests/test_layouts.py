@@ -90,6 +90,7 @@ def test_rgb_colour_masks_with_a_colour_table(compose, tmp_path):
     assert np.bincount(mask.numpy().ravel()).tolist() == [24, 32, 8]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["L", "RGB", "RGBA", "I;16"])
 def test_any_image_mode_and_a_size_that_is_no_multiple_of_8(compose, tmp_path, mode):
     root = tmp_path / "ds"

@@ -303,6 +303,7 @@ FAST = ("data.num_train=32", "data.num_val=8", "data.image_size=32", "model.dept
         "trainer.verbose=0")
 
 
+@pytest.mark.slow
 def test_median_frequency_weights_and_rare_crops_are_computed_recorded_and_used(compose,
                                                                                tmp_path):
     from seg.train import run
@@ -325,6 +326,7 @@ def test_median_frequency_weights_and_rare_crops_are_computed_recorded_and_used(
     assert written["computed"]["data.rare_classes"] == balance.rare_classes(hist)
 
 
+@pytest.mark.slow
 def test_validate_every_validates_only_those_epochs_and_the_last(compose, tmp_path):
     from seg.train import run
 
@@ -339,6 +341,7 @@ def test_validate_every_validates_only_those_epochs_and_the_last(compose, tmp_pa
     assert saved["best_epoch"] in (2, 3) and metrics["validated_epochs"] == [2, 3]
 
 
+@pytest.mark.slow
 def test_a_time_budget_stops_the_run_saves_it_and_the_next_start_only_rescores(compose,
                                                                                 tmp_path):
     from seg.train import run
@@ -447,6 +450,7 @@ def test_imbalanced_cli_writes_refuses_foreign_folders_and_overwrites_its_own(tm
     assert not (tmp_path / "new").exists()
 
 
+@pytest.mark.slow
 def test_imbalanced_cli_bad_argument_exits_2_without_a_traceback(tmp_path):
     done = subprocess.run([sys.executable, "-m", "seg.data.imbalanced", str(tmp_path / "ds"),
                            "--train", "abc"], cwd=ROOT, capture_output=True, text=True,

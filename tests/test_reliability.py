@@ -122,6 +122,7 @@ class _CrashAfterEpoch:
         return Crash()
 
 
+@pytest.mark.slow
 def test_a_crash_at_an_epoch_boundary_resumes_to_the_same_bits(tmp_path, compose):
     """trainer.deterministic=true: crash after epoch 2 of 4, resume, compare with no crash."""
     from seg.train import run
@@ -158,6 +159,7 @@ def _assert_tensorboard_steps(run_dir, epochs):
             assert steps == list(range(1, epochs + 1)), (sub, tag, steps)
 
 
+@pytest.mark.slow
 def test_resuming_with_another_architecture_is_refused_with_the_differences(tmp_path, compose):
     from seg.train import ConfigError, run
 
@@ -172,6 +174,7 @@ def test_resuming_with_another_architecture_is_refused_with_the_differences(tmp_
 
 # --- NaN ------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_a_nan_at_a_known_step_stops_the_run_and_keeps_the_good_checkpoints(tmp_path, compose):
     import keras
 
@@ -397,6 +400,7 @@ def test_ten_kill_9_at_random_moments_all_resume_to_the_same_weights(tmp_path):
     assert b["val_mean_iou"] == a["val_mean_iou"] and b["history"] == a["history"]
 
 
+@pytest.mark.slow
 def test_sigterm_in_the_middle_of_an_epoch_resumes_that_epoch_to_the_same_bits(tmp_path, compose):
     """The signal arrives during step 7 (epoch 2 of 4 steps each): the state is written after
     that step, Interrupted is raised, and the resumed run ends with the uninterrupted weights."""
@@ -449,6 +453,7 @@ def test_a_crash_at_the_unfreeze_boundary_resumes_into_the_fine_tuning_phase(tmp
     assert not list((tmp_path / "crashed" / "checkpoints" / "resume").glob("*.corrupt"))
 
 
+@pytest.mark.slow
 def test_a_resume_with_another_optimizer_is_refused_and_the_states_are_kept(tmp_path, compose):
     from seg.train import ConfigError, run
 

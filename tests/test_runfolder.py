@@ -120,6 +120,7 @@ def test_sigterm_in_the_last_epoch_exits_75_and_the_resume_ends_like_an_uninterr
     assert b["val_mean_iou"] == a["val_mean_iou"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("phase", ["re-scoring best.keras", "writing metrics.json"])
 def test_a_signal_after_training_stops_at_once_and_the_next_start_finishes(
         tmp_path, compose, monkeypatch, phase):
@@ -148,6 +149,7 @@ def test_a_signal_after_training_stops_at_once_and_the_next_start_finishes(
     assert metrics["resumes"] == [{"epoch": 1, "step": 0}]
 
 
+@pytest.mark.slow
 def test_resume_false_moves_the_whole_run_aside_and_it_still_evaluates(tmp_path, compose,
                                                                         capsys):
     import runpy
@@ -175,6 +177,7 @@ def test_resume_false_moves_the_whole_run_aside_and_it_still_evaluates(tmp_path,
     capsys.readouterr()
 
 
+@pytest.mark.slow
 def test_a_refused_resume_changes_no_file(tmp_path, compose):
     from seg.train import ConfigError, run
 
@@ -188,6 +191,7 @@ def test_a_refused_resume_changes_no_file(tmp_path, compose):
     assert _digests(run_dir) == before
 
 
+@pytest.mark.slow
 def test_with_config_json_unreadable_another_architecture_is_still_refused(tmp_path, compose):
     """The resume state keeps a copy of the config: compared when config.json is lost, and
     neither the refused run nor the original command is harmed."""
@@ -206,6 +210,7 @@ def test_with_config_json_unreadable_another_architecture_is_still_refused(tmp_p
     assert json.loads((run_dir / "config.json").read_text())["trainer"]["epochs"] == 2
 
 
+@pytest.mark.slow
 def test_a_run_whose_resume_states_are_all_unreadable_is_kept_aside_not_overwritten(
         tmp_path, compose):
     from seg.checkpoints import CheckpointError
