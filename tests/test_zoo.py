@@ -1,0 +1,114 @@
+"""seg.diagnose on a zoo of public Keras segmentation models (tests/zoo_models.py).
+
+Every sound model must get no error; every broken model an error that names its cause, whose
+fix text names the change a user would apply; the fixed model must then get no error and
+(slow) train. seg.diagnose must never raise: each test calls it on the model as built.
+"""
+
+import re
+
+import keras
+import numpy as np
+import pytest
+from zoo_models import BROKEN, CASES, FIXED, SCALING, SOUND, TRAINED, N
+
+import seg
+
+_REPORTS: dict[str, seg.Report] = {}
+
+
+def diagnosed(case) -> seg.Report:
+    """The report on the case's model (built with seed 0) and its verdict batch, once."""
+    if case.name not in _REPORTS:
+        keras.utils.set_random_seed(0)
+        model = case.build()
+        images, masks = case.data(N, 0)
+        _REPORTS[case.name] = seg.diagnose(model, images, masks)
+    return _REPORTS[case.name]
+
+
+def _text(f) -> str:
+    return f"{f.check} {f.title} {f.why}".lower()
+
+
+def _naming(report, words) -> list:
+    """The errors whose check, title or why hold one word of every group."""
+    return [f for f in report.errors
+            if all(any(w.lower() in _text(f) for w in group) for group in words)]
+
+
+def _ids(cases):
+    return [c.name for c in cases]
+
+
+def test_the_zoo_is_large_and_every_model_names_its_source():
+    assert len(SOUND) + len(BROKEN) + len(SCALING) >= 36
+    assert len(BROKEN) >= 12 and all(c.fixed is not None for c in BROKEN)
+    assert len({c.name for c in CASES + FIXED}) == len(CASES + FIXED)
+    assert all(c.source for c in CASES)
+    assert all(c.fixed.verdict == "sound" for c in BROKEN)
+
+
+@pytest.mark.parametrize("case", SOUND, ids=_ids(SOUND))
+def test_a_sound_model_gets_no_error(case):
+    report = diagnosed(case)
+    assert report.ok, str(report)
+    for f in report.warnings:
+        said = f"{f.title} {f.why} {f.fix}".lower()
+        assert not [w for w in case.forbid if w in said], str(report)
+
+
+@pytest.mark.parametrize("case", BROKEN, ids=_ids(BROKEN))
+def test_a_broken_model_gets_an_error_naming_the_cause(case):
+    report = diagnosed(case)
+    assert not report.ok, str(report)
+    assert _naming(report, case.words), (case.words, str(report))
+    assert all(f.why and f.fix for f in report.errors), str(report)
+    if case.constant:  # exactly 1.0 everywhere: say so, and never read it as a sigmoid's
+        stuck = [f for f in _naming(report, case.words) if re.search(r"\b1(\.0+)?\b", f.title)]
+        assert stuck, str(report)  # the title gives the value the output is stuck at
+        assert not [f.title for f in report.findings if "sigmoid" in f.title.lower()], \
+            str(report)
+
+
+@pytest.mark.parametrize("case", BROKEN, ids=_ids(BROKEN))
+def test_the_fix_text_names_the_change_that_fixes_it(case):
+    found = _naming(diagnosed(case), case.words)
+    assert found, str(diagnosed(case))
+    assert any(w in f.fix.lower() for f in found for w in case.fix_words), \
+        (case.fix_words, [f.fix for f in found])
+
+
+@pytest.mark.parametrize("case", FIXED, ids=_ids(FIXED))
+def test_the_fixed_model_gets_no_error(case):
+    """(A fix that gives back one of the sound models is checked with them.)"""
+    report = diagnosed(case)
+    assert report.ok, str(report)
+
+
+@pytest.mark.parametrize("case", SCALING, ids=_ids(SCALING))
+def test_unscaled_images_get_at_most_an_error_about_the_scaling(case):
+    report = diagnosed(case)
+    wrong = [f.title for f in report.errors
+             if not any(w in _text(f) for w in ("255", "scal", "range", "normali"))]
+    assert not wrong, str(report)
+
+
+@pytest.mark.parametrize("case", CASES + FIXED, ids=_ids(CASES + FIXED))
+def test_the_probes_run_or_are_skipped_never_crash(case):
+    report = diagnosed(case)
+    crashed = [f.title for f in report.findings if "could not run" in f.title]
+    assert not crashed, str(report)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", TRAINED, ids=_ids(TRAINED))
+def test_the_fixed_model_trains(case):
+    keras.utils.set_random_seed(0)
+    model = case.build()
+    model.compile(keras.optimizers.Adam(3e-3), loss=model.loss, jit_compile=False)
+    x, y = case.data(32, 1)
+    losses = model.fit(x, y, batch_size=8, epochs=8, verbose=0).history["loss"]
+    assert np.isfinite(losses).all() and losses[-1] < 0.8 * losses[0], losses
+    pred = np.asarray(model.predict(case.data(N, 2)[0], verbose=0))
+    assert pred.std(axis=0).mean() > 1e-3, "the prediction is the same for every image"
