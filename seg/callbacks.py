@@ -14,7 +14,7 @@ from PIL import Image
 
 from seg import viz
 from seg.diagnostics import diagnose, first_output
-from seg.monitor import alarms_for, output_stats
+from seg.monitor import Alarm, alarms_for, collapse_of, constant_loss, output_stats
 from seg.diagnostics.reading import Head, as_image, class_indices, probabilities, read_head
 from seg.tags import class_tags, epoch_tag
 
@@ -112,25 +112,11 @@ def _has_moving_statistics(model) -> bool:
     return any(isinstance(layer, keras.layers.BatchNormalization) for layer in all_layers(model))
 
 
-COLLAPSE_ALARMS = ("non-finite", "constant output", "constant loss")
-
-
-def collapse_alarm(alarms: list[str]) -> str:
-    """The first of the alarms that says the output collapsed (non-finite, constant output,
-    constant loss), cut to its finding for a banner or a last line; "" when none does."""
-    found = next((a for prefix in COLLAPSE_ALARMS for a in alarms if a.startswith(prefix)), "")
-    return found.split(" (the")[0].split(", so ")[0]
-
-
-class Alarm(str):
-    """An alarm's message, with the epoch (from 1) that raised it as .epoch."""
-
-    epoch: int
-
-    def __new__(cls, message: str, epoch: int):
-        alarm = super().__new__(cls, message)
-        alarm.epoch = epoch
-        return alarm
+def collapse_alarm(alarms) -> str:
+    """The finding of the first alarm that says the output collapsed (a banner, a last
+    line); "" when none does. Alarms read back as records are read by their kind."""
+    found = collapse_of([a if isinstance(a, Alarm) else Alarm.from_record(a) for a in alarms])
+    return found.finding if found else ""
 
 
 class CollapseMonitor(keras.callbacks.Callback):
@@ -171,9 +157,10 @@ class CollapseMonitor(keras.callbacks.Callback):
         self.into_logs, self.defer_writes = into_logs, defer_writes
         self.total_epochs = total_epochs
         self.log_dir = str(log_dir)
-        self.alarms: list[dict] = []
+        self.alarms: list[dict] = []  # Alarm.record()s, for metrics.json
         self.last_stats: dict | None = None
-        self.current_alarms: list[str] = []
+        self.current_alarms: list[Alarm] = []
+        self.cause = None  # the diagnosis's error that explains a collapse (its fix is given)
         self.seen: set[int] = set()  # classes the network has predicted at some epoch
         self.losses: list[float] = []  # the training loss at every epoch's end
         self.spreads: list[float] = []  # the output's spread at every epoch's end
@@ -206,12 +193,14 @@ class CollapseMonitor(keras.callbacks.Callback):
 
     def get_state(self) -> dict:
         return {"alarms": self.alarms, "seen": sorted(self.seen), "last_stats": self.last_stats,
-                "current_alarms": self.current_alarms, "epoch": self._epoch,
+                "current_alarms": [a.record() for a in self.current_alarms],
+                "epoch": self._epoch,
                 "losses": self.losses, "notes": self.notes, "spreads": self.spreads}
 
     def set_state(self, state: dict):
         self.alarms, self.seen = list(state["alarms"]), set(state["seen"])
-        self.last_stats, self.current_alarms = state["last_stats"], list(state["current_alarms"])
+        self.last_stats = state["last_stats"]
+        self.current_alarms = [Alarm.from_record(a) for a in state["current_alarms"]]
         self._epoch, self.losses = state["epoch"], list(state.get("losses", []))
         self.notes = list(state.get("notes", []))
         self.spreads = list(state.get("spreads", []))
@@ -233,10 +222,10 @@ class CollapseMonitor(keras.callbacks.Callback):
             self.current_alarms = self._still_learning(self._epoch, self._without_lag(
                 self._epoch, self._judge(self.last_stats, final=True), True))
             logged = {a["alarm"] for a in self.alarms if a["epoch"] == self._epoch + 1}
-            for message in self.current_alarms:
-                if message not in logged:
-                    self.alarms.append({"epoch": self._epoch + 1, "alarm": message})
-                    print(f"\n[seg monitor] end of training: {message}", flush=True)
+            for alarm in self.current_alarms:
+                if alarm not in logged:
+                    self.alarms.append(alarm.record())
+                    print(f"\n[seg monitor] end of training: {alarm}", flush=True)
 
     def _check(self, epoch, logs, final: bool):
         self.resolve()
@@ -253,8 +242,7 @@ class CollapseMonitor(keras.callbacks.Callback):
             self.seen |= {k for k, (t, p) in enumerate(zip(stats["true_share"], stats["pred_share"]))
                           if t > 0.005 and p >= 0.5 * t}
         self.current_alarms = found if (epoch >= self.grace_epochs or final) else []
-        for message in self.current_alarms:
-            self.alarms.append({"epoch": epoch + 1, "alarm": message})
+        self.alarms += [alarm.record() for alarm in self.current_alarms]
         figures = {"majority_share": stats["majority_share"], "output_spread": stats["spread"],
                    "output_entropy": stats["entropy"], "alarm_count": float(len(self.current_alarms))}
         if self.into_logs and logs is not None:  # the TensorBoard callback and History keep them
@@ -278,10 +266,10 @@ class CollapseMonitor(keras.callbacks.Callback):
             return found
         falling = self.losses[-1] < 0.98 * self.losses[-2]
         growing = self.spreads[-1] > 1e-3 and self.spreads[-1] >= 0.5 * self.spreads[-2]
-        flat = [a for a in found if a.startswith("constant output")]
+        flat = [a for a in found if a.kind == "constant_output"]
         if not (falling and growing and flat):
             return found
-        note = (f"still learning, not a collapse: {flat[0].split(' (the')[0]}, but the loss fell "
+        note = (f"still learning, not a collapse: {flat[0].finding}, but the loss fell "
                 f"from {self.losses[-2]:.3g} to {self.losses[-1]:.3g} in the last epoch and the "
                 f"output varies (spread {self.spreads[-1]:.3f}) "
                 "(train longer for a picture that follows the masks)")
@@ -297,10 +285,10 @@ class CollapseMonitor(keras.callbacks.Callback):
             return found
         trained = self._judge(self._stats(training_mode_output(self.model, self.batch[0])),
                               final)
-        kinds = {a.split(":")[0] for a in trained}
-        lagging = [a for a in found if a.split(":")[0] not in kinds]
+        kinds = {a.kind for a in trained}
+        lagging = [a for a in found if a.kind not in kinds]
         if lagging:
-            note = (f"inference-mode lag, not a collapse: {lagging[0].split(' (the')[0]} in "
+            note = (f"inference-mode lag, not a collapse: {lagging[0].finding} in "
                     "inference mode, but not with the batch's own statistics (training mode): "
                     "BatchNormalization's moving averages lag behind the weights after few "
                     "steps. It fades with more steps per epoch; BatchNormalization(momentum=0.9)"
@@ -308,15 +296,18 @@ class CollapseMonitor(keras.callbacks.Callback):
             self.notes.append({"epoch": epoch + 1, "note": note})
             if len(self.notes) == 1:
                 print(f"\n[seg monitor] epoch {epoch + 1}: {note}", flush=True)
-        return [a for a in found if a.split(":")[0] in kinds]
+        return [a for a in found if a.kind in kinds]
 
-    def _judge(self, stats: dict, final: bool) -> list[str]:
+    def _judge(self, stats: dict, final: bool) -> list[Alarm]:
         found = alarms_for(stats, class_names=self.class_names, final=final, seen=self.seen,
                            **self.thresholds)
         if self.losses and max(self.losses) < ZERO_LOSS:  # no real training starts at 0
-            found.insert(0, f"constant loss: the training loss is {self.losses[-1]:.2g} in every "
-                         "epoch, so it does not depend on the prediction and nothing is learned "
-                         "from the masks (the 'yellow image')")
+            found.insert(0, constant_loss(self.losses[-1]))
+        found = [a.at(self._epoch + 1) for a in found]
+        if self.cause is not None:  # the diagnosis named why: its fix is the alarm's
+            found = [Alarm(str(a), kind=a.kind, finding=a.finding, fix=self.cause.fix,
+                           epoch=a.epoch) if a.kind in ("constant_output", "constant_loss")
+                     else a for a in found]
         return found
 
     def write_pending(self):
@@ -341,9 +332,12 @@ class CollapseMonitor(keras.callbacks.Callback):
     def summary(self) -> dict:
         """The 'diagnostics' entry of metrics.json."""
         final = self.current_alarms
-        return {"constant_output": bool(collapse_alarm(final)),
-                "class_vanished": any(a.startswith("class vanished") for a in final),
-                "alarms": self.alarms, "open_alarms": list(final), "notes": self.notes,
+        collapse = collapse_of(final)
+        return {"constant_output": collapse is not None,
+                "class_vanished": any(a.kind == "class_vanished" for a in final),
+                "collapse": collapse.record() if collapse else None,
+                "alarms": self.alarms, "open_alarms": [str(a) for a in final],
+                "notes": self.notes,
                 "final_output_stats": self.last_stats}
 
 
@@ -611,7 +605,7 @@ class SegmentationMonitor(keras.callbacks.Callback):
 
     @property
     def alarms(self) -> list[Alarm]:
-        return [Alarm(a["alarm"], a["epoch"]) for a in self.collapse.alarms]
+        return [Alarm.from_record(a) for a in self.collapse.alarms]
 
     @property
     def constant_output(self) -> bool:
@@ -635,8 +629,10 @@ class SegmentationMonitor(keras.callbacks.Callback):
                                    class_names=self.collapse.class_names)
             if self.report.errors or self.report.warnings:
                 print(self._short_report(), flush=True)
-            if any(f.check in PROVEN_COLLAPSE for f in self.report.errors):
+            proven = [f for f in self.report.errors if f.check in PROVEN_COLLAPSE]
+            if proven:
                 self.collapse.grace_epochs = 0  # proven before the first step: flag at once
+                self.collapse.cause = proven[0]
             if self.panels is not None:
                 self.panels.proven = proven_collapse(self.report)
             log_report(self.log_dir, self.report)
@@ -659,11 +655,14 @@ class SegmentationMonitor(keras.callbacks.Callback):
     def on_train_end(self, logs=None):
         for part in self.parts:
             part.on_train_end(logs)
-        if self.constant_output:
-            print("[seg] the output is constant (the 'yellow image'): see the panels in "
-                  f"TensorBoard ({self.log_dir}, IMAGES tab)"
-                  + (" and the diagnosis above" if self.report and self.report.errors else ""),
-                  flush=True)
+        collapse = collapse_of(self.collapse.current_alarms)
+        if collapse is not None:  # the last lines say what, why and what to change
+            print(f"[seg] the output has collapsed: {collapse.finding}; see the panels in "
+                  f"TensorBoard ({self.log_dir}, IMAGES tab)", flush=True)
+            if self.collapse.cause is not None:
+                print(f"[seg]   cause: {self.collapse.cause.check}: {self.collapse.cause.title}",
+                      flush=True)
+            print(f"[seg]   fix: {collapse.fix}", flush=True)
 
 
 def learning_rate_now(model) -> float | None:
