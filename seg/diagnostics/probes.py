@@ -8,6 +8,7 @@ import warnings
 from typing import TYPE_CHECKING
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from seg.diagnostics.reading import LossInfo, first_output, layer_of
@@ -34,6 +35,11 @@ def probe_into(report: Report, model, loss, x, y, ctx: Context, **kwargs):
         report.findings.append(Finding("warning", "probes", "initial-loss and gradient probes "
                                        "skipped: the loss cannot be computed on these shapes",
                                        fix="fix the errors above first"))
+    elif _sparse_without_room(ctx, y):
+        report.findings.append(Finding("warning", "probes", "initial-loss and gradient probes "
+                                       "skipped: the sparse loss has no channel for label 1 "
+                                       "(see head/loss), Keras stops on it",
+                                       fix="fix the errors above first"))
     elif "labels" not in blocked:
         try:
             findings, table, figures = probe(model, loss, x, y, ctx,
@@ -51,6 +57,23 @@ def probe_into(report: Report, model, loss, x, y, ctx: Context, **kwargs):
         report.findings += findings
         report.tables["gradients"] = table
         report.figures.update(figures)
+
+
+def _sparse_without_room(ctx: Context, y) -> bool:
+    """A sparse loss over one output channel with labels above 0: Keras raises on them."""
+    return (ctx.loss.family == "sparse" and (ctx.head.channels or 1) == 1
+            and bool(np.nanmax(np.asarray(y, np.float64)) >= 1))
+
+
+def _images_scale(model, loss_fn, x, y, loss0: float, expected: float) -> bool:
+    """Whether scaling the images to [0, 1] brings the initial loss nearer ln C, measured on
+    the batch (after a BatchNorm the scale of the input barely matters). The caller restores
+    the weights (training mode moves BatchNorm's statistics)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        scaled = float(loss_fn(y, first_output(model(x / np.float32(np.nanmax(x)),
+                                                     training=True))))  # as loss0 was
+    return math.isfinite(scaled) and abs(scaled - expected) < 0.5 * abs(loss0 - expected)
 
 
 def _moves_nothing(found: Finding) -> Finding:
@@ -136,10 +159,14 @@ def probe(model, loss, x, y, ctx: Context, *, compare_initial: bool = True,
                         "warning", "initial loss", f"initial {what} {ce:.3f}, expected about "
                         f"{expected:.3f} for an untrained {channels}-channel head",
                         "an untrained head should give every class about the same probability; "
-                        "a far-off initial loss points at label or activation problems",
+                        "a far-off initial loss is a head that starts over-confident (it still "
+                        "trains, slower at first), or points at label or activation problems",
                         f"the images go up to {ctx.image_max:g}: scale them to [0, 1] (images "
-                        "/ 255) or standardise them" if ctx.image_max > 2 and not ctx.scaled_by
-                        else "check the label audit and the head/loss check"))
+                        "/ 255) or standardise them (measured: the loss on scaled images is "
+                        "near ln C)" if ctx.image_max > 2 and not ctx.scaled_by and
+                        _images_scale(model, loss_fn, x, y, loss0, expected)
+                        else "check the label audit and the head/loss check; a head that starts "
+                        "over-confident needs nothing"))
                 elif comparable:
                     out.append(Finding("ok", "initial loss", f"{what} {ce:.3f} (expected about "
                                        f"ln({classes}) = {expected:.3f}){total}"))

@@ -285,6 +285,10 @@ def read_head(model: keras.Model, y_pred: np.ndarray, image_hw: tuple | None = N
         head.activation, head.inferred = guess_activation(y_pred), True
         # the layer seg could not read is where the values come from (a Lambda(softmax))
         head.activation_layer = found.get("unreadable") if head.activation else None
+        if head.constant is not None:  # where the constant comes from, as far as it can be told
+            head.activation_layer = found.get("unreadable") or (
+                f"{model.name}.call()" if "dropped_by" not in found and not found.get(
+                    "after_head") and "head_layer" not in found else None)
     if head.head_layer is None:
         head.head_layer = last_weighted_layer(model)
     return head
