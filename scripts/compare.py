@@ -33,6 +33,9 @@ def main(argv=None) -> str:
         seg_hydra.fail(e)
     if not runs:
         seg_hydra.fail(FileNotFoundError(f"{root}: no run folders (with config.json) under it"))
+    for run in runs:  # malformed JSON files: named, and the run left out of what they held
+        for problem in run.problems:
+            print(f"skipped: {problem}")
     groups, keys = compare.group_runs(runs)
     text = compare.markdown(groups, runs)
     print(f"{len(runs)} run(s) under {root}; settings that differ: "
@@ -45,7 +48,7 @@ def main(argv=None) -> str:
     (root / "compare.md").write_text(text + "\n")
     written = [str(csv_path), str(csv_path.with_name(csv_path.stem + "_runs.csv")),
                str(root / "compare.md")]
-    if not args.no_picture and any(g.done for g in groups):
+    if not args.no_picture and any(g.best is not None and g.best.config for g in groups):
         import tensorflow as tf
         from PIL import Image
 

@@ -57,6 +57,11 @@ def main(argv=None) -> dict:
             f"{' '.join(fixed)}: evaluate.py takes data.* overrides only (where the data is, "
             "e.g. data.root=DIR); the model was trained and saved with its own settings, and a "
             "config group cannot be switched here (give its keys, e.g. data.root=...)")
+    lacking = [f"data.{k}" for k in ("num_classes", "ignore_index")
+               if k not in trained.config["data"]]
+    if lacking:
+        raise inference.LoadError(f"{trained.run_dir / 'config.json'}: lacks {', '.join(lacking)}"
+                                  ", which every run's config.json holds; restore it from the run")
     cfg = seg_hydra.apply_overrides(trained.config, args.overrides)
     cfg.pop("class_names", None)
     data = cfg["data"]

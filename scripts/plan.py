@@ -77,7 +77,7 @@ def main(argv: list[str]) -> int:
 
 
 def _plan(argv: list[str]) -> int:
-    from seg import plan, train
+    from seg import plan, recipe, train
     from seg.config import ConfigError
 
     settings, overrides = plan_settings(argv)
@@ -90,16 +90,25 @@ def _plan(argv: list[str]) -> int:
     with train.data_errors_named():
         fp, decisions = plan.plan(cfg, source, budget, given,
                                   log=lambda m: print(m, flush=True))
-    name = plan.experiment_name(cfg, settings["name"])
-    path = Path(seg_hydra.CONFIG_DIR) / "experiment" / f"{name}.yaml"
-    carried = sorted(k for k in given if k.split(".")[0] in cfg)  # what the user set stays
-    text = plan.experiment_yaml(name, fp, decisions, cfg, data_group, carried, budget)
-    try:
-        path.write_text(text)
+    folder = Path(seg_hydra.CONFIG_DIR) / "experiment"
+    identity = recipe.plan_identity(cfg, settings["name"])
+    try:  # a plan of other data (or another name) is never replaced: this one goes beside it
+        name, note = recipe.plan_file(folder, plan.experiment_name(cfg, settings["name"]),
+                                      identity)
+        path = folder / f"{name}.yaml"
+        carried = sorted(k for k in given if k.split(".")[0] in cfg)  # what the user set stays
+        text = plan.experiment_yaml(name, fp, decisions, cfg, data_group, carried, budget)
+        head, _, rest = text.partition("\n")
+        recipe.write_plan(path, f"{head}\n{recipe.PLAN_OF}{identity}\n{rest}", identity)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     except OSError as e:
-        raise ConfigError(f"{path}: cannot write the planned experiment ({e.strerror}); use "
-                          "plan.name=... or make configs/experiment writable") from None
+        raise ConfigError(f"{e.filename or folder}: cannot write the planned experiment "
+                          f"({e.strerror}); use plan.name=... or make configs/experiment "
+                          "writable") from None
     print(plan.table(fp, decisions, budget))
+    if note:
+        print(f"\nnote: {note}")
     command = " ".join(["python scripts/train.py", f"+experiment={name}", *groups])
     print(f"\nwrote {path}\ntrain with the plan:\n  {command}")
     return 0

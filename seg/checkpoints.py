@@ -94,7 +94,10 @@ def save_keras(model, path: str | Path, *, check_finite: bool = True):
         raise NonFiniteWeights(f"{path}: not saved, the weights contain NaN or Inf")
     tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        gone = vanished(path.parent.parent)
+        if gone:  # not made again: a run folder deleted mid-run is not silently recreated
+            raise CheckpointError(gone)
+        path.parent.mkdir(exist_ok=True)
         model.save(tmp)
         problem = keras_problem(tmp)
         if problem:
@@ -108,8 +111,23 @@ def save_keras(model, path: str | Path, *, check_finite: bool = True):
         tmp.unlink(missing_ok=True)
 
 
+def vanished(folder: str | Path) -> str | None:
+    """Why a run's folder is gone, in words (None while it is there): deleted, moved or
+    unmounted while the run went on. Named as such, not as a failed write of a file in it."""
+    folder = Path(folder)
+    if folder.is_dir():
+        return None
+    return (f"{folder}: the run folder vanished while the run went on (deleted, moved or "
+            "unmounted); nothing more can be saved there, and what it held went with it. "
+            "Start the run again (in another folder with hydra.run.dir=..., if this one "
+            "was removed on purpose)")
+
+
 def write_json(path: Path, data: dict):
     """Write JSON atomically (temporary file, fsync, rename)."""
+    gone = vanished(path.parent)
+    if gone:
+        raise CheckpointError(gone)
     tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
     try:
         tmp.write_text(json.dumps(data, indent=2, default=float))
@@ -135,6 +153,9 @@ def save_state(model, folder: str | Path, state: dict, *, check_finite: bool = T
     if check_finite and not finite(model):
         raise NonFiniteWeights(f"{folder}: resume state not saved, the weights contain NaN/Inf")
     prefix = folder / f"state-{int(state['global_step']):08d}"
+    gone = vanished(folder.parent.parent)  # RUN/checkpoints/resume: RUN deleted mid-run
+    if gone:
+        raise CheckpointError(gone)
     try:
         folder.mkdir(parents=True, exist_ok=True)
         _tf_checkpoint(model).write(str(prefix))
@@ -196,14 +217,16 @@ def restore_latest(model, folder: str | Path, log=print) -> dict | None:
     tried = committed(folder)
     for sidecar in tried:
         try:
-            state = json.loads(sidecar.read_text())
+            from seg import records  # noqa: PLC0415 (records imports seg.config, which is heavy)
+
+            state = records.read(sidecar, "state")  # what a resume reads from it, checked
             prefix = folder / state["checkpoint"]
             _tf_checkpoint(model).read(str(prefix)).assert_existing_objects_matched()
             if not finite(model):
                 raise CheckpointError("NaN/Inf weights")
             return state
         except (AssertionError, ValueError) as e:
-            if isinstance(e, json.JSONDecodeError):
+            if isinstance(e, (json.JSONDecodeError, records.RecordError)):
                 corrupt = e
             else:  # a sound file that does not fit this model or optimizer: nothing to move
                 raise CheckpointError(

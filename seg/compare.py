@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from seg import records
 from seg.config import SEED_KEYS, flatten
 
 
@@ -26,6 +27,7 @@ class Run:
     config: dict | None
     metrics: dict | None
     failure: dict | None
+    problems: tuple[str, ...] = ()  # its JSON files that are unreadable or malformed, named
 
     @property
     def status(self) -> str:
@@ -35,7 +37,8 @@ class Run:
 
     @property
     def miou(self) -> float:
-        return float((self.metrics or {}).get("val_mean_iou", float("nan")))
+        value = (self.metrics or {}).get("val_mean_iou")
+        return float("nan") if value is None else float(value)
 
     @property
     def why(self) -> str:
@@ -43,17 +46,9 @@ class Run:
         if self.failure:
             first = (self.failure.get("message") or "").strip().splitlines() or [""]
             return f"{self.failure.get('error')}: {first[0][:300]}"
-        for name in ("config.json", "metrics.json"):
-            if (self.path / name).exists() and _read(self.path / name) is None:
-                return f"{name} is unreadable (truncated or corrupt)"
+        if self.problems:  # the file named, and what is wrong with it
+            return f"skipped: {self.problems[0]}"
         return "no metrics.json (still running, or killed before the end)"
-
-
-def _read(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text()) if path.is_file() else None
-    except (OSError, ValueError):
-        return None
 
 
 def find_runs(root: str | Path) -> list[Run]:
@@ -69,10 +64,14 @@ def find_runs(root: str | Path) -> list[Run]:
     for folder in sorted(folders, key=lambda p: _natural(str(p.relative_to(root)))):
         if any(parent in folders for parent in folder.parents):
             continue  # a folder inside a run
-        failure = _read(folder / "failure.json")
-        config = _read(folder / "config.json") or (failure or {}).get("config")
+        problems: list[str] = []  # a malformed file is named and left out, never a traceback
+        failure = records.read_if_there(folder / "failure.json", problems=problems)
+        config = records.read_if_there(folder / "config.json", problems=problems)
+        if config is None and failure and records.config_problems(failure.get("config")) == []:
+            config = failure["config"]
+        metrics = records.read_if_there(folder / "metrics.json", problems=problems)
         runs.append(Run(folder, str(folder.relative_to(root)) or folder.name, config,
-                        _read(folder / "metrics.json"), failure))
+                        metrics, failure, tuple(problems)))
     return runs
 
 
@@ -99,7 +98,10 @@ class Group:
         return [r for r in self.runs if r.status == "ok"]
 
     def values(self, fn) -> np.ndarray:
-        return np.array([fn(r) for r in self.done], np.float64)
+        """fn of every finished run, the finite values only (a run that never validated has
+        val_mean_iou null)."""
+        values = np.array([fn(r) for r in self.done], np.float64)
+        return values[np.isfinite(values)]
 
     @property
     def best(self) -> Run | None:
@@ -121,6 +123,12 @@ def group_runs(runs: list[Run]) -> tuple[list[Group], list[str]]:
     ordered = sorted(groups.values(), key=lambda g: -np.nanmean(g.values(lambda r: r.miou))
                      if g.done else math.inf)
     return ordered, keys
+
+
+def _class_iou(run: Run, k: int) -> float:
+    """Class k's validation IoU of a run (NaN where its run has fewer classes or none)."""
+    ious = run.metrics.get("val_iou_per_class") or []
+    return float("nan") if k >= len(ious) or ious[k] is None else float(ious[k])
 
 
 def _mean_std(values: np.ndarray) -> tuple[float, float]:
@@ -152,8 +160,7 @@ def rows(groups: list[Group]) -> list[dict]:
                "val_mean_iou_min": float(np.min(g.values(lambda r: r.miou))) if g.done else None,
                "val_mean_iou_max": float(np.max(g.values(lambda r: r.miou))) if g.done else None}
         for k, name in enumerate(names):
-            row[f"iou_{name}"] = _mean_std(g.values(
-                lambda r: r.metrics["val_iou_per_class"][k]))[0]
+            row[f"iou_{name}"] = _mean_std(g.values(lambda r: _class_iou(r, k)))[0]
         alarmed = [r for r in g.done if _alarms(r)]
         kinds = sorted({a for r in alarmed for a in _alarms(r)})
         row["alarms"] = f"{len(alarmed)}/{len(g.done)}: {', '.join(kinds)}" if alarmed else "none"
@@ -284,9 +291,9 @@ def prediction_picture(groups: list[Group], open_source, num_images: int = 4
     """
     from seg import inference, viz
 
-    best = [(g, g.best) for g in groups if g.best is not None]
+    best = [(g, g.best) for g in groups if g.best is not None and g.best.config]
     if not best:
-        raise ValueError("no finished run to show")
+        raise ValueError("no finished run with a readable config.json to show")
     data = best[0][1].config["data"]
     source = open_source(data)
     samples = [(x.astype(np.float32) / 255.0, y)

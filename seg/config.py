@@ -252,7 +252,15 @@ def _range_problem(meta: dict, value) -> str | None:
     choices = meta["choices"]
     if choices is not None:
         hit = any(value == c and type(value) is type(c) for c in choices)
-        return None if hit else "use one of " + ", ".join(_text(c) for c in choices)
+        if hit:
+            return None
+        quoted = [c for c in choices if not isinstance(c, str) and isinstance(value, str)
+                  and value.strip().lower() == _text(c)]
+        if quoted:  # trainer.verbose="1": the quotes made a text of the number
+            return (f"{value!r} is a text (it was quoted), not {_text(quoted[0])}: write "
+                    f"{_text(quoted[0])} without quotes (allowed: "
+                    + ", ".join(_text(c) for c in choices) + ")")
+        return "use one of " + ", ".join(_text(c) for c in choices)
     if value is None or not isinstance(value, (int, float)):
         return None
     limits = [("min", lambda v, x: v >= x, ">="), ("above", lambda v, x: v > x, ">"),
@@ -314,6 +322,36 @@ def problems(cfg: dict) -> list[str]:
 
 SCHEMAS = {"model": Model, "decoder": Decoder, "loss": Loss, "trainer": Trainer,
            "diagnostics": Diagnostics, "logging": Logging}
+
+
+def type_problems(tree: dict) -> list[str]:
+    """Values of a config read back (a run's config.json) whose type is not the schema's, and
+    sections that are not mappings. Keys the schema lacks, or that the tree lacks, are left
+    alone: a run of an older or newer seg stays readable. Ranges are not judged here."""
+    out = []
+    hints = typing.get_type_hints(Config)
+    for name in SECTIONS:
+        value = tree.get(name)
+        if name not in tree:
+            continue
+        if name == "seed":
+            why = _type_problem(hints[name], value)
+            out += [f"seed={value!r}: {why}"] if why else []
+            continue
+        if not isinstance(value, dict):
+            out.append(f"{name}: a section of keys, not {value!r:.60}")
+            continue
+        schema = DATA.get(value.get("name")) if name == "data" else SCHEMAS[name]
+        if schema is None:
+            out.append(f"data.name={value.get('name')!r}: not one of {', '.join(DATA)}")
+            continue
+        section_hints = typing.get_type_hints(schema)
+        for key_, v in value.items():
+            if key_ in section_hints and v != "???":
+                why = _type_problem(section_hints[key_], v)
+                if why:
+                    out.append(f"{name}.{key_}={v!r:.60}: {why}")
+    return out
 
 
 def _rules(cfg: dict) -> list[str]:

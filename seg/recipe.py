@@ -389,6 +389,79 @@ def experiment_name(cfg: dict, given_name: str | None) -> str:
     return "plan_" + (re.sub(r"[^a-z0-9]+", "_", base.lower()).strip("_") or "data")
 
 
+PLAN_OF = "# plan-of: "  # the header line that says whose plan a file holds
+
+
+def plan_identity(cfg: dict, given_name: str | None) -> str:
+    """Whose plan it is, as one line of JSON: the name as given (or the data folder's) and the
+    data it was planned for. Two plans whose names differ only in what a file name drops
+    (case, '-', '.', spaces) have different identities, so neither replaces the other."""
+    import json  # noqa: PLC0415
+
+    data = cfg["data"]
+    where = (str(Path(str(data["root"])).resolve()) if data["name"] == "folder"
+             else data["name"])
+    name = given_name or (Path(where).name if data["name"] == "folder" else where)
+    return json.dumps({"name": name, "data": where}, ensure_ascii=False)
+
+
+def holder_of(path: Path) -> str | None:
+    """The identity recorded in an existing plan file ("" when it records none: a plan of an
+    older seg, or a file written by hand); None when there is no such file."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            head = [next(f, "") for _ in range(12)]
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return ""
+    return next((line[len(PLAN_OF):].strip() for line in head if line.startswith(PLAN_OF)), "")
+
+
+def plan_file(folder: Path, name: str, identity: str) -> tuple[str, str | None]:
+    """The experiment name to write this plan under, and a note when it is not `name`.
+
+    configs/experiment/<name>.yaml when it is free or holds this plan's earlier version (a
+    re-plan replaces it); otherwise <name>_<6 hex of the identity>.yaml, so that a plan of
+    other data, or of a name that differs only in letters a file name drops, is kept.
+    """
+    import hashlib  # noqa: PLC0415
+
+    held = holder_of(folder / f"{name}.yaml")
+    if held is None or held == identity:
+        return name, None
+    other = f"{name}_{hashlib.sha1(identity.encode()).hexdigest()[:6]}"
+    held_other = holder_of(folder / f"{other}.yaml")
+    if held_other not in (None, identity):
+        raise ValueError(f"{folder / other}.yaml and {folder / name}.yaml both hold other "
+                         "plans; give this one its own name with plan.name=...")
+    whose = held or "no plan-of record: written by hand or by an older seg"
+    return other, (f"{folder / name}.yaml holds another plan ({whose}); kept as it is. This "
+                   f"plan is written as {other}.yaml (file names keep only a-z, 0-9 and _; "
+                   "plan.name=... chooses another)")
+
+
+def write_plan(path: Path, text: str, identity: str):
+    """Write the plan file: atomically, and only where it is free or holds this plan (checked
+    again at the moment of writing: a plan written meanwhile by another process is refused,
+    named, never replaced)."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    try:
+        try:
+            os.link(tmp, path)  # a new file: fails if another process wrote one meanwhile
+            return
+        except FileExistsError:
+            pass
+        if holder_of(path) != identity:
+            raise ValueError(f"{path}: another plan was written there meanwhile (by another "
+                             "plan.py?); kept as it is: run plan.py again, or give this plan "
+                             "its own name with plan.name=...")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def experiment_yaml(name: str, fp: Fingerprint, decisions: list[Decision], cfg: dict,
                     data_group: str | None, carried: list[str], budget_minutes: float) -> str:
     """The experiment config: the keys given to plan.py (kept as given), then each decision

@@ -37,7 +37,9 @@ LOG = "train.log"  # Hydra's log of the run, open while it runs: copied aside, n
 
 
 class RunFolderBusy(checkpoints.CheckpointError):
-    """Another live process holds the run folder."""
+    """Another live process holds the run folder (`holder` describes it)."""
+
+    holder = "another process"
 
 
 class RunLock:
@@ -47,8 +49,9 @@ class RunLock:
     process id, host, start time and command while somebody does.
     """
 
-    def __init__(self, folder: str | Path, log=print):
-        self.path, self.log, self._fd = Path(folder) / LOCK, log, None
+    def __init__(self, folder: str | Path, log=print, name: str = LOCK):
+        """name: the lock file's name in the folder (a sweep folder's is .sweep.lock)."""
+        self.path, self.log, self._fd = Path(folder) / name, log, None
 
     def acquire(self) -> "RunLock":
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -57,10 +60,11 @@ class RunLock:
         except OSError:
             holder = _read(fd)
             os.close(fd)
-            raise RunFolderBusy(
+            busy = RunFolderBusy(
                 f"{self.path.parent} is in use by another run: {_describe(holder)}. Wait for "
-                "it to end (or stop it), or train in another folder with hydra.run.dir=...") \
-                from None
+                "it to end (or stop it), or train in another folder with hydra.run.dir=...")
+            busy.holder = _describe(holder)
+            raise busy from None
         stale = _read(fd)
         if stale:  # its holder ended without releasing (killed): the kernel freed the lock
             self.log(f"seg: taking over the run folder from {_describe(stale)}, which ended "
@@ -123,18 +127,19 @@ def previous_config(out: Path, log=print) -> dict | None:
     """The config the folder's run trained with: config.json, or (when that is unreadable)
     the copy inside its newest resume state. What was computed from the data ("computed":
     class weights, rare classes) is left out: it is not a setting."""
-    try:
-        written = json.loads((out / "config.json").read_text())
-        return {k: v for k, v in written.items() if k != "computed"} \
-            if isinstance(written, dict) else written
-    except (OSError, ValueError) as e:
+    from seg import records  # noqa: PLC0415
+
+    try:  # checked against what seg writes: a list or a text is no config to compare with
+        written = records.read(out / "config.json")
+        return {k: v for k, v in written.items() if k != "computed"}
+    except (OSError, records.RecordError) as e:
         problem = e
     for state in checkpoints.committed(out / "checkpoints" / "resume"):
         try:
-            saved = json.loads(state.read_text()).get("config")
-        except (OSError, ValueError):
+            saved = records.read(state, "state").get("config")
+        except (OSError, records.RecordError):
             continue
-        if saved:
+        if saved and not records.config_problems(saved):
             log(f"seg: {out / 'config.json'} is unreadable ({problem}); comparing with the "
                 f"copy in {state.name}")
             return saved

@@ -81,6 +81,11 @@ def hydra_record(cfg: DictConfig) -> dict[str, str]:
 
 def compose_dict(overrides: list[str]) -> dict:
     """configs/train.yaml composed with command-line overrides, as plain dicts (no Hydra run)."""
+    from seg_hydra.errors import deleted_then_used  # noqa: PLC0415 (errors imports seg.train's kin)
+
+    deleted = deleted_then_used(list(overrides))
+    if deleted:
+        raise ConfigError(deleted)
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = to_dict(compose(config_name="train", overrides=overrides))
     cfg.pop("hydra", None)

@@ -69,6 +69,12 @@ def launch(main):
     missing = missing_plugin(sys.argv[1:])
     if missing:
         fail(_Refused("MissingExtra", missing))
+    deleted = deleted_then_used(sys.argv[1:])
+    if deleted:
+        fail(_Refused("ConfigError", deleted))
+    unwritable = run_folder_problem(sys.argv[1:])
+    if unwritable:  # before Hydra opens its log file there (a traceback of its own)
+        fail(_Refused("RunFolder", unwritable))
     if "model.encoder=list" in sys.argv[1:]:  # what there is, instead of a run
         from seg.models import catalog  # noqa: PLC0415
 
@@ -98,10 +104,115 @@ def launch(main):
         if e.filename is None:
             raise
         why = "exists and is not a folder" if isinstance(e, FileExistsError) else e.strerror
+        folder = _output_dir()
+        if folder is not None and not _related(Path(e.filename), folder):
+            # not the run folder's: a data or config file, named as it is
+            fail(OSError(f"{e.filename}: {why or e} (a file outside the run folder {folder}; "
+                         "python scripts/check_data.py checks the data files)"))
         fail(OSError(f"{e.filename}: {why or e}. The run folder (or a file in it) "
                      "cannot be written: choose another with hydra.run.dir=... "
                      "(hydra.sweep.dir=... for a sweep; a writable folder, a name under 255 "
                      "bytes)"))
+
+
+def _output_dir() -> Path | None:
+    """The run (or job) folder Hydra was setting up, when it got that far."""
+    from hydra.core.hydra_config import HydraConfig  # noqa: PLC0415
+
+    try:
+        return Path(HydraConfig.get().runtime.output_dir)
+    except Exception:  # noqa: BLE001 (not set yet: the folder could not even be named)
+        return None
+
+
+def _related(path: Path, folder: Path) -> bool:
+    """Whether path is folder, inside it, or one of the folders above it (made for it)."""
+    path, folder = Path(os.path.abspath(path)), Path(os.path.abspath(folder))
+    return path == folder or folder in path.parents or path in folder.parents
+
+
+def _override_keys(args: list[str]) -> list[tuple[str, str]]:
+    """(prefix, key) of each command-line override: prefix is "~", "+", "++" or ""."""
+    out = []
+    for arg in args:
+        if arg.startswith("-") or ("=" not in arg and not arg.startswith("~")):
+            continue
+        key = arg.partition("=")[0]
+        prefix = key[:len(key) - len(key.lstrip("+~"))]
+        out.append((prefix, key.lstrip("+~")))
+    return out
+
+
+def deleted_then_used(args: list[str]) -> str | None:
+    """The refusal for an override that deletes a group or key (~data) while another sets a
+    key inside it (data.root=...), or that deletes what every run needs: Hydra would report
+    the key as unknown, or the section as unable to delete, without saying why."""
+    from seg.config import SECTIONS  # noqa: PLC0415
+
+    keys = _override_keys(args)
+    for prefix, deleted in keys:
+        if prefix != "~":
+            continue
+        group = "." not in deleted
+        users = [f"{p}{k}" for p, k in keys if p != "~" and (
+            k.startswith(deleted + ".") or (k == deleted and not group))]
+        if users and group:
+            return (f"~{deleted} deletes the config group {deleted}, and {', '.join(users)} "
+                    f"set{'s' if len(users) == 1 else ''} a key in that deleted group: drop "
+                    f"~{deleted} (to switch the group, write {deleted}=OPTION), or drop the "
+                    f"{deleted}.* overrides")
+        if users:
+            return (f"~{deleted} deletes the key {deleted}, and {', '.join(users)} sets it: drop "
+                    f"~{deleted} (the setting alone changes it)")
+        if not group and deleted.split(".")[0] in SECTIONS:
+            return (f"~{deleted}: {deleted} is a key of every run's config (the schema in "
+                    f"seg/config.py) and cannot be deleted; set it instead ({deleted}=VALUE, "
+                    "or null where that is allowed)")
+    return None
+
+
+def run_folder_problem(args: list[str]) -> str | None:
+    """Why the run folder (hydra.run.dir, or hydra.sweep.dir with -m) cannot be written, before
+    Hydra opens its log file in it: on a read-only file system, not writable by this user, or
+    below a file. None when it can be, or cannot be told (a value with ${...})."""
+    sweep = bool({"-m", "--multirun"} & set(args))
+    name = "hydra.sweep.dir" if sweep else "hydra.run.dir"
+    given = None
+    for arg in args:
+        if arg.startswith(name + "="):
+            given = arg.partition("=")[2]
+    if given is None:
+        given, folder = "outputs (the default)", Path("outputs")
+    else:
+        text = given.strip("'\"")
+        if not text.strip() or "${" in text:
+            return None  # an empty one is refused by the job, naming it
+        folder = Path(text).expanduser()
+    for place in [folder, *folder.absolute().parents]:
+        try:
+            if not (place.exists() or place.is_symlink()):
+                continue
+        except OSError:  # a name too long, ...: Hydra's own error names it
+            return None
+        if place.is_symlink() and not place.exists():
+            return (f"{name}={given}: {place} is a dangling symbolic link (its target is gone); "
+                    f"choose another folder with {name}=...")
+        if not place.is_dir():
+            return None  # Hydra's own error names it ("exists and is not a folder")
+        if os.access(place, os.W_OK | os.X_OK):
+            return None
+        try:
+            read_only = bool(os.statvfs(place).f_flag & os.ST_RDONLY)
+        except OSError:
+            read_only = False
+        why = ("is on a read-only file system (mount)" if read_only else
+               "is not writable by this user (permissions)")
+        held = (" It holds a run: copy it to a writable place to resume or extend it; "
+                "evaluate.py and predict.py read it where it is." if place == folder
+                and (place / "config.json").exists() else "")
+        return (f"{name}={given}: {place} {why}, so the run's log, checkpoints and results "
+                f"cannot be written there.{held} Choose a writable folder with {name}=...")
+    return None
 
 
 class _Refused(Exception):

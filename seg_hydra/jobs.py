@@ -21,14 +21,15 @@ from pathlib import Path
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 
-from seg.callbacks import collapse_alarm
+from seg.collapse import collapse_alarm
 from seg.console import quiet_tensorflow
 from seg.hparams import Trial, first_columns
-from seg.runfolder import Interrupted, NonFiniteLoss, in_use
+from seg.runfolder import Interrupted, NonFiniteLoss, RunFolderBusy, in_use
 from seg.train import run
 from seg_hydra.compose import hydra_record, to_dict
 from seg_hydra.errors import REFUSALS, fail, forget_unused
 from seg_hydra.names import run_name, swept_settings
+from seg_hydra.sweep import record_busy
 
 
 def train_job(cfg) -> float:
@@ -113,7 +114,8 @@ def closing_lines(metrics: dict, out: Path) -> str:
     look = (f"see the panel {panels[-1]}" if panels else "see the panels")
     look += f" and TensorBoard (tensorboard --logdir {out}, IMAGES tab)"
     if diagnostics.get("constant_output"):
-        what = collapse_alarm(open_alarms) or "constant output"
+        collapse = diagnostics.get("collapse") or {}  # the Alarm's record (seg.collapse)
+        what = collapse.get("finding") or collapse_alarm(open_alarms) or "constant output"
         return f"{text}\nseg: COLLAPSED (the 'yellow image'): {what}: {look}"
     more = f" (+{len(open_alarms) - 1} more)" if len(open_alarms) > 1 else ""
     return f"{text}\nseg: ALARM open at the end: {open_alarms[0]}{more}: {look}"
@@ -149,6 +151,8 @@ class _Tee(io.TextIOBase):
 
     def write(self, text: str) -> int:
         self.stream.write(text)
+        if self.log.closed:  # a handler that outlived its run (logging at exit): console only
+            return len(text)
         if "\r" not in text:
             self.log.write(text)
             return len(text)
@@ -161,7 +165,8 @@ class _Tee(io.TextIOBase):
 
     def flush(self):
         self.stream.flush()
-        self.log.flush()
+        if not self.log.closed:
+            self.log.flush()
 
     def isatty(self) -> bool:
         return self.stream.isatty()
@@ -200,13 +205,20 @@ def console_to(log: Path | None):
 
 
 def logged(log: Path, fn, *args, **kwargs):
-    """fn(*args, **kwargs) with the console also written to log."""
-    with console_to(log):
+    """fn(*args, **kwargs) with the console also written to log (not when another process
+    holds log's run folder: its log is that run's)."""
+    with console_to(None if in_use(log.parent) else log):
         return fn(*args, **kwargs)
 
 
 def _record_failure(e: Exception, cfg, hc) -> float:
     """One failed job must not stop the sweep: record why, and let the next job run."""
+    out = Path(hc.runtime.output_dir)
+    if isinstance(e, RunFolderBusy):  # not this process's folder: nothing is written into it
+        record_busy(Path(hc.sweep.dir), out, hc.job.num, list(hc.overrides.task), str(e))
+        print(f"\nseg: job {hc.job.num} not run: {e}\nseg: reported in this sweep's summary; "
+              "the sweep goes on", flush=True)
+        return float("nan")
     refused = isinstance(e, REFUSALS)
     try:
         given = to_dict(cfg, missing_ok=True)  # compare groups the job by it
@@ -216,7 +228,6 @@ def _record_failure(e: Exception, cfg, hc) -> float:
                "error": type(e).__name__, "refused": refused, "message": str(e),
                "traceback": "" if refused else getattr(e, "child_traceback", None)
                or traceback.format_exc()}
-    out = Path(hc.runtime.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "failure.json").write_text(json.dumps(failure, indent=2))
     print(f"\nseg: job {hc.job.num} failed ({type(e).__name__}): {str(e)[:2000]}\n"

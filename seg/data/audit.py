@@ -11,7 +11,8 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from seg.data.folder import DataError, Pair, exif_orientation, read_image, read_mask
+from seg.data.folder import (DataError, Pair, check_file, exif_orientation, read_image,
+                              read_mask)
 
 
 @dataclass
@@ -89,11 +90,16 @@ def band_statistics(pairs: list[Pair], *, channels: int, max_pixels: int,
     return [float(m) for m in mean], [float(s) for s in std]
 
 
-def _digest(path: str) -> str:
+def _digest(path: str) -> str | None:
+    """The file's SHA-1; None for what is not a readable regular file (named by check_pair)."""
     h = hashlib.sha1()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
+    try:
+        check_file(path)
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    except (DataError, OSError):  # gone or changed since check_pair read it
+        return None
     return h.hexdigest()
 
 
@@ -172,7 +178,7 @@ def audit_pairs(splits: dict[str, list[Pair]], *, num_classes: int, ignore_index
         found = check_pair(pair, num_classes=num_classes, ignore_index=ignore_index,
                            channels=channels, table=table, colour_table=colour_table,
                            max_pixels=max_pixels, raw=raw)
-        digest = _digest(pair.image) if Path(pair.image).exists() else None
+        digest = _digest(pair.image)
         return split, pair, found, digest
 
     with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 2) * 2)) as pool:

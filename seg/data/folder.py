@@ -7,6 +7,9 @@ Every error names the file it is about.
 
 from __future__ import annotations
 
+import errno
+import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -141,18 +144,58 @@ def list_splits(root: str | Path, *, images_dir: str = "images", masks_dir: str 
     return out
 
 
-def _open(path: str, what: str, max_pixels: int):
+# what a path is when it is not a regular file: reading a fifo would wait for a writer,
+# a socket or a device cannot be decoded, a folder is no file
+_NOT_FILES = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a named pipe (fifo)"),
+              (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+              (stat.S_ISBLK, "a block device"))
+
+
+def check_file(path: str, what: str = "image") -> int:
+    """The size of path, a regular file this process may read; otherwise a DataError naming
+    the path and what it is (a folder, a fifo, a socket, a device, gone, not permitted,
+    empty). Every reader below starts with it, so none of them waits on a fifo or names an
+    error of the operating system instead of the file."""
     try:
-        size = Path(path).stat().st_size
+        st = os.stat(path)
     except OSError as e:  # gone since the listing, unreadable, or a link to nothing
-        why = ("a dangling symbolic link (its target is gone)" if Path(path).is_symlink()
-               else e.strerror or str(e))
-        raise DataError(f"{path}: cannot read {what}: {why}") from None
-    if size == 0:
+        raise DataError(f"{path}: cannot read {what}: {_why(path, e)}") from None
+    for test, kind in _NOT_FILES:
+        if test(st.st_mode):
+            raise DataError(f"{path}: is {kind}, not {'an' if what[0] in 'aeiou' else 'a'} "
+                            f"{what} file (move it out of the data folder, or put the file "
+                            "there)")
+    if not os.access(path, os.R_OK):
+        raise DataError(f"{path}: cannot read {what}: permission denied (make it readable: "
+                        f"chmod a+r {path})")
+    if st.st_size == 0:
         raise DataError(f"{path}: zero-byte {what} file")
+    return st.st_size
+
+
+def _why(path: str, e: OSError) -> str:
+    """An operating system's error on reading path, in words that say what happened."""
+    if isinstance(e, FileNotFoundError):
+        return ("a dangling symbolic link (its target is gone)" if os.path.islink(path) else
+                "no such file (removed or renamed since the folder was listed?)")
+    if isinstance(e, PermissionError):
+        return f"permission denied (make it readable: chmod a+r {path})"
+    if isinstance(e, IsADirectoryError):
+        return "it is a folder, not a file"
+    if e.errno == errno.ELOOP:
+        return "a loop of symbolic links (a link that leads back to itself)"
+    return e.strerror or str(e)
+
+
+def _open(path: str, what: str, max_pixels: int):
+    check_file(path, what)
     try:
         im = Image.open(path)
-    except (OSError, SyntaxError, ValueError) as e:  # Pillow's errors for unreadable files
+    except OSError as e:
+        if e.errno is not None:  # the system's error (gone meanwhile, permission), not Pillow's
+            raise DataError(f"{path}: cannot read {what}: {_why(path, e)}") from None
+        raise DataError(f"{path}: cannot decode {what} ({e})") from e
+    except (SyntaxError, ValueError) as e:  # Pillow's errors for unreadable files
         raise DataError(f"{path}: cannot decode {what} ({e})") from e
     if im.size[0] * im.size[1] > max_pixels:
         im.close()
@@ -166,8 +209,9 @@ def _open(path: str, what: str, max_pixels: int):
     return im
 
 
-def _array(path: str, max_pixels: int) -> np.ndarray:
+def _array(path: str, max_pixels: int, what: str = "image") -> np.ndarray:
     """A .npy stack or a TIFF (tifffile: any band count, 16-bit, float) as an array."""
+    check_file(path, what)
     try:
         if path.lower().endswith(".npy"):
             a = np.load(path, mmap_mode="r", allow_pickle=False)
@@ -181,10 +225,30 @@ def _array(path: str, max_pixels: int) -> np.ndarray:
                 a = tif.asarray()
     except DataError:
         raise
+    except OSError as e:
+        if e.errno is not None:  # the system's error (gone meanwhile, permission)
+            raise DataError(f"{path}: cannot read {what}: {_why(path, e)}") from None
+        raise DataError(f"{path}: cannot decode {what} ({type(e).__name__}: {e})") from None
     except Exception as e:  # noqa: BLE001 (numpy's and tifffile's errors for unreadable files)
-        raise DataError(f"{path}: cannot decode image ({type(e).__name__}: {e})") from None
+        raise DataError(f"{path}: cannot decode {what} ({type(e).__name__}: {e})") from None
     if a.dtype.kind not in "uifb":
-        raise DataError(f"{path}: {a.dtype} values are not an image")
+        raise DataError(f"{path}: {a.dtype} values are not an {what}")
+    return a
+
+
+def check_finite(path: str, a: np.ndarray) -> np.ndarray:
+    """a, when every value is finite; a DataError naming the file and how many values are NaN
+    or Inf otherwise (one such pixel makes the loss NaN at the first step that sees it)."""
+    if a.dtype.kind == "f":
+        bad = ~np.isfinite(a)
+        if bad.any():
+            n_nan = int(np.isnan(a).sum())
+            where = np.argwhere(bad)[0].tolist()
+            error = DataError(f"{path}: {n_nan} NaN and {int(bad.sum()) - n_nan} Inf value(s) "
+                              f"(the first at row {where[0]}, column {where[1]}): an image needs "
+                              "finite values (fill or mask them, or leave the file out)")
+            error.final = True  # no other reader is tried: the values are the problem
+            raise error
     return a
 
 
@@ -209,11 +273,12 @@ def _to_hwc(path: str, a: np.ndarray, channels: int) -> np.ndarray:
 
 def high_bit_depth(path: str, max_pixels: int = MAX_PIXELS) -> bool:
     """Whether an image holds more than 8 bits per value (16-bit, 32-bit or float)."""
-    if path.lower().endswith((".npy", *TIFF_SUFFIXES)):
-        try:
+    try:
+        check_file(path)
+        if path.lower().endswith((".npy", *TIFF_SUFFIXES)):
             return _array(path, max_pixels).dtype not in (np.uint8, np.bool_)
-        except DataError:
-            return False  # named by the audit and the pipeline
+    except DataError:
+        return False  # named by the audit and the pipeline
     try:
         with Image.open(path) as im:
             return im.mode in ("I;16", "I;16B", "I;16L", "I", "F")
@@ -237,10 +302,10 @@ def read_image(path: str, channels: int, max_pixels: int = MAX_PIXELS,
     if pil:
         try:
             return _read_pil(path, channels, max_pixels, raw)
-        except DataError:
-            if not path.lower().endswith(TIFF_SUFFIXES):
+        except DataError as e:
+            if getattr(e, "final", False) or not path.lower().endswith(TIFF_SUFFIXES):
                 raise
-    a = _to_hwc(path, _array(path, max_pixels), channels)
+    a = check_finite(path, _to_hwc(path, _array(path, max_pixels), channels))
     if raw:
         return np.asarray(a, np.float32)
     return a if a.dtype == np.uint8 else _stretched(a)
@@ -255,7 +320,12 @@ def _stretched(a: np.ndarray) -> np.ndarray:
 
 def _read_pil(path: str, channels: int, max_pixels: int, raw: bool) -> np.ndarray:
     with _open(path, "image", max_pixels) as im:
+        pages = getattr(im, "n_frames", 1)
+        if pages > 1:  # Pillow gives the first page alone: a stack of bands, read by tifffile
+            raise DataError(f"{path}: {pages} pages")
         im = ImageOps.exif_transpose(im)
+        if im.mode == "F":
+            check_finite(path, np.asarray(im))
         if raw:
             a = np.asarray(im if im.mode in ("I;16", "I;16B", "I;16L", "I", "F", "L", "RGB",
                                              "RGBA", "LA") else im.convert("RGB"), np.float32)
@@ -278,6 +348,17 @@ def _read_pil(path: str, channels: int, max_pixels: int, raw: bool) -> np.ndarra
     return array[..., None] if channels == 1 else array
 
 
+def _layout(path: str, pages: int) -> str:
+    """A multi-page file's shape in words (tifffile's reading of it, else its page count)."""
+    try:
+        import tifffile  # noqa: PLC0415
+
+        with tifffile.TiffFile(path) as tif:
+            return f"shape {tuple(tif.series[0].shape)} ({pages} pages)"
+    except Exception:  # noqa: BLE001 (not a TIFF tifffile reads: the page count says enough)
+        return f"{pages} pages"
+
+
 def label_lookup(label_map: dict | None) -> np.ndarray:
     """A 65536-entry table mapping raw mask values to class indices (identity where unmapped)."""
     table = np.arange(65536, dtype=np.int32)
@@ -298,7 +379,7 @@ def read_mask(path: str, table: np.ndarray, colour_table=None,
         raise DataError(f"{path}: JPEG masks are refused (lossy compression invents labels; "
                         "save masks as PNG)")
     if path.lower().endswith(".npy"):
-        raw = _array(path, max_pixels)
+        raw = _array(path, max_pixels, "mask")
         if raw.ndim == 3 and raw.shape[-1] == 1:
             raw = raw[..., 0]
         if raw.ndim != 2 or raw.dtype.kind not in "uib":
@@ -309,6 +390,10 @@ def read_mask(path: str, table: np.ndarray, colour_table=None,
             raise DataError(f"{path}: mask values outside 0..{len(table) - 1}")
         return table[raw]
     with _open(path, "mask", max_pixels) as im:
+        pages = getattr(im, "n_frames", 1)
+        if pages > 1:
+            raise DataError(f"{path}: a mask of {_layout(path, pages)}: a mask is one band of "
+                            "class indices [height, width]")
         im = ImageOps.exif_transpose(im)
         if im.mode in INDEX_MODES:
             raw = np.asarray(im).astype(np.int64)
@@ -338,9 +423,10 @@ def read_mask(path: str, table: np.ndarray, colour_table=None,
 def exif_orientation(path: str) -> int:
     """The EXIF orientation tag of an image file (1 = upright / none)."""
     try:
+        check_file(path)
         with Image.open(path) as im:
             return int(im.getexif().get(0x0112, 1))
-    except (OSError, SyntaxError, ValueError):
+    except (DataError, OSError, SyntaxError, ValueError):
         return 1
 
 
