@@ -17,7 +17,8 @@ from seg.console import quiet_tensorflow  # noqa: E402
 quiet_tensorflow()  # first: TensorFlow's start-up noise kept off the console (seg/console.py)
 
 from seg import losses, metrics, models  # noqa: E402,F401  (Keras registrations)
-from seg.callbacks import EpochScalars, SegmentationMonitor  # noqa: E402
+from seg.callbacks import EpochScalars  # noqa: E402
+from seg.monitor import SegmentationMonitor  # noqa: E402
 from seg.diagnostics import Finding, Report, diagnose  # noqa: E402
 
 __all__ = ["EpochScalars", "Finding", "Report", "SegmentationMonitor", "diagnose"]

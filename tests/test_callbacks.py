@@ -9,6 +9,8 @@ import pytest
 from PIL import Image
 
 from seg import callbacks
+from seg import monitor as monitor_mod
+from seg import panels as panels_mod
 
 rng = np.random.default_rng(0)
 X = rng.random((8, 16, 16, 3)).astype(np.float32)
@@ -38,7 +40,7 @@ def _learning_model():
 
 
 def test_the_monitor_raises_constant_output_on_a_constant_model(tmp_path):
-    monitor = callbacks.CollapseMonitor((X, Y), log_dir=tmp_path, class_names=["bg", "fg"],
+    monitor = monitor_mod.CollapseMonitor((X, Y), log_dir=tmp_path, class_names=["bg", "fg"],
                                         grace_epochs=0)
     _constant_model().fit(X, Y, epochs=2, verbose=0, callbacks=[monitor])
     summary = monitor.summary()
@@ -48,22 +50,22 @@ def test_the_monitor_raises_constant_output_on_a_constant_model(tmp_path):
 
 
 def test_the_monitor_stays_quiet_on_a_model_that_learns(tmp_path):
-    monitor = callbacks.CollapseMonitor((X, Y), log_dir=tmp_path, grace_epochs=1)
+    monitor = monitor_mod.CollapseMonitor((X, Y), log_dir=tmp_path, grace_epochs=1)
     _learning_model().fit(X, Y, epochs=30, verbose=0, callbacks=[monitor])
     assert monitor.summary()["constant_output"] is False
     assert monitor.summary()["alarms"] == [], monitor.summary()["alarms"]
 
 
 def test_the_monitor_state_survives_a_round_trip(tmp_path):
-    monitor = callbacks.CollapseMonitor((X, Y), log_dir=tmp_path, grace_epochs=0)
+    monitor = monitor_mod.CollapseMonitor((X, Y), log_dir=tmp_path, grace_epochs=0)
     _constant_model().fit(X, Y, epochs=1, verbose=0, callbacks=[monitor])
-    again = callbacks.CollapseMonitor((X, Y), log_dir=tmp_path)
+    again = monitor_mod.CollapseMonitor((X, Y), log_dir=tmp_path)
     again.set_state(json.loads(json.dumps(monitor.get_state())))
     assert again.get_state() == json.loads(json.dumps(monitor.get_state()))
 
 
 def test_panels_are_written_every_epoch_with_the_epoch_in_the_name(tmp_path):
-    panels = callbacks.PredictionPanels((X, Y), num_images=2, every=1, log_dir=tmp_path / "tb",
+    panels = panels_mod.PredictionPanels((X, Y), num_images=2, every=1, log_dir=tmp_path / "tb",
                                         png_dir=tmp_path / "png", class_names=["bg", "fg"])
     _learning_model().fit(X, Y, epochs=2, verbose=0, callbacks=[panels])
     files = sorted(p.name for p in (tmp_path / "png").glob("*.png"))
@@ -145,7 +147,7 @@ def test_a_collapse_the_preflight_proved_is_bannered_from_the_first_panel(tmp_pa
     head = k.layers.Conv2D(1, 1, activation="sigmoid", name="head")(inputs)
     model = k.Model(inputs, head)
     model.compile("adam", loss="categorical_crossentropy")  # the classic yellow image
-    monitor = callbacks.SegmentationMonitor((X, Y[..., None]), log_dir=tmp_path,
+    monitor = monitor_mod.SegmentationMonitor((X, Y[..., None]), log_dir=tmp_path,
                                             png_dir=tmp_path / "png", num_images=1)
     model.fit(X, Y[..., None], epochs=1, verbose=0, callbacks=[monitor])
     assert monitor.panels.proven.startswith("preflight: ")
