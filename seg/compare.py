@@ -139,7 +139,8 @@ def _mean_std(values: np.ndarray) -> tuple[float, float]:
 
 def _alarms(run: Run) -> list[str]:
     diag = (run.metrics or {}).get("diagnostics", {})
-    final = {a["alarm"].split(":")[0] for a in diag.get("alarms", [])
+    final = {(a.get("kind") or a["alarm"].split(":")[0]).replace("_", " ")  # kind: seg.collapse
+             for a in diag.get("alarms", [])  # (the text's head in runs from before kinds)
              if a.get("epoch") == (run.metrics or {}).get("epochs_completed")}
     if diag.get("constant_output"):
         final.add("constant output")
