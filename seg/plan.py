@@ -39,12 +39,8 @@ def measure(cfg: dict, source, computed: dict, repeats: int = 6) -> Speed:
     # a few images, decoded at every step as an uncached run does (once with data.cache)
     k = min(2 * batch, source.num_train)
     images = source.train.take(k).cache() if data["cache"] else source.train.take(k)
-    stream = pipeline.training(
-        images, num_examples=k, batch_size=batch, image_size=data["image_size"],
-        seed=cfg["seed"], ignore_index=data["ignore_index"],
-        scale_range=tuple(data["scale_range"]), elastic_sigma=data["elastic_sigma"],
-        transpose=data["transpose"], rare_classes=computed.get("data.rare_classes", ()),
-        rare_class_crops=data["rare_class_crops"], photometric_args=data["photometric"])
+    stream = pipeline.training(images, num_examples=k, batch_size=batch, seed=cfg["seed"],
+                               **train.pipeline_kwargs(data, computed))  # run's crops
     per_call = trainer["steps_per_execution"]  # a callback per execution of this many steps
     ends = [time.perf_counter()]
     clock = keras.callbacks.LambdaCallback(

@@ -1,50 +1,32 @@
-"""run(cfg, output_dir): the one function that reads the config tree and trains a model.
+"""run(cfg, output_dir): the one function that reads the config tree and trains a model, in
+named stages.
 
 Everything below this module takes plain keyword arguments; scripts/ turns Hydra's DictConfig
-into the plain dict this module reads.
+into the plain dict this module reads. What a config builds is seg.parts, the checks before
+training seg.preflight, the stopping callbacks seg.stopping.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
-import re
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from seg import callbacks as seg_callbacks
-from seg import (checkpoints, config, console, diagnostics, distribute, hparams, introspect,
-                 recipe, resources, runfolder)
-from seg.config import PIPELINE_KEYS, PRECISIONS, ConfigError
-from seg.data import AUDITS, SOURCES, DataError, Source, pipeline
-from seg.data import balance as class_balance
-from seg.fixes import ConfigFixes
-from seg.losses import SegmentationLoss
-from seg.metrics import make_metrics
-from seg.models import build_model, encoder_of, levels_of
-from seg.models.hub import HubError
-
-
-
-def _call(fn, section: str, kwargs: dict):
-    """Call fn(**kwargs), turning an unknown keyword into a ConfigError naming the key."""
-    try:
-        return fn(**kwargs)
-    except TypeError as e:
-        if "unexpected keyword argument" in str(e) or "missing" in str(e):
-            raise ConfigError(f"{section}: {e}") from e
-        raise
-    except ValueError as e:  # the builders' refusals name their key: model.x=...
-        if isinstance(e, HubError) or str(e).startswith(tuple(f"{s}." for s in config.SECTIONS)):
-            raise ConfigError(str(e)) from None
-        raise
+from seg import checkpoints, distribute, hparams, resources, runfolder
+from seg.config import ConfigError
+from seg.data import DataError
+from seg.models import encoder_of
+from seg.parts import (BALANCE_MASKS, Parts, balance, build, check_data,  # noqa: F401
+                       check_precision, check_sections, compile_options, data_errors_named,
+                       open_data, pipeline_kwargs, prepare, say, set_precision)
+from seg.preflight import diagnose, diagnose_model, preflight  # noqa: F401
+from seg.stopping import BudgetStop, Clock, ResumableEarlyStopping
 
 
 def make_schedule(schedule: str, learning_rate: float, total_steps: int):
@@ -74,31 +56,6 @@ def make_optimizer(optimizer: str, learning_rate, weight_decay: float, momentum:
     return optimizers[optimizer]()
 
 
-def check_precision(precision: str) -> str:
-    if precision not in PRECISIONS:
-        raise ConfigError(f"trainer.precision={precision!r}: use one of {list(PRECISIONS)}")
-    return precision
-
-
-def set_precision(precision: str):
-    """Keras' global dtype policy: layers compute in float16/bfloat16 and keep float32 weights.
-
-    The model's head (logits, activation) is float32 whatever the policy, so the loss and the
-    metrics see float32; mixed_float16 also gets Keras' loss scaling at compile.
-    """
-    keras.mixed_precision.set_global_policy(check_precision(precision))
-
-
-def compile_options(trainer: dict) -> dict:
-    """model.compile's jit_compile (XLA) and steps_per_execution, checked."""
-    jit, spe = trainer["jit_compile"], trainer["steps_per_execution"]
-    if jit not in ("auto", True, False):
-        raise ConfigError(f"trainer.jit_compile={jit!r}: use auto (XLA on a GPU), true or false")
-    if not isinstance(spe, int) or isinstance(spe, bool) or spe < 1:
-        raise ConfigError(f"trainer.steps_per_execution={spe!r}: use a whole number >= 1")
-    return {"jit_compile": jit, "steps_per_execution": spe}
-
-
 def compile_for_training(model, loss, metrics, trainer: dict, schedule, done_steps: int = 0):
     """model.compile with the configured optimizer on a learning-rate schedule (continuing
     after done_steps), XLA and steps per execution."""
@@ -106,374 +63,6 @@ def compile_for_training(model, loss, metrics, trainer: dict, schedule, done_ste
                                trainer["momentum"])
     optimizer.iterations.assign(done_steps)  # the schedule continues where it was
     model.compile(optimizer=optimizer, loss=loss, metrics=metrics, **compile_options(trainer))
-
-
-def _say(text: str):
-    print(text, flush=True)
-
-
-def check_sections(cfg: dict):
-    """Refuse a config tree that breaks the schema (seg/config.py), naming every bad key."""
-    config.check(cfg)
-
-
-def _data_kwargs(data_cfg: dict) -> tuple[str, dict, dict]:
-    """(source name, source keyword arguments, pipeline settings) from the data section."""
-    data_cfg = dict(data_cfg)
-    pipe = {k: data_cfg.pop(k) for k in PIPELINE_KEYS if k in data_cfg}
-    name = pipe.get("name")
-    if name not in SOURCES:
-        raise ConfigError(f"data.name={name!r}: use one of {sorted(SOURCES)}")
-    if name == "shapes":
-        data_cfg["image_size"] = pipe["image_size"]
-    else:  # the file audit needs to know which value marks void pixels
-        data_cfg["ignore_index"] = pipe["ignore_index"]
-    return name, data_cfg, pipe
-
-
-def open_data(data_cfg: dict):
-    """The data source and the pipeline settings from the data section."""
-    name, kwargs, pipe = _data_kwargs(data_cfg)
-    return _call(SOURCES[name], "data", kwargs), pipe
-
-
-def balance(cfg: dict, source: Source) -> dict:
-    """What the training split's class histogram decides, by key path: the weights of
-    loss.class_weights=median_frequency|inverse_frequency, and the rare classes that
-    data.rare_class_crops centres crops on. Printed; recorded in config.json and metrics.json.
-    """
-    data, weighting = cfg["data"], cfg["loss"]["class_weights"]
-    wanted_weights = isinstance(weighting, str)
-    if not wanted_weights and not data["rare_class_crops"]:
-        return {}
-    masks = source.sample_masks(min(source.num_train, BALANCE_MASKS))
-    hist = class_balance.histogram((m for _, m in masks), data["num_classes"])
-    if not hist.pixels.sum():
-        raise DataError(f"the {hist.masks} training masks read hold no labelled pixel, so no "
-                        "class balance can be computed; check data.label_map and "
-                        "data.ignore_index (python scripts/check_data.py)")
-    names, shares = source.class_names, hist.shares
-    out = {}
-    if wanted_weights:
-        weights = class_balance.class_weights(weighting, hist)
-        out["loss.class_weights"] = weights
-        _say(f"seg: loss.class_weights={weighting} from {hist.masks} training masks: "
-             + ", ".join(f"{n} {w:g} ({100 * p:.2f}%)" for n, w, p in zip(names, weights, shares)))
-    if data["rare_class_crops"]:
-        rare = class_balance.rare_classes(hist)
-        out["data.rare_classes"] = rare
-        _say(f"seg: data.rare_class_crops={data['rare_class_crops']:g}: "
-             + (f"that share of the crops is centred on {', '.join(names[k] for k in rare)}"
-                if rare else "no class is rare in the training split (under 2% of the pixels or "
-                "half of an even share), so every crop is placed at random"))
-    return out
-
-
-BALANCE_MASKS = 4096  # training masks read for the class histogram (an even sample beyond)
-
-
-def build(cfg: dict, source, computed: dict | None = None) -> tuple:
-    """Model, loss and metrics for a config and its data source (`computed`: balance()'s
-    class weights, when the config names a weighting)."""
-    data, dec = cfg["data"], cfg["decoder"]
-    model = _call(build_model, "model", dict(
-        num_classes=data["num_classes"], in_channels=source.channels, **cfg["model"],
-        decoder=dec["name"], interpolation=dec["interpolation"], kernel_size=dec["kernel_size"],
-        init=dec["init"], band_stats=source.band_stats, fixed_size=data["image_size"]))
-    loss_cfg = cfg["loss"]
-    loss = SegmentationLoss(loss_cfg["name"], num_classes=data["num_classes"],
-                            ignore_index=data["ignore_index"], from_logits=loss_cfg["from_logits"],
-                            class_weights=(computed or {}).get("loss.class_weights",
-                                                               loss_cfg["class_weights"]),
-                            focal_gamma=loss_cfg["focal_gamma"])
-    metrics = make_metrics(data["num_classes"], data["ignore_index"], loss_cfg["from_logits"])
-    return model, loss, metrics
-
-
-@dataclass
-class Parts:
-    """What prepare() makes of a config: the data pipelines, the model, its loss and metrics."""
-
-    source: Source
-    image_size: int
-    train_ds: tf.data.Dataset
-    train_stream: Callable[[int], tf.data.Dataset]  # start batch -> the stream from there
-    batch_size: int  # global: trainer.batch_size x replicas
-    val_ds: tf.data.Dataset
-    model: keras.Model
-    loss: object
-    metrics: list
-    steps: int  # per epoch
-    computed: dict = field(default_factory=dict)  # balance(): settings made from the data
-
-
-def prepare(cfg: dict, plan: distribute.Plan | None = None) -> Parts:
-    """Data pipelines, model, loss and metrics for a config (no training).
-
-    With a distribution plan, the batches are global (trainer.batch_size per replica) and the
-    model's variables belong to the plan's strategy.
-    """
-    check_sections(cfg)
-    keras.utils.set_random_seed(cfg["seed"])
-    trainer, data = cfg["trainer"], cfg["data"]
-    set_precision(trainer["precision"])
-    compile_options(trainer)
-    replicas = plan.replicas if plan else 1
-    batch_size = trainer["batch_size"] * replicas
-    shard = distribute.shard_by_data if plan and plan.workers > 1 else (lambda ds: ds)
-    source, pipe = open_data(data)
-    with data_errors_named():
-        computed = balance(cfg, source)
-
-    def train_stream(start_batch: int = 0):
-        return shard(pipeline.training(
-            source.train, num_examples=source.num_train, batch_size=batch_size,
-            image_size=pipe["image_size"], augment_data=pipe["augment"],
-            scale_range=tuple(pipe["scale_range"]), ignore_index=pipe["ignore_index"],
-            seed=cfg["seed"], cache=pipe["cache"], start_batch=start_batch,
-            elastic_sigma=pipe.get("elastic_sigma", 0.0),
-            transpose=pipe.get("transpose", False),
-            rare_classes=computed.get("data.rare_classes", ()),
-            rare_class_crops=pipe.get("rare_class_crops", 0.0),
-            photometric_args=pipe.get("photometric")))
-
-    train_ds = train_stream()
-    val_ds = shard(pipeline.validation(source.val, batch_size=batch_size,
-                                       ignore_index=pipe["ignore_index"], cache=pipe["cache"]))
-    # Batches of same-size images: their number is known only after one pass (which also fills
-    # the cache). Told to Keras, it stops warning that validation "ran out of data".
-    # the preflight's audit words label problems better than the pipeline's check does
-    unchecked = cfg["diagnostics"]["preflight"] != "off"
-    with data_errors_named(), (pipeline.labels_unchecked() if unchecked
-                               else contextlib.nullcontext()):
-        val_batches = int(val_ds.reduce(0, lambda n, _: n + 1))
-    val_ds = val_ds.apply(tf.data.experimental.assert_cardinality(val_batches))
-    if plan and plan.replicas > 1:
-        distribute.check_compile(plan, trainer["jit_compile"], trainer["steps_per_execution"])
-        if cfg["model"]["norm"] == "batch":  # one set of batch statistics for all replicas
-            cfg = {**cfg, "model": {**cfg["model"], "norm": "sync_batch"}}
-    with (plan.strategy.scope() if plan else contextlib.nullcontext()):
-        model, loss, metrics = build(cfg, source, computed)
-    fixed = model.input_shape[1]
-    if fixed:  # a fixed-size encoder (MiT) scores the centre fixed x fixed crop of each image
-        val_ds = shard(pipeline.validation(
-            source.val.map(lambda x, y: pipeline.augment(
-                x, y, tf.zeros([2], tf.int64), size=fixed, random=False,
-                ignore_index=pipe["ignore_index"])), batch_size=batch_size,
-            ignore_index=pipe["ignore_index"], cache=pipe["cache"]))
-        val_ds = val_ds.apply(tf.data.experimental.assert_cardinality(
-            -(-source.num_val // batch_size)))
-        model.seg_notes.append(f"a fixed {fixed}x{fixed} input: validation scores the centre "
-                               f"{fixed}x{fixed} of each image (predict.py tiles whole images)")
-    steps = trainer["steps_per_epoch"] or max(source.num_train // batch_size, 1)
-    per_call = trainer["steps_per_execution"]
-    if per_call > steps:
-        raise ConfigError(f"trainer.steps_per_execution={per_call} is more than the {steps} "
-                          f"steps of an epoch ({source.num_train} training images, "
-                          f"batch {batch_size}): use at most {steps}")
-    if steps % per_call:  # Keras runs whole executions: an epoch would overrun into the next
-        rounded = max(steps // per_call, 1) * per_call
-        print(f"seg: {steps} steps per epoch is not a multiple of trainer.steps_per_execution="
-              f"{per_call}; training {rounded} steps per epoch", flush=True)
-        steps = rounded
-    return Parts(source, pipe["image_size"], train_ds, train_stream, batch_size, val_ds, model,
-                 loss, metrics, steps, computed)
-
-
-def diagnose(cfg: dict, parts: Parts | None = None) -> diagnostics.Report:
-    """Every check before training and the probes on one batch, for a config.
-
-    The checks are seg.diagnose's, on the model and loss this config builds (the same path as
-    for any Keras model), with the fixes in config keys, plus what only the config knows: the
-    shape plan of the padding, a frozen random encoder and the file audit of the data.
-    """
-    # the model's first run: TensorFlow's notices about the CPU's kernels kept off the console
-    with pipeline.labels_unchecked(), console.filtered_stderr():
-        return _diagnose(cfg, parts or prepare(cfg))
-
-
-def _diagnose(cfg: dict, parts: Parts) -> diagnostics.Report:
-    source, diag = parts.source, cfg["diagnostics"]
-    samples = source.sample_masks(diag["label_audit_samples"])
-    sizes = [(parts.image_size, parts.image_size)] + sorted({m.shape for _, m in samples})
-    model_cfg, data = cfg["model"], cfg["data"]
-    with data_errors_named():
-        images, masks = next(iter(parts.train_ds))
-    report = diagnostics.diagnose(
-        parts.model, np.asarray(images), np.asarray(masks), loss=parts.loss,
-        num_classes=data["num_classes"], ignore_index=data["ignore_index"],
-        class_names=source.class_names, probes=diag["probes"],
-        overfit_steps=diag["overfit_steps"], learning_rate=float(cfg["trainer"]["learning_rate"]),
-        label_samples=samples, fixes=ConfigFixes(cfg))
-    report.title = "seg preflight checks"
-    depth = levels_of(model_cfg["encoder"], model_cfg["depth"], parts.model)
-    plan_findings, plan = diagnostics.shape_plan(sizes, depth=depth, decoder=cfg["decoder"]["name"])
-    report.findings += plan_findings
-    report.tables["shape plan"] = plan
-    report.findings += recipe.recipe_findings(
-        cfg, [m for _, m in samples], depth=depth, steps=parts.steps,
-        batch=parts.batch_size, num_val=source.num_val)
-    report.findings += diagnostics.check_encoder(
-        encoder=model_cfg["encoder"], encoder_weights=model_cfg["encoder_weights"],
-        freeze_encoder=model_cfg["freeze_encoder"],
-        unfreeze_after=cfg["trainer"]["unfreeze_encoder_after"],
-        notes=getattr(parts.model, "seg_notes", ()))
-    if source.audit is not None:  # the file audit of scripts/check_data.py, on a sample
-        skip = cfg["data"].get("on_bad_sample") == "skip"
-        audited = source.audit(diag["label_audit_samples"])
-        for problem in audited.problems:
-            level = "warning" if skip or problem.level == "warning" else "error"
-            report.findings.append(diagnostics.Finding(
-                level, f"data: {problem.kind}", problem.detail,
-                fix="" if level == "warning" else "fix or remove the file "
-                "(python scripts/check_data.py scans every file), or data.on_bad_sample=skip"))
-        if not audited.problems:
-            report.findings.append(diagnostics.Finding(
-                "ok", "data", f"{sum(audited.counts.values())} sampled pairs decode and match"))
-    return report
-
-
-def diagnose_model(cfg: dict, model: keras.Model, loss=None, from_logits: bool | None = None
-                   ) -> diagnostics.Report:
-    """seg.diagnose for a model seg did not build, on the data of a config (its data section).
-
-    Training crops of the model's input size (or data.image_size) without augmentation, in
-    [0, 1]; grayscale data is repeated for a 3-channel model. A one-hot loss gets one-hot
-    masks (what a user's pipeline would feed it). `loss`: a Keras loss name, a seg loss name
-    (auto, ce, dice, ...) or None for the compiled one; from_logits for a loss given by name.
-    """
-    check_sections(cfg)
-    data, diag = cfg["data"], cfg["diagnostics"]
-    source, pipe = open_data(data)
-    shape = model.input_shape if hasattr(model, "input_shape") else (None, None, None, None)
-    size = shape[1] if shape[1] and shape[1] == shape[2] else pipe["image_size"]
-    want = shape[-1]
-    if want not in (None, source.channels) and not (want == 3 and source.channels == 1):
-        raise ConfigError(f"the model takes {want} input channels, the data has "
-                          f"{source.channels}: set data.channels={want} (or use a model for "
-                          f"{source.channels} channels)")
-    loss = _named_loss(loss, from_logits, data) if isinstance(loss, str) else loss
-    ds = pipeline.training(source.train, num_examples=source.num_train, batch_size=8,
-                           image_size=size, augment_data=False, ignore_index=pipe["ignore_index"],
-                           seed=cfg["seed"]).take(max(diag["label_audit_samples"] // 8, 1))
-    if want == 3 and source.channels == 1:
-        ds = ds.map(lambda x, y: (tf.repeat(x, 3, axis=-1), y))
-    info = introspect.read_loss(loss if loss is not None else introspect.compiled_loss(model))
-    out_shape = getattr(model, "output_shape", None)
-    channels = out_shape[-1] if isinstance(out_shape, tuple) and len(out_shape) == 4 else None
-    if info.targets == "one_hot" and channels and channels > 1:
-        ds = ds.map(lambda x, y: (x, tf.one_hot(y, channels)))
-    with pipeline.labels_unchecked(), console.filtered_stderr():
-        return diagnostics.diagnose(
-            model, ds, loss=loss, num_classes=data["num_classes"],
-            ignore_index=data["ignore_index"], class_names=source.class_names,
-            probes=diag["probes"], overfit_steps=diag["overfit_steps"],
-            learning_rate=float(cfg["trainer"]["learning_rate"]),
-            label_samples=source.sample_masks(diag["label_audit_samples"]))
-
-
-def _named_loss(name: str, from_logits: bool | None, data: dict):
-    """A loss by name: seg's (auto, ce, dice, ...) as a SegmentationLoss, Keras' by its name."""
-    from seg.losses import NAMES, OWN
-
-    if name in ("auto",) + OWN:
-        return SegmentationLoss(name, num_classes=data["num_classes"],
-                                ignore_index=data["ignore_index"],
-                                from_logits=True if from_logits is None else from_logits)
-    try:
-        fn = keras.losses.get(name)
-    except (ValueError, TypeError):
-        raise ConfigError(f"--loss {name}: not a Keras or seg loss name (seg's: {list(NAMES)})") \
-            from None
-    if from_logits is None:
-        return name
-    cls = "".join(p.capitalize() for p in fn.__name__.split("_"))
-    try:
-        return keras.losses.get({"class_name": cls, "config": {"from_logits": from_logits}})
-    except (ValueError, TypeError):
-        raise ConfigError(f"--loss {name}: Keras has no {cls} class taking from_logits") from None
-
-
-def check_data(cfg: dict, progress: bool = True):
-    """The full data audit for a config's dataset (every file), or None for generated data."""
-    check_sections(cfg)
-    name, kwargs, _ = _data_kwargs(cfg["data"])
-    return _call(AUDITS[name], "data", {**kwargs, "progress": progress}) if name in AUDITS else None
-
-
-class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
-    """Keras' EarlyStopping whose patience counter survives fit() calls and resumes."""
-
-    _restored: dict | None = None
-    _started = False
-
-    def on_train_begin(self, logs=None):
-        if not self._started:  # Keras resets the counter at every fit(); only the first counts
-            super().on_train_begin(logs)
-            self._started = True
-        if self._restored is not None:
-            self.wait, self.best = self._restored["wait"], self._restored["best"]
-            self.best_epoch = self._restored["best_epoch"]
-            self._restored = None
-
-    def on_epoch_end(self, epoch, logs=None):
-        if self.monitor in (logs or {}):  # epochs without validation (trainer.validate_every)
-            super().on_epoch_end(epoch, logs)
-
-    def get_state(self) -> dict:
-        best = None if self.best is None else float(self.best)
-        return {"wait": self.wait, "best": best, "best_epoch": self.best_epoch}
-
-    def set_state(self, state: dict):
-        self._restored = state
-
-
-class BudgetStop(keras.callbacks.Callback):
-    """trainer.time_budget_minutes: stop at the first step boundary once training has taken
-    the budget (the clock counts the time before a resume too).
-
-    The epoch it stops in is validated (it joins `validate_at`, the validation_freq list fit
-    reads), so the checkpointer scores it for best.keras and commits a "stopped" state: the
-    same command then only re-scores. Its get_state goes into the resume state.
-    """
-
-    def __init__(self, minutes: float | None, clock: Clock, validate_at: list[int]):
-        super().__init__()
-        self.seconds = None if minutes is None else 60.0 * minutes
-        self.clock, self.validate_at = clock, validate_at
-        self.stopped_at: dict | None = None  # {"epoch", "step_in_epoch", "elapsed_s"}
-        self.epoch, self.offset = 0, 0
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epoch = epoch
-
-    def on_train_batch_end(self, batch, logs=None):
-        if self.seconds is None or self.stopped_at or self.clock.elapsed() < self.seconds:
-            return
-        self.model.stop_training = True
-        if self.epoch + 1 not in self.validate_at:
-            self.validate_at.append(self.epoch + 1)
-        self.stopped_at = {"epoch": self.epoch + 1, "step_in_epoch": self.offset + batch + 1,
-                           "elapsed_s": round(self.clock.elapsed(), 1)}
-        _say(f"\nseg: time budget of {self.seconds / 60:g} min reached after step "
-             f"{self.offset + batch + 1} of epoch {self.epoch + 1}: validating it, saving, "
-             "stopping (trainer.time_budget_minutes)")
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.offset = 0
-        if self.seconds is not None and not self.stopped_at and \
-                self.clock.elapsed() >= self.seconds:  # spent during validation
-            self.model.stop_training = True
-            self.stopped_at = {"epoch": epoch + 1, "step_in_epoch": None,
-                               "elapsed_s": round(self.clock.elapsed(), 1)}
-            _say(f"seg: time budget of {self.seconds / 60:g} min reached at the end of epoch "
-                 f"{epoch + 1}: stopping (trainer.time_budget_minutes)")
-
-    def get_state(self) -> dict:
-        return {"stopped_at": self.stopped_at}
-
-    def set_state(self, state: dict):
-        self.stopped_at = state.get("stopped_at")
 
 
 def validation_epochs(epochs: int, every: int) -> list[int]:
@@ -541,22 +130,11 @@ def run(cfg: dict, output_dir: str | Path, run_name: str | None = None,
 
 # --- the stages of run(), in order ----------------------------------------------------------
 
-@dataclass
-class Clock:
-    """Seconds of training: this process's, plus those before the resumed state."""
-
-    start: float = field(default_factory=time.time)
-    before: float = 0.0  # elapsed_s of the restored state
-
-    def elapsed(self) -> float:
-        return self.before + time.time() - self.start
-
-
 def check_config(cfg: dict):
     """Every key and value (the schema, speed settings included), and whether it fits in
     memory."""
     check_sections(cfg)
-    resources.check(cfg, log=_say)  # what cannot fit, before anything is built
+    resources.check(cfg, log=say)  # what cannot fit, before anything is built
 
 
 def start_strategy(trainer: dict) -> distribute.Plan:
@@ -579,7 +157,7 @@ def open_run_folder(cfg: dict, out: Path, chief: bool) -> Resuming | None:
         resume = cfg["trainer"]["resume"] and checkpoints.committed(out / "checkpoints" /
                                                                     "resume")
         return Resuming(best_lost=False) if resume else None
-    resuming, best_lost = runfolder.open_folder(cfg, out, log=_say)
+    resuming, best_lost = runfolder.open_folder(cfg, out, log=say)
     return Resuming(best_lost=best_lost) if resuming else None
 
 
@@ -609,30 +187,6 @@ def describe(cfg: dict, parts: Parts, plan: distribute.Plan, out: Path):
 def learning_rate_of(trainer: dict, plan: distribute.Plan) -> float:
     return float(trainer["learning_rate"]) * (plan.replicas if trainer["lr_scaling"] == "linear"
                                               else 1)
-
-
-def preflight(cfg: dict, parts: Parts, out: Path, chief: bool) -> diagnostics.Report:
-    """The checks before training (on every worker: all refuse, or none); the chief saves and
-    prints the report. PreflightError refuses a broken set-up with diagnostics.preflight=error."""
-    mode = cfg["diagnostics"]["preflight"]
-    if mode == "off":
-        return diagnostics.Report()
-    report = diagnose(cfg, parts)
-    refuse = bool(report.errors) and mode == "error"
-    if chief:
-        if not refuse and not (out / "diagnostics" / "preflight.txt").exists():  # not again
-            seg_callbacks.log_report(out / "tb" / "validation", report)        # on resume
-        report.save(out / "diagnostics")
-        # a refusal's errors come once, in its message; the rest of the report here
-        print(report.text(skip_errors=refuse), flush=True)
-    if refuse:
-        raise diagnostics.PreflightError(
-            report.text(errors_only=True) + "\n\nTraining refused before the first step. To "
-            "train anyway (for example to watch the collapse), set diagnostics.preflight=warn.")
-    if report.errors:
-        print(f"seg: training anyway despite {len(report.errors)} preflight error(s) "
-              "(diagnostics.preflight=warn); the monitors will watch for a collapse.", flush=True)
-    return report
 
 
 @dataclass
@@ -723,8 +277,9 @@ def make_callbacks(cfg: dict, parts: Parts, out: Path, chief: bool, report, trai
     scalars = seg_callbacks.EpochScalars(out / "tb", class_names=source.class_names)
     guard = runfolder.Guard(checkpointer, writes=chief,
                             flush=[monitor.write_pending, scalars.close] if chief else [])
-    fit = [monitor, throughput, budget] + ([stateful["early_stopping"]] if "early_stopping" in stateful
-                                   else []) + ([checkpointer, scalars] if chief else [])
+    fit = [monitor, throughput, budget] + (
+        [stateful["early_stopping"]] if "early_stopping" in stateful else []) + (
+        [checkpointer, scalars] if chief else [])
     if trainer["verbose"] == "auto" and chief:  # seg's short epoch line (1, 2: Keras' own)
         fit.insert(0, seg_callbacks.Progress(epochs, steps_per_epoch=parts.steps))
     if cfg["logging"]["panels_every"] and chief:
@@ -915,22 +470,6 @@ def _best_epoch(val_miou: list) -> int | None:
     """The first epoch (1-based) of the highest validated mIoU; None when none validated."""
     scored = [(v, -i) for i, v in enumerate(val_miou) if v is not None and not math.isnan(v)]
     return -max(scored)[1] + 1 if scored else None
-
-
-@contextlib.contextmanager
-def data_errors_named():
-    """A file that fails to decode inside tf.data (data.preflight=off, or a file changed since
-    the audit) stops with seg's DataError naming it, not TensorFlow's InvalidArgumentError."""
-    try:
-        yield
-    except tf.errors.OpError as e:
-        found = re.search(r"DataError: (.+)", e.message or "")
-        if not found:
-            raise
-        raise DataError(f"{found.group(1).strip()}\nFound while reading the data (a committed "
-                        "checkpoint, if any, is kept). Fix or remove the file (python "
-                        "scripts/check_data.py scans every file), or set data.on_bad_sample=skip, "
-                        "then run the same command again.") from None
 
 
 __all__ = ["ConfigError", "DataError", "run"]
