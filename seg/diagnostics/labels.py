@@ -76,6 +76,16 @@ def check_targets(ctx: Context, masks) -> list[Finding]:
     m = np.asarray(masks)
     one_hot = is_one_hot(m)
     out = []
+    if is_multi_hot(m) and channels > 1 and m.shape[-1] != channels and \
+            loss.targets in ("one_hot", "same"):
+        return [Finding(
+            "error", "targets", f"one-hot masks with {m.shape[-1]} channels for an output of "
+            f"{channels} channels ({loss.name})",
+            f"{loss.name} compares the masks with the prediction channel by channel: Keras stops "
+            "with 'Incompatible shapes', or a class has no channel to be predicted in",
+            f"map the mask values to 0..{channels - 1} and one-hot them with {channels} classes "
+            f"(keras.utils.to_categorical(masks, {channels})), or give the head "
+            f"{m.shape[-1]} filters")]
     if loss.targets == "one_hot" and channels > 1 and not one_hot and \
             m.shape[1:] != tuple(head.shape[1:]):  # same shape: one-hot, or label-smoothed
         out.append(Finding(

@@ -202,6 +202,8 @@ def check_data(images, masks):
     n_images = _check_array("images", images, images=True)
     if masks is not None:
         n_masks = _check_array("masks", masks, images=False)
+        if np.ndim(images) == 4 and n_masks is not None:
+            n_masks = len(masks)  # a batch of images: masks of any layout, one per image
         if n_images is not None and n_masks is not None and n_images != n_masks and \
                 np.ndim(images) == 4:
             raise ValueError(f"{n_images} `images` but {n_masks} `masks`: give one mask per "
