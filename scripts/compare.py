@@ -10,6 +10,7 @@ TensorBoard as the run "compare".
 """
 
 import argparse
+import os
 from pathlib import Path
 
 import seg_hydra
@@ -19,7 +20,8 @@ def main(argv=None) -> str:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("dir", help="a folder of runs (a sweep folder, outputs/, ...)")
     p.add_argument("--csv", type=seg_hydra.file_to_write,
-                   help="where the per-config CSV goes (default DIR/compare.csv)")
+                   help="where the per-config CSV goes (default DIR/compare.csv); compare.md "
+                        "and compare.png go beside it when DIR cannot be written")
     p.add_argument("--images", type=seg_hydra.whole(1), default=4,
                    help="validation images in the picture")
     p.add_argument("--no-picture", action="store_true", help="skip the prediction picture")
@@ -33,6 +35,12 @@ def main(argv=None) -> str:
         seg_hydra.fail(e)
     if not runs:
         seg_hydra.fail(FileNotFoundError(f"{root}: no run folders (with config.json) under it"))
+    out = root if os.access(root, os.W_OK) else Path(args.csv).parent if args.csv else None
+    if out is None:  # refused before the work, not a traceback after it
+        seg_hydra.fail(PermissionError(
+            f"{root}: cannot be written (read-only, or not this user's), so compare.csv, "
+            "compare.md and compare.png cannot go there: give --csv OTHER_FOLDER/compare.csv "
+            "(the others then go beside it)"))
     for run in runs:  # malformed JSON files: named, and the run left out of what they held
         for problem in run.problems:
             print(f"skipped: {problem}")
@@ -40,14 +48,14 @@ def main(argv=None) -> str:
     text = compare.markdown(groups, runs)
     print(f"{len(runs)} run(s) under {root}; settings that differ: "
           f"{', '.join(keys) or 'none'}\n\n{text}\n")
-    csv_path = Path(args.csv) if args.csv else root / "compare.csv"
+    csv_path = Path(args.csv) if args.csv else out / "compare.csv"
     csv_path.parent.mkdir(parents=True, exist_ok=True)
     compare.write_csv(csv_path, compare.rows(groups))
     compare.write_csv(csv_path.with_name(csv_path.stem + "_runs.csv"),
                       compare.run_records(runs, keys))
-    (root / "compare.md").write_text(text + "\n")
+    (out / "compare.md").write_text(text + "\n")
     written = [str(csv_path), str(csv_path.with_name(csv_path.stem + "_runs.csv")),
-               str(root / "compare.md")]
+               str(out / "compare.md")]
     if not args.no_picture and any(g.best is not None and g.best.config for g in groups):
         import tensorflow as tf
         from PIL import Image
@@ -58,11 +66,11 @@ def main(argv=None) -> str:
             groups, lambda data: open_data(data)[0], args.images)
         for note in notes:
             print(f"picture: {note}")
-        Image.fromarray(picture).save(root / "compare.png")
-        with tf.summary.create_file_writer(str(root / "compare")).as_default():
+        Image.fromarray(picture).save(out / "compare.png")
+        with tf.summary.create_file_writer(str(out / "compare")).as_default():
             tf.summary.image("compare/predictions", picture[None], step=0)
             tf.summary.text("compare/table", text, step=0)
-        written.append(str(root / "compare.png"))
+        written.append(str(out / "compare.png"))
     print("written: " + ", ".join(written))
     return text
 

@@ -38,6 +38,22 @@ def parse(argv=None):
     return p.parse_args(argv)
 
 
+def _unwritable(folder: Path) -> str | None:
+    """Why folder (or the nearest folder above it that exists) cannot be written, or None."""
+    import os
+
+    for place in [folder, *folder.absolute().parents]:
+        if place.exists():
+            if not place.is_dir():
+                return f"{place} is a file"
+            if os.access(place, os.W_OK | os.X_OK):
+                return None
+            read_only = bool(os.statvfs(place).f_flag & os.ST_RDONLY)
+            return f"{place} is " + ("on a read-only file system" if read_only else
+                                     "not writable by this user")
+    return None
+
+
 def main(argv=None) -> dict:
     args = parse(argv)
     import numpy as np
@@ -71,6 +87,12 @@ def main(argv=None) -> dict:
             f"data.num_classes={data['num_classes']}, but {trained.checkpoint} predicts "
             f"{2 if predicted == 1 else predicted} classes: evaluate it with the run's own "
             "data.num_classes (leave it out of the overrides)")
+    out = Path(args.out) if args.out else (
+        (trained.run_dir or trained.checkpoint.parent) / "evaluation" / args.split)
+    unwritable = _unwritable(out)
+    if unwritable:  # refused before the work, naming the folder
+        raise ConfigError(f"{out}: the evaluation cannot be written there ({unwritable}); "
+                          "give a writable folder with --out DIR")
     source, _ = open_data(data)
     dataset, names = source.split(args.split)
     tile = max(args.tile, data.get("image_size") or 0) if args.tile else 0
@@ -82,8 +104,6 @@ def main(argv=None) -> dict:
         ignore_index=data["ignore_index"], tile=tile, overlap=args.overlap, tta=tta,
         worst=args.worst, skipped=source.skipped,
         progress=not args.no_progress and sys.stdout.isatty())
-    out = Path(args.out) if args.out else (
-        (trained.run_dir or trained.checkpoint.parent) / "evaluation" / args.split)
     out.mkdir(parents=True, exist_ok=True)
     class_names = source.class_names
     pictures = {"confusion_matrix": viz.confusion_picture(
@@ -93,7 +113,8 @@ def main(argv=None) -> dict:
         pictures[f"worst_{n:02d}"] = inference.worst_panel(entry, class_names, data["ignore_index"])
     for name, picture in pictures.items():
         Image.fromarray(picture).save(out / f"{name}.png")
-    if trained.run_dir is not None:  # beside the training curves in TensorBoard
+    if trained.run_dir is not None and not _unwritable(trained.run_dir / "tb"):
+        # beside the training curves in TensorBoard (not for a run on a read-only place)
         import tensorflow as tf
 
         with tf.summary.create_file_writer(str(trained.run_dir / "tb" / "evaluation")).as_default():

@@ -18,6 +18,17 @@ MAX_PENDING_VALUES = 64_000_000  # pixel values held while same-size batches fil
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp", ".npy"}
 
 
+def _not_a_file(path: Path) -> str:
+    """What a path that is neither a file nor a folder is (a fifo, a socket, a device)."""
+    from seg.data.folder import DataError, check_file
+
+    try:
+        check_file(str(path))
+    except DataError as e:
+        return str(e)
+    return f"{path}: not a regular file"
+
+
 def parse(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -53,13 +64,17 @@ def collect(inputs: list[str], unreadable: dict | None = None) -> list[tuple[Pat
                 elif f.is_file():
                     unreadable[str(f)] = (f"{f}: unsupported extension {f.suffix or '(none)'!r} "
                                           f"(supported: {supported})")
+                elif not f.is_dir() and f.suffix.lower() in IMAGE_SUFFIXES:
+                    unreadable[str(f)] = _not_a_file(f)  # a fifo, a socket, a device
         elif given.is_file():
             if given.suffix.lower() not in IMAGE_SUFFIXES:
                 raise ValueError(f"{given}: unsupported extension {given.suffix or '(none)'!r} "
                                  f"(supported: {supported})")
             found.append((given, Path(given.stem)))
-        elif given.is_symlink():
+        elif given.is_symlink() and not given.exists():
             raise FileNotFoundError(f"{given}: a dangling symbolic link (its target is gone)")
+        elif given.exists():
+            raise ValueError(_not_a_file(given))
         else:
             raise FileNotFoundError(f"{given}: no such file or folder")
     stems = {}

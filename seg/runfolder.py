@@ -111,9 +111,12 @@ def in_use(folder: str | Path) -> bool:
 def _read(fd: int) -> dict | None:
     try:
         text = os.pread(fd, 4096, 0).decode(errors="replace").strip()
-        return json.loads(text) if text else None
+        record = json.loads(text) if text else None
+        if record is None or isinstance(record, dict):
+            return record
     except (OSError, ValueError):
-        return {"pid": "?", "host": "?", "started": "?", "command": "(unreadable lock record)"}
+        pass
+    return {"pid": "?", "host": "?", "started": "?", "command": "(unreadable lock record)"}
 
 
 def _describe(holder: dict | None) -> str:

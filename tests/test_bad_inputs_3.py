@@ -627,3 +627,70 @@ def test_a_run_folder_that_vanishes_mid_run_is_named_as_vanished(tmp_path):
     with pytest.raises(checkpoints.CheckpointError, match=f"{run}: the run folder vanished"):
         checkpoints.save_keras(None, run / "checkpoints" / "best.keras", check_finite=False)
     assert not run.exists()  # not made again
+
+
+@pytest.mark.parametrize("make,said", [
+    (_directory, "is a folder, not a split list file"),
+    (_fifo, "is a named pipe (fifo), not a split list file"),
+    (lambda p: p.write_bytes(b"\xff\xfe\x00"), "not text (UTF-8)"),
+    (_dangling, "dangling symbolic link"),
+])
+def test_a_split_list_that_is_no_readable_file_is_named(tmp_path, make, said):
+    from seg.data import DataError, folder
+
+    rng = np.random.default_rng(0)
+    root = write_folder_dataset(tmp_path / "ds", {f"s{i}": rng.integers(0, 2, (8, 8))
+                                                  for i in range(3)})
+    make(root / "train.txt")
+    (root / "val.txt").write_text("s2\n")
+    with pytest.raises(DataError) as e:
+        folder.list_splits(root, train_list="train.txt", val_list="val.txt")
+    assert str(e.value).startswith(f"{root / 'train.txt'}: ") and said in str(e.value)
+
+
+def test_predict_names_a_fifo_or_socket_among_its_inputs():
+    import runpy
+
+    not_a_file = runpy.run_path(str(ROOT / "scripts" / "predict.py"))["_not_a_file"]
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        os.mkfifo(Path(folder) / "f.png")
+        _socket(Path(folder) / "s.png")
+        assert not_a_file(Path(folder) / "f.png").endswith("is a named pipe (fifo), not an "
+                                                           "image file (move it out of the data "
+                                                           "folder, or put the file there)")
+        assert "is a socket" in not_a_file(Path(folder) / "s.png")
+
+
+def test_compare_on_a_folder_it_cannot_write_is_refused_before_the_work(tmp_path, capsys,
+                                                                        monkeypatch):
+    from test_bad_inputs import run_script
+
+    _write(tmp_path / "runs" / "a" / "config.json", CONFIG)
+    _write(tmp_path / "runs" / "a" / "metrics.json", METRICS)
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, m: False if Path(p) == tmp_path / "runs"
+                        else real(p, m))
+    code, text = run_script("compare.py", [str(tmp_path / "runs"), "--no-picture"], capsys)
+    assert code == 2 and "Traceback" not in text and "give --csv" in text, text[-2000:]
+    code, text = run_script("compare.py", [str(tmp_path / "runs"), "--no-picture", "--csv",
+                                           str(tmp_path / "out" / "c.csv")], capsys)
+    assert code == 0, text[-2000:]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["c.csv", "c_runs.csv",
+                                                                     "compare.md"]
+
+
+def test_a_lock_record_that_is_not_a_mapping_is_described_not_a_traceback(tmp_path):
+    import fcntl
+
+    from seg.runfolder import RunFolderBusy, RunLock
+
+    (tmp_path / ".lock").write_text("[1, 2]")
+    fd = os.open(tmp_path / ".lock", os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        with pytest.raises(RunFolderBusy, match="unreadable lock record"):
+            RunLock(tmp_path).acquire()
+    finally:
+        os.close(fd)

@@ -56,10 +56,15 @@ def files_by_stem(folder: Path, ignored: list | None = None
     audit can say they were left out.
     """
     if not folder.is_dir():
-        raise DataError(f"{folder}: folder not found")
+        raise DataError(f"{folder}: " + ("is a file, not a folder" if folder.exists() else
+                                         "folder not found"))
     found: dict[str, Path] = {}
     problems = []
-    for p in sorted(folder.iterdir()):
+    try:
+        entries = sorted(folder.iterdir())
+    except OSError as e:  # not permitted, or gone since the check
+        raise DataError(f"{folder}: cannot list the folder: {_why(str(folder), e)}") from None
+    for p in entries:
         if p.name.startswith("."):
             continue  # "._name" files are macOS metadata in some tarballs
         if p.suffix.lower() not in IMAGE_SUFFIXES:
@@ -78,10 +83,16 @@ def read_list(root: Path, list_file: str) -> list[str]:
     Refuses names that would leave the dataset root (absolute paths, '..').
     """
     path = (root / list_file)
-    if not path.is_file():
+    if not (path.exists() or path.is_symlink()):
         raise DataError(f"{path}: split list not found")
+    check_file(str(path), "split list")  # a folder, a fifo, a dangling link: named
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        why = _why(str(path), e) if isinstance(e, OSError) else "not text (UTF-8)"
+        raise DataError(f"{path}: cannot read the split list: {why}") from None
     stems = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+    for n, line in enumerate(text.splitlines(), 1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         stem = line.split()[0]
