@@ -42,6 +42,7 @@ def test_decoders_build_their_own_layers():
     assert "Conv2DTranspose" in kinds(de) and not {"UpSampling2D", "BilinearUpsampling"} & kinds(de)
 
 
+@pytest.mark.slow
 def test_bilinear_upsampling_equals_keras_and_trains_on_images_of_unknown_size():
     """Keras' UpSampling2D(interpolation="bilinear") crashed model.fit when height and width
     are unknown (whole-image validation); seg's layer is the same resize and trains."""
