@@ -164,11 +164,16 @@ def open_folder(cfg: dict, out: Path, log=print) -> tuple[bool, bool]:
     holds_run = bool(states) or (out / "metrics.json").exists() or (
         ckpt.is_dir() and any(ckpt.iterdir()))
     if holds_run and (not cfg["trainer"]["resume"] or not states):
+        corrupt = any((ckpt / "resume").glob("*.corrupt")) if (ckpt / "resume").is_dir() \
+            else False
         why = ("trainer.resume=false" if not cfg["trainer"]["resume"] else
-               "no usable resume state (the last ones were unreadable)")
+               "no usable resume state (the last ones were unreadable)" if corrupt else
+               "no resume state was ever completed (stopped during the first save?)")
         aside = move_aside(out)
-        log(f"seg: {why}: starting over in {out}; the previous run is in {aside} (it still "
-            f"evaluates if its best.keras is sound: python scripts/evaluate.py {aside})")
+        best = aside / "checkpoints" / "best.keras"
+        log(f"seg: {why}: starting over in {out}; the previous run is in {aside}"
+            + (f" (it still evaluates if its best.keras is sound: python scripts/evaluate.py "
+               f"{aside})" if best.exists() else " (it saved no best.keras)"))
         return False, False
     if states:
         old = previous_config(out, log)
