@@ -99,9 +99,13 @@ def diagnose_model(cfg: dict, model: keras.Model, loss=None, from_logits: bool |
         ds = ds.map(lambda x, y: (tf.repeat(x, 3, axis=-1), y))
     info = introspect.read_loss(loss if loss is not None else introspect.compiled_loss(model))
     out_shape = getattr(model, "output_shape", None)
-    channels = out_shape[-1] if isinstance(out_shape, tuple) and len(out_shape) == 4 else None
+    rank = len(out_shape) if isinstance(out_shape, tuple) else 0
+    channels = out_shape[-1] if rank in (3, 4) else None
     if info.targets == "one_hot" and channels and channels > 1:
         ds = ds.map(lambda x, y: (x, tf.one_hot(y, channels)))
+    if rank == 3 and channels and out_shape[1] not in (None, size):  # [B, H*W, C]: pixels
+        ds = ds.map(lambda x, y: (x, tf.reshape(y, tf.concat([tf.shape(y)[:1], [-1],
+                                                             tf.shape(y)[3:]], 0))))
     with pipeline.labels_unchecked(), console.filtered_stderr():
         return diagnostics.diagnose(
             model, ds, loss=loss, num_classes=data["num_classes"],

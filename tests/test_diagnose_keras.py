@@ -552,3 +552,20 @@ def test_the_monitor_takes_multi_output_models_and_any_number_of_class_names(tmp
         model.fit(x, [y, y], epochs=1, batch_size=8, verbose=0, callbacks=[monitor])
         assert monitor.collapse.class_names[:1] == ["background"]
         assert len(monitor.collapse.class_names) == 2
+
+
+def test_diagnose_model_feeds_masks_in_the_model_pixels_layout(compose):
+    """scripts/diagnose.py --model on a [B, H*W, C] model (image-segmentation-keras's layout):
+    the config's masks are reshaped (and one-hot encoded) to the model's layout."""
+    from seg.preflight import diagnose_model
+
+    cfg = compose("data.num_train=16", "data.num_val=8", "data.image_size=32",
+                  "diagnostics.label_audit_samples=8")
+    inputs = keras.Input((S, S, 3))
+    x = layers.Conv2D(8, 3, padding="same", activation="relu")(inputs)
+    x = layers.Reshape((S * S, 4))(layers.Conv2D(4, 1)(x))
+    model = keras.Model(inputs, layers.Activation("softmax")(x))
+    model.compile("adam", loss="categorical_crossentropy")
+    report = diagnose_model(cfg, model)
+    assert report.ok, str(report)
+    assert {"head/loss", "labels"} <= {f.check for f in report.findings if f.level == "ok"}
