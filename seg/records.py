@@ -124,10 +124,8 @@ def state_problems(s) -> list[str]:
     write there (what a resume reads from it)."""
     if not isinstance(s, dict):
         return [f"holds {_kind(s)}, not a mapping"]
-    missing = [k for k in ("checkpoint", "epoch", "step_in_epoch", "history", "best",
-                           "best_epoch", "callbacks") if k not in s]
-    if missing:
-        return [f"no {', '.join(missing)}"]
+    if "checkpoint" not in s:
+        return ["no checkpoint (the name of the weights it belongs to)"]
     return _keys(s, {
         "checkpoint": (lambda v: _text(v) and "/" not in v and v not in ("", ".", ".."),
                        "a file name"),

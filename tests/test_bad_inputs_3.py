@@ -353,7 +353,7 @@ def test_evaluate_and_predict_refuse_a_malformed_run_json_naming_it(tmp_path, na
 
 
 @pytest.mark.parametrize("state,said", [
-    ([], "holds a list"), ({"checkpoint": "state-1"}, "no epoch"),
+    ([], "holds a list"), ({"epoch": 1}, "no checkpoint"),
     ({"checkpoint": 5, "epoch": 1, "step_in_epoch": 0, "history": {}, "best": None,
       "best_epoch": None, "callbacks": {}}, "checkpoint is a number"),
     ({"checkpoint": "../../x", "epoch": 1, "step_in_epoch": 0, "history": {}, "best": None,
