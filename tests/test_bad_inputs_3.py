@@ -694,3 +694,28 @@ def test_a_lock_record_that_is_not_a_mapping_is_described_not_a_traceback(tmp_pa
             RunLock(tmp_path).acquire()
     finally:
         os.close(fd)
+
+
+TRAIN_CASES_3 = [  # train.py's refusals of this round, as the command line gives them
+    (['trainer.verbose="1"'], "'1' is a text (it was quoted), not 1: write 1 without quotes"),
+    (["trainer.jit_compile='false'"], "write false without quotes"),
+    (["~data", "data.root=/x"], "~data deletes the config group data"),
+    (["~model.depth"], "~model.depth: model.depth is a key of every run's config"),
+    (["~loss.name", "loss.name=dice"], "~loss.name deletes the key loss.name"),
+    (["hydra.run.dir={tmp}/link"], "dangling symbolic link"),
+]
+
+
+@pytest.mark.parametrize("args,expected", TRAIN_CASES_3,
+                         ids=[" ".join(a)[:60] for a, _ in TRAIN_CASES_3])
+def test_train_refuses_round_3(capsys, tmp_path, args, expected):
+    from test_bad_inputs import T, _assert_refused, run_script
+
+    os.symlink(tmp_path / "gone", tmp_path / "link")
+    args = [a.format(tmp=tmp_path) for a in args]
+    has_dir = any(a.startswith("hydra.run.dir=") for a in args)
+    code, text = run_script("train.py", T + args + ([] if has_dir else
+                                                    [f"hydra.run.dir={tmp_path / 'run'}"]),
+                            capsys)
+    _assert_refused(code, text, expected)
+    assert not (tmp_path / "run").exists() and not (tmp_path / "gone").exists()
