@@ -14,11 +14,6 @@ import tensorflow as tf
 
 from seg.tags import epoch_tag
 
-# TEMPORARY re-exports while train.py moves (removed below once it imports seg.monitor)
-from seg.monitor import (MONITOR_KEYS, PROVEN_COLLAPSE, CollapseMonitor,  # noqa: E402,F401
-                         SegmentationMonitor, log_report, proven_collapse)
-from seg.panels import PredictionPanels  # noqa: E402,F401
-
 
 def rss_mb() -> float | None:
     """The process's resident memory now, in MB (Linux), or None where unknown."""
@@ -232,6 +227,12 @@ class Timed(keras.callbacks.Callback):
             finally:
                 self.seconds[name] += time.perf_counter() - start
         return hook
+
+    def __getattr__(self, name):  # the callback's own methods (write_pending, ...)
+        callback = self.__dict__.get("callback")
+        if callback is None:
+            raise AttributeError(name)
+        return getattr(callback, name)
 
     def set_model(self, model):
         super().set_model(model)

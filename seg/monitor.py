@@ -373,7 +373,12 @@ class SegmentationMonitor(keras.callbacks.Callback):
         thresholds: constant_share, constant_spread, vanished_share, grace_epochs
             (see CollapseMonitor).
 
-    After fit: .alarms (a list of messages, each with .epoch), .constant_output (bool),
+    seg's pipeline uses it too, with what it knows already: report (the diagnosis made before
+    training: not printed again), panel_data (the images the panels show), into_logs,
+    defer_writes and total_epochs (see CollapseMonitor; write_pending() writes both parts),
+    monitor=False (panels only) and announce=False (its own closing lines say the collapse).
+
+    After fit: .alarms (Alarms: str with .kind, .epoch, .fix), .constant_output (bool),
     .report (the diagnosis at the start, or None).
     """
 
@@ -381,21 +386,44 @@ class SegmentationMonitor(keras.callbacks.Callback):
                  num_images: int = 4, class_names: list[str] | None = None,
                  ignore_index: int | None = None, stop_on_collapse: bool = False,
                  num_classes: int | None = None, check_model: bool = True,
-                 png_dir: str | Path | None = None, **thresholds):
+                 png_dir: str | Path | None = None, report=None, panel_data=None,
+                 into_logs: bool = False, defer_writes: bool = False,
+                 total_epochs: int | None = None, monitor: bool = True, announce: bool = True,
+                 **thresholds):
         super().__init__()
         _check_monitor_arguments(validation_data, log_dir, every, num_images, class_names,
                                  num_classes, thresholds)
         self.validation_data, self.check_model = validation_data, check_model
-        self.log_dir = str(log_dir)
-        self.report = None
-        self.collapse = CollapseMonitor(validation_data, log_dir=log_dir, num_classes=num_classes,
-                                        class_names=class_names, ignore_index=ignore_index,
-                                        stop_on_collapse=stop_on_collapse, **thresholds)
+        self.log_dir, self.announce = str(log_dir), announce
+        self.report, self._given = report, report is not None
+        self.collapse = CollapseMonitor(
+            validation_data, log_dir=log_dir, num_classes=num_classes, class_names=class_names,
+            ignore_index=ignore_index, stop_on_collapse=stop_on_collapse, monitor=monitor,
+            into_logs=into_logs, defer_writes=defer_writes, total_epochs=total_epochs,
+            **thresholds)
         self.panels = PredictionPanels(
-            validation_data, num_images=num_images, every=every, log_dir=log_dir,
-            png_dir=png_dir, class_names=class_names, ignore_index=ignore_index,
-            monitor=self.collapse) if every else None
+            validation_data if panel_data is None else panel_data, num_images=num_images,
+            every=every, log_dir=log_dir, png_dir=png_dir, num_classes=num_classes,
+            class_names=class_names, ignore_index=ignore_index, monitor=self.collapse,
+            total_epochs=total_epochs, defer_writes=defer_writes) if every else None
         self.parts = [p for p in (self.collapse, self.panels) if p is not None]
+        if report is not None:
+            self._use(report)
+
+    def _use(self, report):
+        """A collapse the diagnosis proved before the first step: flagged from epoch 1, with
+        its cause and fix, and bannered from the first panel."""
+        proven = [f for f in report.errors if f.check in PROVEN_COLLAPSE]
+        if proven:
+            self.collapse.grace_epochs = 0
+            self.collapse.cause = proven[0]
+        if self.panels is not None:
+            self.panels.proven = proven_collapse(report)
+
+    def write_pending(self):
+        """Write what the parts held back until the epoch was committed."""
+        for part in self.parts:
+            part.write_pending()
 
     @property
     def alarms(self) -> list[Alarm]:
@@ -416,19 +444,14 @@ class SegmentationMonitor(keras.callbacks.Callback):
             part.set_params(params)
 
     def on_train_begin(self, logs=None):
-        if self.check_model and self.report is None:
+        if self.check_model and not self._given and self.report is None:
             x, y = self.collapse.batch
             self.report = diagnose(self.model, x, y, num_classes=self.collapse.num_classes,
                                    ignore_index=self.collapse.ignore_index,
                                    class_names=self.collapse.class_names)
             if self.report.errors or self.report.warnings:
                 print(self._short_report(), flush=True)
-            proven = [f for f in self.report.errors if f.check in PROVEN_COLLAPSE]
-            if proven:
-                self.collapse.grace_epochs = 0  # proven before the first step: flag at once
-                self.collapse.cause = proven[0]
-            if self.panels is not None:
-                self.panels.proven = proven_collapse(self.report)
+            self._use(self.report)
             log_report(self.log_dir, self.report)
         for part in self.parts:
             part.on_train_begin(logs)
@@ -450,7 +473,7 @@ class SegmentationMonitor(keras.callbacks.Callback):
         for part in self.parts:
             part.on_train_end(logs)
         collapse = collapse_of(self.collapse.current_alarms)
-        if collapse is not None:  # the last lines say what, why and what to change
+        if collapse is not None and self.announce:  # the last lines: what, why, what to change
             print(f"[seg] the output has collapsed: {collapse.finding}; see the panels in "
                   f"TensorBoard ({self.log_dir}, IMAGES tab)", flush=True)
             if self.collapse.cause is not None:

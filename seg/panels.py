@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import keras
 import numpy as np
@@ -17,9 +16,6 @@ from seg import viz
 from seg.collapse import collapse_alarm
 from seg.diagnostics import first_output
 from seg.diagnostics.reading import Head, as_image, class_indices, probabilities, read_head
-
-if TYPE_CHECKING:
-    from seg.monitor import CollapseMonitor
 
 
 def compiled_forward(model: keras.Model):
@@ -102,15 +98,19 @@ class PredictionPanels(keras.callbacks.Callback):
     error | confidence), to TensorBoard (and PNG files in png_dir) every `every` epochs.
 
     validation_data: (images, masks) arrays or a dataset of (image, mask) pairs, batched or
-    not; its first num_images images are shown. A collapse `monitor` puts its banner on them.
+    not; its first num_images images are shown. A collapse `monitor` (seg.monitor's
+    CollapseMonitor) puts its banner on them.
     """
 
     def __init__(self, validation_data, *, num_images: int, every: int, log_dir: str | Path,
                  png_dir: str | Path | None = None, num_classes: int | None = None,
                  class_names: list[str] | None = None, ignore_index: int | None = None,
-                 from_logits: bool | None = None, monitor: CollapseMonitor | None = None,
-                 total_epochs: int | None = None, proven: str = ""):
+                 from_logits: bool | None = None, monitor=None,
+                 total_epochs: int | None = None, proven: str = "",
+                 defer_writes: bool = False):
         super().__init__()
+        self.defer_writes = defer_writes  # writes wait for write_pending (a committed epoch)
+        self._pending: list = []
         self.proven = proven  # a collapse the preflight proved: bannered from the first epoch
         self.samples = take_images(validation_data, num_images)
         self.every, self.num_classes, self.class_names = every, num_classes, class_names
@@ -162,12 +162,20 @@ class PredictionPanels(keras.callbacks.Callback):
         picture = self.render(epoch)
         buffer = io.BytesIO()  # encoded once, for the file and for TensorBoard
         Image.fromarray(picture).save(buffer, format="PNG", compress_level=3)
-        if self.png_dir is not None:
-            self.png_dir.mkdir(parents=True, exist_ok=True)
-            (self.png_dir / f"epoch_{epoch + 1:03d}.png").write_bytes(buffer.getvalue())
-        if self._writer is None:
-            self._writer = tf.summary.create_file_writer(self.log_dir)
-        with self._writer.as_default():
-            write_png_summary("predictions", buffer.getvalue(), picture.shape[1],
-                              picture.shape[0], step=epoch + 1)  # the title's epoch
-        self._writer.flush()
+        self._pending.append((epoch, buffer.getvalue(), picture.shape))
+        if not self.defer_writes:
+            self.write_pending()
+
+    def write_pending(self):
+        """Write the rendered panels (PNG files and TensorBoard) of the checked epochs."""
+        for epoch, png, shape in self._pending:
+            if self.png_dir is not None:
+                self.png_dir.mkdir(parents=True, exist_ok=True)
+                (self.png_dir / f"epoch_{epoch + 1:03d}.png").write_bytes(png)
+            if self._writer is None:
+                self._writer = tf.summary.create_file_writer(self.log_dir)
+            with self._writer.as_default():
+                write_png_summary("predictions", png, shape[1], shape[0],
+                                  step=epoch + 1)  # the title's epoch
+            self._writer.flush()
+        self._pending = []

@@ -8,14 +8,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from seg import callbacks as seg_callbacks
 from seg import console, diagnostics, recipe
-from seg.diagnostics import reading as introspect
 from seg.config import ConfigError
 from seg.data import pipeline
+from seg.diagnostics import reading as introspect
 from seg.diagnostics.fixes import ConfigFixes
 from seg.losses import SegmentationLoss
 from seg.models import levels_of
+from seg.monitor import log_report
 from seg.parts import Parts, check_sections, data_errors_named, open_data, prepare
 
 
@@ -147,7 +147,7 @@ def preflight(cfg: dict, parts: Parts, out: Path, chief: bool) -> diagnostics.Re
     refuse = bool(report.errors) and mode == "error"
     if chief:
         if not refuse and not (out / "diagnostics" / "preflight.txt").exists():  # not again
-            seg_callbacks.log_report(out / "tb" / "validation", report)        # on resume
+            log_report(out / "tb" / "validation", report)        # on resume
         report.save(out / "diagnostics")
         # a refusal's errors come once, in its message; the rest of the report here
         print(report.text(skip_errors=refuse), flush=True)

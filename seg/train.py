@@ -22,9 +22,23 @@ from seg import checkpoints, distribute, hparams, resources, runfolder
 from seg.config import ConfigError
 from seg.data import DataError
 from seg.models import encoder_of
-from seg.parts import (BALANCE_MASKS, Parts, balance, build, check_data,  # noqa: F401
-                       check_precision, check_sections, compile_options, data_errors_named,
-                       open_data, pipeline_kwargs, prepare, say, set_precision)
+from seg.monitor import MONITOR_KEYS, CollapseMonitor, SegmentationMonitor
+from seg.parts import (  # noqa: F401
+    BALANCE_MASKS,
+    Parts,
+    balance,
+    build,
+    check_data,
+    check_precision,
+    check_sections,
+    compile_options,
+    data_errors_named,
+    open_data,
+    pipeline_kwargs,
+    prepare,
+    say,
+    set_precision,
+)
 from seg.preflight import diagnose, diagnose_model, preflight  # noqa: F401
 from seg.stopping import BudgetStop, Clock, ResumableEarlyStopping
 
@@ -236,7 +250,7 @@ def compile_phases(cfg: dict, parts: Parts, plan: distribute.Plan, resuming: Res
 class Callbacks:
     """seg's callbacks for fit(), made with every setting passed to their constructors."""
 
-    monitor: seg_callbacks.CollapseMonitor
+    monitor: CollapseMonitor
     throughput: seg_callbacks.Throughput
     checkpointer: runfolder.Checkpointer
     guard: runfolder.Guard
@@ -253,13 +267,17 @@ def make_callbacks(cfg: dict, parts: Parts, out: Path, chief: bool, report, trai
     checkpointer, TensorBoard, the panels and the guard."""
     data, trainer, epochs = cfg["data"], cfg["trainer"], cfg["trainer"]["epochs"]
     source = parts.source
-    settings = {k: v for k, v in cfg["diagnostics"].items() if k in seg_callbacks.MONITOR_KEYS}
-    if any(f.check in seg_callbacks.PROVEN_COLLAPSE for f in report.errors):
-        settings["grace_epochs"] = 0  # proven before the first step: flag at once
-    monitor = seg_callbacks.CollapseMonitor(
-        parts.val_ds, num_classes=data["num_classes"], class_names=source.class_names,
-        ignore_index=data["ignore_index"], log_dir=out / "tb" / "validation", into_logs=True,
-        defer_writes=True, total_epochs=epochs, **settings)
+    settings = {k: v for k, v in cfg["diagnostics"].items() if k in MONITOR_KEYS}
+    logging = cfg["logging"]
+    watch = SegmentationMonitor(  # the collapse monitor and the panels, as for any model.fit
+        parts.val_ds, log_dir=out / "tb" / "validation", report=report, announce=False,
+        num_classes=data["num_classes"], class_names=source.class_names,
+        ignore_index=data["ignore_index"], into_logs=True, defer_writes=True,
+        total_epochs=epochs, every=logging["panels_every"] if chief else 0,
+        num_images=max(logging["num_panels"], 1), png_dir=out / "panels",
+        panel_data=source.val.map(lambda x, y: (tf.image.convert_image_dtype(x, tf.float32), y)),
+        **settings)
+    monitor = watch.collapse
     throughput = seg_callbacks.Throughput(parts.batch_size)
     validate_at = validation_epochs(epochs, trainer["validate_every"])
     budget = BudgetStop(trainer["time_budget_minutes"], clock, validate_at)
@@ -270,29 +288,22 @@ def make_callbacks(cfg: dict, parts: Parts, out: Path, chief: bool, report, trai
     progress = {"resumes": []}
     encoder = training.encoder
     checkpointer = runfolder.Checkpointer(
-        out / "checkpoints", stateful=stateful, after_commit=[monitor.write_pending],
+        out / "checkpoints", stateful=stateful, after_commit=[watch.write_pending],
         extra=lambda: {"resumes": progress["resumes"], "steps_per_epoch": parts.steps,
                        "elapsed_s": clock.elapsed(), "config": cfg},  # compared on resume
         encoder_trainable=lambda: None if encoder is None else bool(encoder.trainable))
     scalars = seg_callbacks.EpochScalars(out / "tb", class_names=source.class_names)
     guard = runfolder.Guard(checkpointer, writes=chief,
-                            flush=[monitor.write_pending, scalars.close] if chief else [])
-    fit = [monitor, throughput, budget] + (
+                            flush=[watch.write_pending, scalars.close] if chief else [])
+    fit = [watch, throughput, budget] + (
         [stateful["early_stopping"]] if "early_stopping" in stateful else []) + (
         [checkpointer, scalars] if chief else [])
     if trainer["verbose"] == "auto" and chief:  # seg's short epoch line (1, 2: Keras' own)
         fit.insert(0, seg_callbacks.Progress(epochs, steps_per_epoch=parts.steps))
-    if cfg["logging"]["panels_every"] and chief:
-        fit.append(seg_callbacks.PredictionPanels(
-            source.val.map(lambda x, y: (tf.image.convert_image_dtype(x, tf.float32), y)),
-            num_images=cfg["logging"]["num_panels"], every=cfg["logging"]["panels_every"],
-            num_classes=data["num_classes"], class_names=source.class_names,
-            ignore_index=data["ignore_index"], monitor=monitor, total_epochs=epochs,
-            log_dir=out / "tb" / "validation", png_dir=out / "panels",
-            proven=seg_callbacks.proven_collapse(report)))
     fit.append(guard)
-    if timings is not None:
-        fit = [seg_callbacks.Timed(cb, timings) for cb in fit]
+    if timings is not None:  # each part priced on its own (scripts/benchmark.py)
+        watch.parts = [seg_callbacks.Timed(part, timings) for part in watch.parts]
+        fit = [cb if cb is watch else seg_callbacks.Timed(cb, timings) for cb in fit]
     return Callbacks(monitor, throughput, checkpointer, guard, budget, validate_at, fit + extra,
                      progress)
 
