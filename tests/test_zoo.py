@@ -5,12 +5,25 @@ fix text names the change a user would apply; the fixed model must then get no e
 (slow) train. seg.diagnose must never raise: each test calls it on the model as built.
 """
 
+import functools
 import re
 
 import keras
 import numpy as np
 import pytest
-from zoo_models import BROKEN, CASES, FIXED, SCALING, SOUND, TRAINED, N
+import tensorflow as tf
+from zoo_models import (
+    ATTENTION,
+    BROKEN,
+    CASES,
+    FIXED,
+    SCALING,
+    SOUND,
+    TRAINED,
+    N,
+    ops_softmax_unet,
+    squares,
+)
 
 import seg
 
@@ -47,6 +60,8 @@ def test_the_zoo_is_large_and_every_model_names_its_source():
     assert len({c.name for c in CASES + FIXED}) == len(CASES + FIXED)
     assert all(c.source for c in CASES)
     assert all(c.fixed.verdict == "sound" for c in BROKEN)
+    second = CASES[CASES.index(ATTENTION):]  # the second round
+    assert len(second) >= 24 and all(c.source for c in second)
 
 
 @pytest.mark.parametrize("case", SOUND, ids=_ids(SOUND))
@@ -79,6 +94,16 @@ def test_the_fix_text_names_the_change_that_fixes_it(case):
         (case.fix_words, [f.fix for f in found])
 
 
+WRONG = [c for c in CASES + FIXED if c.wrong]
+
+
+@pytest.mark.parametrize("case", WRONG, ids=_ids(WRONG))
+def test_no_error_names_a_cause_the_model_does_not_have(case):
+    report = diagnosed(case)
+    wrong = [f.title for f in report.errors if any(w in _text(f) for w in case.wrong)]
+    assert not wrong, str(report)
+
+
 @pytest.mark.parametrize("case", FIXED, ids=_ids(FIXED))
 def test_the_fixed_model_gets_no_error(case):
     """(A fix that gives back one of the sound models is checked with them.)"""
@@ -101,6 +126,13 @@ def test_the_probes_run_or_are_skipped_never_crash(case):
     assert not crashed, str(report)
 
 
+def _first_output(pred):
+    """The first output of a model with several (a list, or a dict in sorted key order)."""
+    if isinstance(pred, dict):
+        return pred[min(pred)]
+    return pred[0] if isinstance(pred, (list, tuple)) else pred
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("case", TRAINED, ids=_ids(TRAINED))
 def test_the_fixed_model_trains(case):
@@ -108,7 +140,79 @@ def test_the_fixed_model_trains(case):
     model = case.build()
     model.compile(keras.optimizers.Adam(3e-3), loss=model.loss, jit_compile=False)
     x, y = case.data(32, 1)
-    losses = model.fit(x, y, batch_size=8, epochs=8, verbose=0).history["loss"]
+    if isinstance(x, tf.data.Dataset):  # (batched by the case: 4 images a batch)
+        losses = model.fit(x, epochs=8, verbose=0).history["loss"]
+    else:
+        y = case.targets(y) if case.targets else y
+        losses = model.fit(x, y, batch_size=8, epochs=8, verbose=0).history["loss"]
     assert np.isfinite(losses).all() and losses[-1] < 0.8 * losses[0], losses
-    pred = np.asarray(model.predict(case.data(N, 2)[0], verbose=0))
+    images = case.data(N, 2)[0]
+    if isinstance(images, tf.data.Dataset):
+        images = np.concatenate([b[0] for b in images.as_numpy_iterator()])
+    pred = np.asarray(_first_output(model.predict(images, verbose=0)))
     assert pred.std(axis=0).mean() > 1e-3, "the prediction is the same for every image"
+
+
+# --- arguments that are not what they must be ------------------------------------------------
+
+@functools.lru_cache(maxsize=1)
+def _small():
+    keras.utils.set_random_seed(0)
+    model = ops_softmax_unet()
+    images, masks = squares(N)
+    return model, images, masks
+
+
+def _monitor(x, y, log_dir, **kwargs):
+    return seg.SegmentationMonitor((x, y), log_dir=log_dir, **kwargs)
+
+
+BAD_CALLS = [  # (what, call(model, images, masks, folder), words the message may name it by)
+    ("model=None", lambda m, x, y, d: seg.diagnose(None, x, y), ("model",)),
+    ("model is a function", lambda m, x, y, d: seg.diagnose(ops_softmax_unet, x, y), ("model",)),
+    ("model is a string", lambda m, x, y, d: seg.diagnose("unet", x, y), ("model",)),
+    ("empty arrays", lambda m, x, y, d: seg.diagnose(m, x[:0], y[:0]), ("images", "masks")),
+    ("images=None", lambda m, x, y, d: seg.diagnose(m, None, y), ("images",)),
+    ("images of strings", lambda m, x, y, d: seg.diagnose(m, np.array([["a", "b"]] * N), y),
+     ("images",)),
+    ("masks is a file name", lambda m, x, y, d: seg.diagnose(m, x, "mask.png"), ("masks",)),
+    ("8 images, 5 masks", lambda m, x, y, d: seg.diagnose(m, x, y[:5]), ("images", "masks")),
+    ("a dataset and masks", lambda m, x, y, d: seg.diagnose(
+        m, tf.data.Dataset.from_tensor_slices((x, y)).batch(4), y), ("masks",)),
+    ("num_classes=0", lambda m, x, y, d: seg.diagnose(m, x, y, num_classes=0), ("num_classes",)),
+    ("class_names='a'", lambda m, x, y, d: seg.diagnose(m, x, y, class_names="a"),
+     ("class_names",)),
+    ("ignore_index='255'", lambda m, x, y, d: seg.diagnose(m, x, y, ignore_index="255"),
+     ("ignore_index",)),
+    ("learning_rate=0", lambda m, x, y, d: seg.diagnose(m, x, y, learning_rate=0),
+     ("learning_rate",)),
+    ("monitor: log_dir is a file", lambda m, x, y, d: _monitor(x, y, d / "file.txt"),
+     ("log_dir",)),
+    ("monitor: num_images=0", lambda m, x, y, d: _monitor(x, y, d, num_images=0),
+     ("num_images",)),
+    ("monitor: unknown keyword", lambda m, x, y, d: _monitor(x, y, d, colour="red"),
+     ("colour",)),
+    ("monitor: validation_data=None",
+     lambda m, x, y, d: seg.SegmentationMonitor(None, log_dir=d), ("validation_data",)),
+    ("monitor: 8 images, 5 masks", lambda m, x, y, d: _monitor(x, y[:5], d),
+     ("masks", "validation")),
+    ("monitor: num_classes=0", lambda m, x, y, d: _monitor(x, y, d, num_classes=0),
+     ("num_classes",)),
+    ("monitor: class_names='a'", lambda m, x, y, d: _monitor(x, y, d, class_names="a"),
+     ("class_names",)),
+    ("monitor: every=-1", lambda m, x, y, d: _monitor(x, y, d, every=-1), ("every",)),
+]
+
+
+@pytest.mark.parametrize("what,call,names", BAD_CALLS, ids=[b[0] for b in BAD_CALLS])
+def test_a_bad_argument_is_named_never_another_exception(what, call, names, tmp_path):
+    """TypeError/ValueError naming the argument, or (diagnose) an "inputs" error finding."""
+    model, images, masks = _small()
+    (tmp_path / "file.txt").write_text("not a folder")
+    try:
+        result = call(model, images, masks, tmp_path)
+    except (TypeError, ValueError) as e:
+        assert any(n in str(e) for n in names), f"{type(e).__name__}: {e}"
+        return
+    assert isinstance(result, seg.Report), f"{what}: accepted ({type(result).__name__})"
+    assert [f for f in result.errors if f.check == "inputs"], str(result)

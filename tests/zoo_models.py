@@ -68,19 +68,37 @@ FORMATS = {
     "flat_background": lambda m, c: (m == 0).reshape(len(m), -1, 1).astype("float32"),
     "x255": lambda m, c: (m * 255)[..., None].astype("float32"),  # 0/255 PNG masks
     "plus1": lambda m, c: (m + 1)[..., None].astype("uint8"),  # trimaps 1, 2, 3
+    "index_u8": lambda m, c: m.astype("uint8"),  # [N, H, W] uint8, as cv2.imread(..., 0) gives
+    "flat_index": lambda m, c: m.reshape(len(m), -1),  # [N, H*W] class indices
+    "flat_index1": lambda m, c: m.reshape(len(m), -1, 1),  # [N, H*W, 1] class indices
+    "x255_u8": lambda m, c: (m * 255)[..., None].astype("uint8"),  # 0/255 PNG masks, uint8
+    "onehot_plus1": lambda m, c: one_hot(m, c + 1),  # to_categorical(trimap) without y -= 1
+    "quarter": lambda m, c: m[:, ::4, ::4],  # [N, H/4, W/4] (nearest down-sampling)
 }
 
 
 def data(*, classes: int = 2, channels: int = 3, fmt: str = "channel", scale: float = 1.0,
-         resize: str | None = None) -> Callable[[int, int], tuple]:
-    """A function (n, seed) -> (images, masks) in the given mask format; images * scale."""
+         resize: str | None = None, uint8: bool = False,
+         dataset: str | None = None) -> Callable[[int, int], tuple]:
+    """A function (n, seed) -> (images, masks) in the given mask format; images * scale.
+
+    `uint8`: the images as uint8 0..255 (as read from JPEG files); `dataset`: "batched" or
+    "unbatched" gives (a tf.data.Dataset of (image, mask), None) instead of the arrays."""
     def make(n: int = N, seed: int = 0):
         if resize:
             images, masks = _resized(n, seed, classes, channels, resize)
-            return images * scale, masks
-        images, masks = squares(n, classes=classes, channels=channels, seed=seed)
-        return images * scale, FORMATS[fmt](masks, classes)
+            images = images * scale
+        else:
+            images, masks = squares(n, classes=classes, channels=channels, seed=seed)
+            images, masks = images * scale, FORMATS[fmt](masks, classes)
+        if uint8:
+            images = np.round(images * 255).astype("uint8")
+        if dataset:
+            ds = tf.data.Dataset.from_tensor_slices((images, masks))
+            return (ds.batch(4) if dataset == "batched" else ds), None
+        return images, masks
     make.classes = classes
+    make.dataset = dataset
     return make
 
 
@@ -460,6 +478,485 @@ def groupnorm_unet(loss=None):
     return compiled(keras.Model(inputs, out, name="groupnorm_unet"), loss)
 
 
+# === second round ============================================================================
+
+# --- losses people copy into their notebooks ------------------------------------------------
+
+def dice_coef(y_true, y_pred, smooth=1.0):
+    """MoleImg/Attention_UNet AttResUNet.py `dice_coef` (K.flatten/K.sum as keras.ops)."""
+    y_true_f = ops.reshape(ops.cast(y_true, "float32"), (-1,))
+    y_pred_f = ops.reshape(ops.cast(y_pred, "float32"), (-1,))
+    intersection = ops.sum(y_true_f * y_pred_f)
+    return (2.0 * intersection + smooth) / (ops.sum(y_true_f) + ops.sum(y_pred_f) + smooth)
+
+
+def dice_coef_loss(y_true, y_pred):
+    """MoleImg/Attention_UNet AttResUNet.py: `return -dice_coef(y_true, y_pred)`."""
+    return -dice_coef(y_true, y_pred)
+
+
+def jacard_coef_loss(y_true, y_pred):
+    """MoleImg/Attention_UNet AttResUNet.py `jacard_coef_loss` (-IoU, smooth 1)."""
+    y_true_f = ops.reshape(ops.cast(y_true, "float32"), (-1,))
+    y_pred_f = ops.reshape(ops.cast(y_pred, "float32"), (-1,))
+    intersection = ops.sum(y_true_f * y_pred_f)
+    return -(intersection + 1.0) / (ops.sum(y_true_f) + ops.sum(y_pred_f) - intersection + 1.0)
+
+
+def FocalLoss(targets, inputs, alpha=0.8, gamma=2):
+    """herolava259/gr_project metrics/training/FocalLoss.py (the Kaggle "Loss Function
+    Library - Keras & PyTorch" focal loss): BCE on flattened tensors, alpha * (1 - e^-BCE)^gamma."""
+    inputs = ops.reshape(ops.cast(inputs, "float32"), (-1,))
+    targets = ops.reshape(ops.cast(targets, "float32"), (-1,))
+    bce = keras.losses.binary_crossentropy(targets[:, None], inputs[:, None])
+    return ops.mean(alpha * ops.power(1 - ops.exp(-bce), gamma) * bce)
+
+
+def bce_dice_loss(y_true, y_pred):
+    """SebastianHafner/DDA_UrbanExtraction tensorflow_implementation/losses.py:
+    binary_crossentropy(y_true, y_pred) + (1 - dice_coefficient)."""
+    return keras.losses.binary_crossentropy(y_true, y_pred) + 1.0 - dice_coef(y_true, y_pred)
+
+
+# --- Attention U-Net -------------------------------------------------------------------------
+
+def attention_unet(*, head="sigmoid", loss=dice_coef_loss):
+    """MoleImg/Attention_UNet AttResUNet.py `Attention_ResUNet()`: residual double_conv_layer
+    (two Conv-BN-ReLU + a 1x1 shortcut, `layers.add`), gating_signal (1x1 Conv-BN-ReLU),
+    attention_block (theta_x = Conv 2x2/2 of the skip, phi_g = 1x1 of the gate up-sampled by
+    Conv2DTranspose, add, ReLU, psi = Conv 1x1 -> sigmoid, UpSampling2D, `expend_as` Lambda
+    repeating it over the channels, multiply, 1x1 Conv + BN), UpSampling2D + concatenate;
+    compiled with dice_coef_loss as its docstring says. Depth 4 -> 2, FILTER_NUM 32 -> 4.
+
+    `head`: "sigmoid" a Conv2D(1, 1) + sigmoid; "bn_relu" the file's own head, Conv2D(1, 1) +
+    BatchNormalization + Activation('relu').
+    """
+    def double_conv(x, size):
+        conv = x
+        for _ in range(2):
+            conv = layers.Activation("relu")(layers.BatchNormalization()(
+                layers.Conv2D(size, 3, padding="same")(conv)))
+        shortcut = layers.BatchNormalization()(layers.Conv2D(size, 1, padding="same")(x))
+        return layers.add([shortcut, conv])
+
+    def gating_signal(x, size):
+        return layers.Activation("relu")(layers.BatchNormalization()(
+            layers.Conv2D(size, 1, padding="same")(x)))
+
+    def attention_block(x, gating, inter):
+        theta_x = layers.Conv2D(inter, 2, strides=2, padding="same")(x)
+        phi_g = layers.Conv2D(inter, 1, padding="same")(gating)
+        up_g = layers.Conv2DTranspose(inter, 3, strides=theta_x.shape[1] // gating.shape[1],
+                                      padding="same")(phi_g)
+        psi = layers.Conv2D(1, 1, padding="same")(layers.Activation("relu")(
+            layers.add([up_g, theta_x])))
+        psi = layers.UpSampling2D(x.shape[1] // psi.shape[1])(layers.Activation("sigmoid")(psi))
+        rep = x.shape[3]
+        psi = layers.Lambda(lambda t: ops.repeat(t, rep, axis=3))(psi)  # expend_as
+        return layers.BatchNormalization()(layers.Conv2D(rep, 1, padding="same")(
+            layers.multiply([psi, x])))
+
+    inputs = keras.Input((S, S, 3))
+    c1 = double_conv(inputs, 4)
+    c2 = double_conv(layers.MaxPooling2D(2)(c1), 8)
+    c3 = double_conv(layers.MaxPooling2D(2)(c2), 16)
+    x = c3
+    for skip, f in ((c2, 8), (c1, 4)):
+        att = attention_block(skip, gating_signal(x, f), f)
+        x = layers.concatenate([layers.UpSampling2D(2)(x), att], axis=3)
+        x = double_conv(x, f)
+    x = layers.Conv2D(1, 1, name="conv_final")(x)
+    if head == "bn_relu":
+        x = layers.Activation("relu", name="final_relu")(layers.BatchNormalization()(x))
+    else:
+        x = layers.Activation("sigmoid", name="final_sigmoid")(x)
+    return compiled(keras.Model(inputs, x, name="AttentionResUNet"), loss)
+
+
+# --- U-Net++ ---------------------------------------------------------------------------------
+
+def unet_plus_plus(num_classes=1, activation="sigmoid", loss="binary_crossentropy", *,
+                   deep_supervision=False, loss_weights=None):
+    """yingkaisha/keras-unet-collection keras_unet_collection/_model_unet_plus_2d.py
+    `unet_plus_2d()` (nested skips X_ij = conv_block(concat(X_i0..X_i,j-1, up(X_i+1,j-1)))),
+    deep_supervision=True giving one Conv2D(n_labels, 1, activation) output per nested node, as
+    a list, compiled with a list of losses and loss_weights. Depth 4 -> 3, filters 4/8/16,
+    stack_num_down = stack_num_up = 1 (one Conv-BN-ReLU per node).
+    """
+    def conv_block(x, f):
+        return layers.Activation("relu")(layers.BatchNormalization()(
+            layers.Conv2D(f, 3, padding="same", use_bias=False)(x)))
+
+    inputs = keras.Input((S, S, 3))
+    widths = (4, 8, 16)
+    nodes = {(0, 0): conv_block(inputs, 4)}
+    for i in (1, 2):
+        nodes[(i, 0)] = conv_block(layers.MaxPooling2D(2)(nodes[(i - 1, 0)]), widths[i])
+    for j in (1, 2):
+        for i in range(3 - j):
+            parts = [nodes[(i, k)] for k in range(j)] + [
+                layers.UpSampling2D(2)(nodes[(i + 1, j - 1)])]
+            nodes[(i, j)] = conv_block(layers.concatenate(parts), widths[i])
+    heads = [layers.Conv2D(num_classes, 1, activation=activation, name=f"xnet_output_{j}")(
+        nodes[(0, j)]) for j in (1, 2)]
+    if deep_supervision:
+        model = keras.Model(inputs, heads, name="xnet_deep_supervision")
+        return compiled(model, [loss] * len(heads), loss_weights=loss_weights)
+    return compiled(keras.Model(inputs, heads[-1], name="xnet"), loss)
+
+
+# --- ResUNet ---------------------------------------------------------------------------------
+
+def resunet(*, loss="binary_crossentropy", rescale=False):
+    """nikhilroxtomar/Deep-Residual-Unet (Deep Residual UNet.ipynb, as vendored in
+    Janaprasath/.../src/Models/ResUNet.py `build_resunet`): a stem Conv-BN-ReLU-Conv with a 1x1
+    shortcut, residual_block (BN-ReLU-Conv(strides) twice + a strided 1x1 shortcut, `x + s`),
+    decoder_block (UpSampling2D, Concatenate, residual_block), Conv2D(1, 1, sigmoid). Filters
+    64..512 -> 4/8, three residual levels -> one.
+
+    `rescale`: Rescaling(1/255) after the input (the model takes uint8 0..255 images).
+    """
+    def bn_relu(x):
+        return layers.Activation("relu")(layers.BatchNormalization()(x))
+
+    def residual_block(x, f, strides=1):
+        y = layers.Conv2D(f, 3, padding="same", strides=strides)(bn_relu(x))
+        y = layers.Conv2D(f, 3, padding="same")(bn_relu(y))
+        return y + layers.Conv2D(f, 1, padding="same", strides=strides)(x)
+
+    def decoder_block(x, skip, f):
+        return residual_block(layers.Concatenate()([layers.UpSampling2D(2)(x), skip]), f)
+
+    inputs = keras.Input((S, S, 3))
+    x = layers.Rescaling(1 / 255)(inputs) if rescale else inputs
+    s1 = layers.Conv2D(4, 3, padding="same")(bn_relu(layers.Conv2D(4, 3, padding="same")(x)))
+    s1 = s1 + layers.Conv2D(4, 1, padding="same")(x)
+    b = residual_block(s1, 8, strides=2)
+    x = decoder_block(b, s1, 4)
+    out = layers.Conv2D(1, 1, padding="same", activation="sigmoid")(x)
+    return compiled(keras.Model(inputs, out, name="RESUNET"), loss)
+
+
+# --- LinkNet -----------------------------------------------------------------------------------
+
+def linknet(classes=3, activation="softmax", loss=None):
+    """qubvel/segmentation_models segmentation_models/models/linknet.py `build_linknet()` with
+    DecoderUpsamplingX2Block (Conv1x1BnReLU(in/4), UpSampling2D, Conv3x3BnReLU(in/4),
+    Conv1x1BnReLU(skip channels), Add(skip)), a head Conv2D(classes, 3) + Activation; the
+    encoder here a small strided Conv-BN-ReLU stack (no backbone weights), the decoder built
+    with decoder_use_batchnorm=False. The multiclass
+    compile of the README (softmax, one-hot masks) with CategoricalFocalCrossentropy.
+    """
+    def conv_bn_relu(x, f, k=3, strides=1):
+        return layers.Activation("relu")(layers.BatchNormalization()(
+            layers.Conv2D(f, k, strides=strides, padding="same", use_bias=False)(x)))
+
+    def conv_relu(x, f, k):  # Conv1x1BnReLU / Conv3x3BnReLU with use_batchnorm=False
+        return layers.Conv2D(f, k, padding="same", activation="relu")(x)
+
+    def decoder_block(x, skip, f):
+        width = max(x.shape[-1] // 4, 2)
+        x = conv_relu(layers.UpSampling2D(2)(conv_relu(x, width, 1)), width, 3)
+        x = conv_relu(x, skip.shape[-1] if skip is not None else f, 1)
+        return layers.Add()([x, skip]) if skip is not None else x
+
+    inputs = keras.Input((S, S, 3))
+    e1 = conv_bn_relu(inputs, 8, strides=2)  # /2
+    e2 = conv_bn_relu(e1, 16, strides=2)  # /4
+    e3 = conv_bn_relu(e2, 32, strides=2)  # /8
+    x = decoder_block(e3, e2, 16)
+    x = decoder_block(x, e1, 8)
+    x = decoder_block(x, None, 8)
+    x = layers.Conv2D(classes, 3, padding="same", name="final_conv")(x)
+    x = layers.Activation(activation, name=activation)(x)
+    loss = keras.losses.CategoricalFocalCrossentropy() if loss is None else loss
+    return compiled(keras.Model(inputs, x, name="linknet"), loss)
+
+
+# --- FPN -------------------------------------------------------------------------------------
+
+def fpn(classes=3, *, last_upsample=True, loss="sparse_categorical_crossentropy"):
+    """qubvel/segmentation_models segmentation_models/models/fpn.py `build_fpn()`: FPNBlock
+    (1x1 Conv of the skip + UpSampling2D x2 of the coarser level, Add), per-level segmentation
+    blocks (Conv3x3BnReLU, here one and use_batchnorm=False) up-sampled to 1/4 (nearest),
+    Concatenate aggregation, Conv3x3ReLU, Conv2D(classes, 3), then `UpSampling2D(4, interpolation='bilinear')` back to
+    the input size and Activation('softmax'). pyramid_filters 256 -> 8, segmentation 128 -> 8.
+
+    `last_upsample=False`: the head stays at 1/4 (8x8), trained on masks down-sampled to 1/4.
+    """
+    def conv_bn_relu(x, f, strides=1):
+        return layers.Activation("relu")(layers.BatchNormalization()(
+            layers.Conv2D(f, 3, strides=strides, padding="same", use_bias=False)(x)))
+
+    inputs = keras.Input((S, S, 3))
+    c2 = conv_bn_relu(conv_bn_relu(inputs, 8, 2), 8, 2)  # /4
+    c3 = conv_bn_relu(c2, 16, 2)  # /8
+    c4 = conv_bn_relu(c3, 16, 2)  # /16
+    p4 = layers.Conv2D(8, 1)(c4)
+    p3 = layers.Add()([layers.UpSampling2D(2)(p4), layers.Conv2D(8, 1)(c3)])
+    p2 = layers.Add()([layers.UpSampling2D(2)(p3), layers.Conv2D(8, 1)(c2)])
+    def seg_block(p, up):  # use_batchnorm=False, one Conv3x3ReLU
+        p = layers.Conv2D(8, 3, padding="same", activation="relu")(p)
+        return layers.UpSampling2D(up)(p) if up > 1 else p
+
+    heads = [seg_block(p, up) for p, up in ((p4, 4), (p3, 2), (p2, 1))]
+    x = layers.Conv2D(8, 3, padding="same", activation="relu")(layers.Concatenate()(heads))
+    x = layers.Conv2D(classes, 3, padding="same", name="final_conv")(x)
+    if last_upsample:
+        x = layers.UpSampling2D(4, interpolation="bilinear", name="final_upsampling")(x)
+    x = layers.Activation("softmax", name="softmax")(x)
+    return compiled(keras.Model(inputs, x, name="fpn"), loss)
+
+
+# --- SegFormer head ---------------------------------------------------------------------------
+
+def segformer(num_classes=3):
+    """keras-team/keras-cv keras_cv/models/segmentation/segformer/segformer.py `SegFormer`:
+    each pyramid level projected by Dense(projection_filters) and Resizing(H/4, W/4,
+    'bilinear'), Concatenate, Conv 1x1 + BN + ReLU, Dropout(0.1), Conv2D(num_classes, 1,
+    activation='softmax') at 1/4, then `keras.layers.Resizing(H, W, interpolation='bilinear')`
+    to the input size. The MiT backbone is replaced by strided Conv-LayerNorm stages (/4, /8,
+    /16); projection_filters 256 -> 8. Compiled with sparse_categorical_crossentropy.
+    """
+    inputs = keras.Input((S, S, 3))
+    feats, x = [], inputs
+    for f, s in ((8, 4), (16, 2), (16, 2)):  # overlapping patch embeddings
+        x = layers.LayerNormalization()(layers.Conv2D(f, s + 1, strides=s, padding="same")(x))
+        x = layers.Activation("gelu")(layers.Dense(f)(x))
+        feats.append(x)
+    h, w = feats[0].shape[1:3]
+    outs = [layers.Resizing(h, w, interpolation="bilinear")(layers.Dense(8)(f)) for f in feats]
+    seg = layers.Concatenate(axis=3)(outs[::-1])
+    seg = layers.Activation("relu")(layers.BatchNormalization()(
+        layers.Conv2D(8, 1, use_bias=False)(seg)))
+    seg = layers.Dropout(0.1)(seg)
+    seg = layers.Conv2D(num_classes, 1, activation="softmax", name="segformer_logits")(seg)
+    out = layers.Resizing(S, S, interpolation="bilinear", name="resize_to_input")(seg)
+    return compiled(keras.Model(inputs, out, name="segformer"), "sparse_categorical_crossentropy")
+
+
+# --- SegNet (UpSampling2D instead of max-pooling indices) -------------------------------------
+
+def segnet(n_classes=1, *, pixels=True, head="sigmoid", loss="binary_crossentropy"):
+    """SegNet with UpSampling2D in place of the max-pooling indices (keras has no unpooling):
+    s059ff/keras-segnet-camvid model.py `SegNet()` for one class (Conv2D(1, 1) ->
+    Reshape((H*W, 1)) -> Activation('sigmoid') -> Reshape((H, W, 1))), and
+    Skydipper/CNN-tests models/keras/SegNet.py `segnet(inputShape, nClasses)` for several
+    (Conv2D(nClasses, 1) -> Reshape((H*W, nClasses)) -> softmax over the pixels' classes, here a
+    `layers.Softmax(axis=-1)`). Conv-BN-ReLU encoder with 3 MaxPooling2D, widths 64..512 ->
+    8..32.
+    """
+    def cbr(x, f, relu=True):
+        x = layers.BatchNormalization()(layers.Conv2D(f, 3, padding="same")(x))
+        return layers.Activation("relu")(x) if relu else x
+
+    inputs = keras.Input((S, S, 3))
+    x = inputs
+    for f in (8, 16, 16):
+        x = layers.MaxPooling2D(2)(cbr(x, f))
+    x = cbr(x, 32)
+    for f in (16, 16, 8):
+        x = cbr(layers.UpSampling2D(2)(x), f)
+    x = layers.Conv2D(n_classes, 1, padding="valid", name="classifier")(x)
+    x = layers.Reshape((S * S, n_classes), name="to_pixels")(x)
+    if head == "sigmoid":
+        x = layers.Activation("sigmoid")(x)
+    else:
+        x = layers.Softmax(axis=-1, name="pixel_softmax")(x)
+    if not pixels:
+        x = layers.Reshape((S, S, n_classes), name="to_image")(x)
+    return compiled(keras.Model(inputs, x, name="segnet"), loss)
+
+
+# --- ENet ------------------------------------------------------------------------------------
+
+def enet(nc=3, *, head="softmax", loss="sparse_categorical_crossentropy"):
+    """PavlosMelissinos/enet-keras src/models/enet_naive_upsampling/{encoder,decoder}.py:
+    initial_block (Conv 3x3/2 with 13 filters concatenated with MaxPooling2D of the input),
+    bottlenecks (1x1 projection, 3x3 (or strided 2x2) conv, 1x1 expansion, BN + PReLU,
+    SpatialDropout2D, added to a main branch that is max-pooled and 1x1-projected when the
+    block down-samples), decoder bottlenecks with Conv2DTranspose up-sampling, and a last
+    Conv2DTranspose(nc, 2, strides=2) to full size. Stage widths 64/128 -> 16/16.
+
+    `head`: "softmax" (the repository's Activation('softmax')), None (logits, compiled with
+    from_logits=True), "relu" (a Conv2DTranspose(nc, activation='relu') as last layer).
+    """
+    def bottleneck(x, out, downsample=False, dropout=0.01):
+        internal = max(out // 4, 2)
+        s = 2 if downsample else 1
+        y = layers.Conv2D(internal, s, strides=s, use_bias=False)(x)
+        y = layers.PReLU(shared_axes=[1, 2])(layers.BatchNormalization()(y))
+        y = layers.Conv2D(internal, 3, padding="same")(y)
+        y = layers.PReLU(shared_axes=[1, 2])(layers.BatchNormalization()(y))
+        y = layers.BatchNormalization()(layers.Conv2D(out, 1, use_bias=False)(y))
+        y = layers.SpatialDropout2D(dropout)(y)
+        main = x
+        if downsample:
+            main = layers.MaxPooling2D(2)(main)
+        if main.shape[-1] != out:
+            main = layers.Conv2D(out, 1, use_bias=False)(main)
+        return layers.PReLU(shared_axes=[1, 2])(layers.add([y, main]))
+
+    def up_bottleneck(x, out):
+        y = layers.Conv2DTranspose(out, 3, strides=2, padding="same")(x)
+        return layers.Activation("relu")(layers.BatchNormalization()(y))
+
+    inputs = keras.Input((S, S, 3))
+    conv = layers.Conv2D(13, 3, strides=2, padding="same")(inputs)
+    x = layers.concatenate([conv, layers.MaxPooling2D(2)(inputs)])  # 16 channels, /2
+    x = bottleneck(x, 16, downsample=True)  # /4
+    x = bottleneck(x, 16, dropout=0.1)
+    x = bottleneck(up_bottleneck(x, 8), 8)  # /2
+    activation = {"softmax": "softmax", "relu": "relu", None: None}[head]
+    x = layers.Conv2DTranspose(nc, 2, strides=2, padding="same", activation=activation,
+                               name="fullconv")(x)
+    if head is None:
+        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    return compiled(keras.Model(inputs, x, name="enet"), loss)
+
+
+# --- ERFNet ----------------------------------------------------------------------------------
+
+def erfnet(num_classes=3, *, activation="linear", loss=None, mixed=False):
+    """chentairan/ErfNet ErfNet.py `ERFNet._get_model()`: _downsampler_block (Conv 2x2/2 of
+    noFilters - in channels concatenated with MaxPool2D, BN, ReLU), _non_bottleneck_1d (3x1
+    and 1x3 convolutions, the second pair dilated, BN, Dropout, residual add, ReLU),
+    _upsampler_block (Conv2DTranspose 3x3/2, BN, ReLU) and an output Conv2DTranspose(k=2,
+    strides=2) — the file's own has 1 filter and activation='relu' with loss 'mse'. Here
+    num_classes filters; `activation`: "relu" (the file's), "linear" (logits as a trailing
+    `layers.Activation('linear')`, from_logits=True) or "softmax". `mixed`: built under
+    keras.mixed_precision.set_global_policy('mixed_float16') with the last
+    Activation('softmax', dtype='float32') of the mixed precision guide
+    (tensorflow/docs site/en/guide/mixed_precision.ipynb). Widths 16/64/128 -> 8/16/32, 8 + 4
+    non-bottlenecks -> 2 + 1.
+    """
+    def downsampler(x, f):
+        conv = layers.Conv2D(f - x.shape[-1], 2, strides=2, padding="valid")(x)
+        x = layers.concatenate([layers.MaxPooling2D(2)(x), conv])
+        return layers.ReLU()(layers.BatchNormalization(epsilon=1e-3)(x))
+
+    def non_bottleneck_1d(x, f, dropout, dil):
+        y = layers.ReLU()(layers.Conv2D(f, (3, 1), padding="same")(x))
+        y = layers.ReLU()(layers.BatchNormalization(epsilon=1e-3)(
+            layers.Conv2D(f, (1, 3), padding="same")(y)))
+        y = layers.ReLU()(layers.Conv2D(f, (3, 1), padding="same", dilation_rate=(dil, 1))(y))
+        y = layers.BatchNormalization(epsilon=1e-3)(
+            layers.Conv2D(f, (1, 3), padding="same", dilation_rate=(1, dil))(y))
+        if dropout:
+            y = layers.Dropout(dropout)(y)
+        return layers.ReLU()(layers.add([y, x]))
+
+    def upsampler(x, f):
+        x = layers.Conv2DTranspose(f, 3, strides=2, padding="same")(x)
+        return layers.ReLU()(layers.BatchNormalization(epsilon=1e-3)(x))
+
+    if mixed:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        inputs = keras.Input((S, S, 3))
+        x = downsampler(inputs, 8)
+        x = non_bottleneck_1d(downsampler(x, 16), 16, 0.03, 1)
+        x = non_bottleneck_1d(downsampler(x, 32), 32, 0.03, 2)
+        x = non_bottleneck_1d(upsampler(x, 16), 16, 0, 1)
+        x = upsampler(x, 8)
+        if activation == "relu":
+            out = layers.Conv2DTranspose(num_classes, 2, strides=2, padding="valid",
+                                         activation="relu", name="output")(x)
+        else:
+            out = layers.Conv2DTranspose(num_classes, 2, strides=2, padding="valid",
+                                         name="output")(x)
+            out = layers.Activation(activation, dtype="float32", name="predictions")(out)
+        model = keras.Model(inputs, out, name="erfnet")
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    if loss is None:
+        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=activation == "linear")
+    return compiled(model, loss)
+
+
+# --- a softmax applied on the output tensor (no layer) ---------------------------------------
+
+def ops_softmax_unet(fn="ops"):
+    """The Keras 3 functional API's "any keras.ops call on a symbolic tensor" (as keras-io
+    examples/vision/deeplabv3_plus.py calls `ops.nn.relu` on one): a two-level U-Net whose
+    Conv2D(3, 1) scores go through `keras.ops.softmax(x)` (`fn="ops"`) or
+    `keras.activations.softmax(x)` (any other `fn`), sparse_categorical_crossentropy.
+    `fn="relu"`: no softmax, the scores layer made Conv2D(3, 1, activation="relu").
+    """
+    inputs = keras.Input((S, S, 3))
+    e1 = layers.Conv2D(8, 3, padding="same", activation="relu")(inputs)
+    e2 = layers.Conv2D(16, 3, padding="same", activation="relu")(layers.MaxPooling2D(2)(e1))
+    u = layers.Conv2DTranspose(8, 2, strides=2, padding="same")(e2)
+    x = layers.Conv2D(8, 3, padding="same", activation="relu")(layers.concatenate([e1, u]))
+    x = layers.Conv2D(3, 1, name="scores", activation="relu" if fn == "relu" else None)(x)
+    if fn != "relu":
+        x = ops.softmax(x, axis=-1) if fn == "ops" else keras.activations.softmax(x, axis=-1)
+    return compiled(keras.Model(inputs, x, name=f"{fn}_softmax_unet"),
+                    "sparse_categorical_crossentropy")
+
+
+# --- several outputs -------------------------------------------------------------------------
+
+def u2net_lite(n_classes=1, *, main_activation="sigmoid", as_dict=False):
+    """The Keras U^2-Net of xuebinqin/U-2-Net issue #141 ("Keras model", U2NET_lite): side
+    outputs d1..d6 from each decoder stage, up-sampled to the input size, and a fused
+    d0 = Conv2D(n_classes, 1)(concatenate([d1..d6])), each through its own
+    Activation(..., name='d<i>', dtype='float32'), returned as a list [d0, d1, ...] (the fused
+    output first) and compiled with one loss per output and loss_weights, as keras-io
+    examples/vision/basnet_segmentation.py trains its 8 side outputs. RSU blocks -> Conv-BN-ReLU
+    pairs, 6 stages -> 3. `as_dict`: the outputs as a dict {'d0': .., 'd1': ..} with dict
+    losses and loss_weights (the keras-io functional API guide's multi-output compile).
+    """
+    def rebnconv(x, f):
+        return layers.Activation("relu")(layers.BatchNormalization()(
+            layers.Conv2D(f, 3, padding="same")(x)))
+
+    inputs = keras.Input((S, S, 3))
+    h1 = rebnconv(rebnconv(inputs, 8), 8)
+    h2 = rebnconv(rebnconv(layers.MaxPooling2D(2)(h1), 16), 16)
+    h3 = rebnconv(layers.MaxPooling2D(2)(h2), 16)
+    h2d = rebnconv(layers.concatenate([layers.UpSampling2D(2)(h3), h2]), 16)
+    h1d = rebnconv(layers.concatenate([layers.UpSampling2D(2)(h2d), h1]), 8)
+    d1 = layers.Conv2D(n_classes, 3, padding="same")(h1d)
+    d2 = layers.UpSampling2D(2, interpolation="bilinear")(
+        layers.Conv2D(n_classes, 3, padding="same")(h2d))
+    d3 = layers.UpSampling2D(4, interpolation="bilinear")(
+        layers.Conv2D(n_classes, 3, padding="same")(h3))
+    d0 = layers.Conv2D(n_classes, 1)(layers.concatenate([d1, d2, d3]))
+    outs = [layers.Activation(main_activation if i == 0 else "sigmoid", name=f"d{i}",
+                              dtype="float32")(d) for i, d in enumerate((d0, d1, d2, d3))]
+    weights = [1.0, 0.5, 0.3, 0.2]
+    if as_dict:
+        model = keras.Model(inputs, {f"d{i}": o for i, o in enumerate(outs)},
+                            name="u2net_lite")
+        return compiled(model, {f"d{i}": "binary_crossentropy" for i in range(4)},
+                        loss_weights={f"d{i}": w for i, w in enumerate(weights)})
+    return compiled(keras.Model(inputs, outs, name="u2net_lite"), ["binary_crossentropy"] * 4,
+                    loss_weights=weights)
+
+
+# --- a classifier head on a segmentation task ------------------------------------------------
+
+def flatten_dense_fcn(num_classes=3, *, head="dense"):
+    """The mistake of keras-team/keras issue #2526 ("FCN for image segmentation": an image
+    classifier's Flatten + Dense head kept for per-pixel labels): a conv encoder to 1/4, then
+    `Flatten()` and `Dense(num_classes, activation='softmax')`, one prediction per image;
+    compiled with sparse_categorical_crossentropy on [N, H, W] masks. `head="conv"`: the
+    fully convolutional fix, Conv2D(num_classes, 1) + UpSampling2D(4, 'bilinear') + softmax.
+    """
+    inputs = keras.Input((S, S, 3))
+    x = layers.Conv2D(8, 3, padding="same", activation="relu")(inputs)
+    x = layers.Conv2D(16, 3, strides=2, padding="same", activation="relu")(x)
+    x = layers.Conv2D(16, 3, strides=2, padding="same", activation="relu")(x)
+    if head == "dense":
+        out = layers.Dense(num_classes, activation="softmax", name="predictions")(
+            layers.Flatten()(x))
+    else:
+        x = layers.UpSampling2D(4, interpolation="bilinear")(layers.Conv2D(num_classes, 1)(x))
+        out = layers.Activation("softmax", name="predictions")(x)
+    return compiled(keras.Model(inputs, out, name="fcn_head"), "sparse_categorical_crossentropy")
+
+
 # --- the cases ------------------------------------------------------------------------------
 
 @dataclass(eq=False)
@@ -474,6 +971,8 @@ class Case:
     fixed: Case | None = None  # broken: the model and data after that fix
     forbid: tuple[str, ...] = ()  # words no warning may hold (advice that would be wrong)
     constant: bool = False  # the output is exactly constant (1.0) at initialisation
+    targets: Callable | None = None  # masks -> what model.fit takes (several outputs)
+    wrong: tuple[str, ...] = ()  # words no error may hold (a second error that would be wrong)
 
     def __repr__(self):
         return self.name
@@ -666,6 +1165,170 @@ CASES: list[Case] = [
          "a ddpm-ResidualBlock U-Net compiled with loss='binary_crossentropy'",
          words=[("from_logits=false",), ("logits",)], fix_words=("from_logits=true",),
          fixed=GROUPNORM),
+]
+
+# --- second round: the cases --------------------------------------------------------------
+
+BIN_U8 = data(fmt="index1")  # [N, H, W, 1] uint8 0/1
+THREE_ONEHOT = data(classes=3, fmt="onehot")
+RELU = [("relu",)]
+FOUR = [("one-hot", "channels", "classes"), ("4",)]
+ATTENTION = Case("Attention ResUNet, sigmoid head + dice_coef_loss", attention_unet, BIN, "sound",
+                 "MoleImg/Attention_UNet AttResUNet.py (usage docstring: loss=dice_coef_loss)")
+ATTENTION_BCE = Case("Attention ResUNet, sigmoid head + binary_crossentropy",
+                     lambda: attention_unet(loss="binary_crossentropy"), BIN, "sound", "")
+UNETPP = Case("U-Net++ (keras-unet-collection unet_plus_2d), sigmoid + BCE", unet_plus_plus,
+              BIN, "sound", "yingkaisha/keras-unet-collection _model_unet_plus_2d.py")
+LINKNET = Case("LinkNet (segmentation_models), softmax + CategoricalFocalCrossentropy, one-hot",
+               linknet, THREE_ONEHOT, "sound",
+               "qubvel/segmentation_models segmentation_models/models/linknet.py")
+SEGNET_FLAT = Case("SegNet, Reshape((H*W, C)) + Softmax(axis=-1), sparse CE on [N, H*W] masks",
+                   lambda: segnet(3, head="softmax", loss="sparse_categorical_crossentropy"),
+                   data(classes=3, fmt="flat_index"), "sound",
+                   "Skydipper/CNN-tests models/keras/SegNet.py")
+ENET_SOFTMAX = Case("ENet (naive upsampling), softmax + sparse CE", enet, THREE_IDX, "sound",
+                    "PavlosMelissinos/enet-keras src/models/enet_naive_upsampling")
+ENET_2 = Case("ENet, 2 classes, softmax + sparse CE on [N, H, W, 1] uint8 0/1 masks",
+              lambda: enet(2), BIN_U8, "sound", "")
+U2NET = Case("U^2-Net lite, 4 outputs (fused first), list of BCE losses + loss_weights",
+             u2net_lite, BIN, "sound",
+             "xuebinqin/U-2-Net issue #141 (Keras U2NET_lite); keras-io basnet_segmentation.py",
+             targets=lambda y: [y] * 4)
+FCN_CONV = Case("conv encoder, Conv2D(C, 1) + bilinear UpSampling2D(4) + softmax",
+                lambda: flatten_dense_fcn(head="conv"), THREE_IDX, "sound", "")
+OPS_SOFTMAX = Case("keras.ops.softmax on the output tensor", ops_softmax_unet, THREE_IDX,
+                  "sound", "keras-io deeplabv3_plus.py style ops on symbolic tensors")
+DS_FIXED = Case("ResUNet, tf.data batched, masks mapped / 255",
+                resunet, data(dataset="batched"), "sound", "")
+
+CASES += [
+    ATTENTION,
+    Case("Attention ResUNet, jacard_coef_loss", lambda: attention_unet(loss=jacard_coef_loss),
+         BIN, "sound", "MoleImg/Attention_UNet AttResUNet.py jacard_coef_loss"),
+    Case("Attention ResUNet, the file's own Conv2D(1) + BN + ReLU head, binary_crossentropy",
+         lambda: attention_unet(head="bn_relu", loss="binary_crossentropy"), BIN, "broken",
+         "MoleImg/Attention_UNet AttResUNet.py head; vanvalenlab/deepcell-tf issue #624 "
+         "(ReLU on a 1-channel output)",
+         words=RELU, fix_words=("sigmoid",), fixed=ATTENTION_BCE),
+
+    UNETPP,
+    Case("U-Net++ deep supervision: 2 outputs, list of losses, loss_weights",
+         lambda: unet_plus_plus(deep_supervision=True, loss_weights=[0.5, 1.0]), BIN, "sound",
+         "yingkaisha/keras-unet-collection unet_plus_2d(deep_supervision=True)",
+         targets=lambda y: [y, y],
+         # the layers only the second output reads do learn, from its loss
+         forbid=("will not learn", "no gradient")),
+    Case("U-Net++ with keras.losses.BinaryFocalCrossentropy",
+         lambda: unet_plus_plus(loss=keras.losses.BinaryFocalCrossentropy()), BIN, "sound",
+         "keras-unet-collection U-Net++ compiled with Keras' BinaryFocalCrossentropy"),
+    Case("U-Net++, Conv2D(1, 1, activation='softmax') for 2 classes",
+         lambda: unet_plus_plus(activation="softmax"), BIN, "broken",
+         "mlyg/unified-focal-loss issue #10 (U-Net++ port); ultrasound-nerve-segmentation #18",
+         words=CONSTANT_1, fix_words=("sigmoid",), constant=True, fixed=UNETPP),
+
+    Case("ResUNet, bce_dice_loss function", lambda: resunet(loss=bce_dice_loss), BIN, "sound",
+         "nikhilroxtomar/Deep-Residual-Unet + SebastianHafner/DDA_UrbanExtraction losses.py"),
+    Case("ResUNet, keras.losses.Dice", lambda: resunet(loss=keras.losses.Dice()), BIN, "sound",
+         "nikhilroxtomar/Deep-Residual-Unet compiled with Keras 3's Dice loss"),
+    Case("ResUNet, FocalLoss function, [N, H, W, 1] uint8 masks", lambda: resunet(loss=FocalLoss),
+         BIN_U8, "sound", "herolava259/gr_project metrics/training/FocalLoss.py"),
+    Case("ResUNet, Rescaling(1/255) inside, uint8 0..255 images",
+         lambda: resunet(rescale=True), data(uint8=True), "sound",
+         "nikhilroxtomar/Deep-Residual-Unet with keras.io's Rescaling(1.0 / 255) entry",
+         forbid=("divide", "/ 255", "scale the images", "rescal")),
+    Case("ResUNet, unbatched tf.data.Dataset of (image, mask)", resunet,
+         data(dataset="unbatched"), "sound",
+         "tf.data.Dataset.from_tensor_slices((images, masks)) without .batch()"),
+    Case("ResUNet, batched tf.data.Dataset with 0/255 masks", resunet,
+         data(fmt="x255", dataset="batched"), "broken",
+         "hlamba28/UNET-TGS issue #8 (masks not divided by 255), fed as a tf.data pipeline",
+         words=[("outside [0, 2)", "255")], fix_words=("255",), fixed=DS_FIXED),
+
+    LINKNET,
+    Case("LinkNet, to_categorical of 1..3 trimaps (4 one-hot channels) for 3 classes",
+         linknet, data(classes=3, fmt="onehot_plus1"), "broken",
+         "keras-io oxford pets trimaps one-hot encoded with to_categorical(y) (no y -= 1)",
+         words=FOUR, fix_words=("to_categorical(masks, 3)", "num_classes=3", "0..2", "-= 1"),
+         fixed=LINKNET),
+
+    Case("FPN (segmentation_models), bilinear UpSampling2D(4) head, [N, H, W] int masks", fpn,
+         THREE_IDX, "sound", "qubvel/segmentation_models segmentation_models/models/fpn.py"),
+    Case("FPN head left at 1/4, masks at 1/4 too", lambda: fpn(last_upsample=False),
+         data(classes=3, fmt="quarter"), "sound",
+         "qubvel/segmentation_models fpn.py without last_upsample, masks down-sampled to match"),
+    Case("FPN, batched tf.data.Dataset", fpn, data(classes=3, fmt="index", dataset="batched"),
+         "sound", "segmentation_models FPN fed a tf.data pipeline"),
+
+    Case("SegFormer head: softmax at 1/4 + Resizing to the input, uint8 [N, H, W] masks",
+         segformer, data(classes=3, fmt="index_u8"), "sound",
+         "keras-team/keras-cv keras_cv/models/segmentation/segformer/segformer.py"),
+
+    Case("SegNet (UpSampling2D for indices), Reshape + sigmoid + Reshape back",
+         lambda: segnet(1, pixels=False), BIN, "sound", "s059ff/keras-segnet-camvid model.py"),
+    SEGNET_FLAT,
+    Case("SegNet, Reshape((H*W, C)) + Softmax(axis=-1), sparse CE on [N, H*W, 1] masks",
+         lambda: segnet(3, head="softmax", loss="sparse_categorical_crossentropy"),
+         data(classes=3, fmt="flat_index1"), "sound", "Skydipper/CNN-tests models/keras/SegNet.py"),
+    Case("SegNet, Reshape((H*W, C)) + Softmax(axis=-1), categorical CE on [N, H*W, C] one-hot",
+         lambda: segnet(3, head="softmax", loss="categorical_crossentropy"),
+         data(classes=3, fmt="flat_onehot"), "sound",
+         "Skydipper/CNN-tests models/keras/SegNet.py with to_categorical masks reshaped"),
+    Case("SegNet, Reshape((H*W, C)) model given [N, H, W] masks",
+         lambda: segnet(3, head="softmax", loss="sparse_categorical_crossentropy"), THREE_IDX,
+         "broken", "divamgupta/image-segmentation-keras issues #33, #353 (masks not reshaped)",
+         words=[("reshape", "pixels", "h*w", "1024")],
+         fix_words=("reshape(", "h*w", "1024"), fixed=SEGNET_FLAT),
+
+    ENET_SOFTMAX,
+    Case("ENet, logits + SparseCategoricalCrossentropy(from_logits=True)",
+         lambda: enet(head=None), THREE_IDX, "sound", "PavlosMelissinos/enet-keras"),
+    Case("ENet, last Conv2DTranspose(nc, activation='relu') + sparse CE",
+         lambda: enet(head="relu"), THREE_IDX, "broken",
+         "chentairan/ErfNet ErfNet.py output layer (activation='relu'); deepcell-tf #624",
+         words=RELU, fix_words=("softmax", "from_logits=true"), fixed=ENET_SOFTMAX),
+    Case("ENet, 2 classes, sparse CE with [N, H, W, 1] 0/255 masks", lambda: enet(2),
+         data(fmt="x255_u8"), "broken",
+         "MIScnn issue #93 / liut969/Whole-Heart-Segmentation #1 (label 255 outside [0, 2))",
+         words=[("outside [0, 2)",), ("255",)], fix_words=("divide them by 255", "// 255"),
+         fixed=ENET_2),
+
+    Case("ERFNet, trailing Activation('linear') + from_logits=True", erfnet, THREE_IDX, "sound",
+         "chentairan/ErfNet ErfNet.py"),
+    Case("ERFNet, mixed_float16 with Activation('softmax', dtype='float32')",
+         lambda: erfnet(activation="softmax", mixed=True), THREE_IDX, "sound",
+         "chentairan/ErfNet + tensorflow/docs site/en/guide/mixed_precision.ipynb"),
+    Case("ERFNet, the file's relu output layer with num_classes channels + sparse CE",
+         lambda: erfnet(activation="relu"), THREE_IDX, "broken",
+         "chentairan/ErfNet ErfNet.py (Conv2DTranspose(..., activation='relu') output)",
+         words=RELU, fix_words=("softmax", "from_logits=true"),
+         fixed=Case("ERFNet, softmax output + sparse CE", lambda: erfnet(activation="softmax"),
+                    THREE_IDX, "sound", "")),
+
+    OPS_SOFTMAX,
+    Case("U-Net, last layer Conv2D(num_classes, 1, activation='relu') + sparse CE",
+         lambda: ops_softmax_unet("relu"), THREE_IDX, "broken",
+         "vanvalenlab/deepcell-tf issue #624 (ReLU as the semantic head's activation)",
+         words=RELU, fix_words=("softmax", "from_logits=true"), fixed=OPS_SOFTMAX),
+    Case("keras.activations.softmax on the output tensor", lambda: ops_softmax_unet("act"),
+         data(classes=3, fmt="index1"), "sound", "keras.activations.softmax(x) in a functional model"),
+
+    U2NET,
+    Case("U^2-Net lite, dict outputs, dict losses + loss_weights",
+         lambda: u2net_lite(as_dict=True), BIN, "sound",
+         "xuebinqin/U-2-Net issue #141; keras-io guides/functional_api.py (dict losses)",
+         targets=lambda y: {f"d{i}": y for i in range(4)}),
+    Case("U^2-Net lite, fused output d0 with softmax over one channel",
+         lambda: u2net_lite(main_activation="softmax"), BIN, "broken",
+         "xuebinqin/U-2-Net issue #141 Activation('softmax', name='d0') with n_classes=1",
+         words=CONSTANT_1, fix_words=("sigmoid",), constant=True, fixed=U2NET,
+         targets=lambda y: [y] * 4),
+
+    Case("Flatten + Dense(num_classes) head (one prediction per image)", flatten_dense_fcn,
+         THREE_IDX, "broken", "keras-team/keras issue #2526 (FCN for image segmentation)",
+         words=[("flatten", "dense", "not an image", "per image", "output shape", "(n, 3)",
+                 "shape")],
+         fix_words=("conv2d", "1x1", "fully convolutional"), fixed=FCN_CONV,
+         wrong=("outside [0, 2)",)),  # the Dense head has 3 classes: labels 0..2 are right
 ]
 
 SOUND = [c for c in CASES if c.verdict == "sound"]
