@@ -64,9 +64,12 @@ class Alarm(str):
 
     @classmethod
     def from_record(cls, record) -> Alarm:
-        """An alarm read back from a record (a plain message from before kinds: kind "")."""
+        """An alarm read back from a record. A plain message (metrics.json and resume states
+        written before alarms had kinds) is read by the words it starts with."""
         if isinstance(record, str):
-            return cls(record, kind="")
+            kind = next((k for k in KINDS if record.startswith(k.replace("_", " ").replace(
+                "non finite", "non-finite"))), "")
+            return cls(record, kind=kind, finding=record.split(" (")[0])
         return cls(record["alarm"], kind=record.get("kind", ""),
                    finding=record.get("finding", ""), fix=record.get("fix", ""),
                    epoch=int(record.get("epoch", 0)))

@@ -116,7 +116,8 @@ def closing_lines(metrics: dict, out: Path) -> str:
     if diagnostics.get("constant_output"):
         collapse = diagnostics.get("collapse") or {}  # the Alarm's record (seg.collapse)
         what = collapse.get("finding") or collapse_alarm(open_alarms) or "constant output"
-        return f"{text}\nseg: COLLAPSED (the 'yellow image'): {what}: {look}"
+        fix = f"\nseg:   fix: {collapse['fix']}" if collapse.get("fix") else ""
+        return f"{text}\nseg: COLLAPSED (the 'yellow image'): {what}: {look}{fix}"
     more = f" (+{len(open_alarms) - 1} more)" if len(open_alarms) > 1 else ""
     return f"{text}\nseg: ALARM open at the end: {open_alarms[0]}{more}: {look}"
 
