@@ -101,17 +101,23 @@ def _loss_callable(loss, info: LossInfo):
 def _layer_gradients(model, loss_fn, x, y, loss):
     with tf.GradientTape() as tape, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Keras' own one-channel warning: the report says more
-        pred = first_output(model(x, training=True))
+        outputs = keras.tree.flatten(model(x, training=True))
+        pred = outputs[0]
         value = loss_fn(y, pred)
     ce_part = None
     if getattr(loss, "kind", None) in ("ce", "ce_dice", "ce_lovasz"):  # starts at ln(C)
         ce_part = float(type(loss).from_config({**loss.get_config(), "kind": "ce"})(y, pred))
     grads = tape.gradient(value, model.trainable_variables)
     norms: dict[str, float] = {}
+    other_outputs = set()  # layers of a multi-output model that only feed the other outputs
     for var, g in zip(model.trainable_variables, grads):
         layer = layer_of(var, model)
+        if g is None and len(outputs) > 1:  # not connected to the first output: its loss is
+            other_outputs.add(layer)         # another's, which the probe does not compute
+            continue
         norms[layer] = norms.get(layer, 0.0) + (0.0 if g is None else float(tf.norm(g)) ** 2)
-    return float(value), ce_part, {k: math.sqrt(v) for k, v in norms.items()}
+    return float(value), ce_part, {k: math.sqrt(v) for k, v in norms.items()
+                                   if k not in other_outputs}
 
 
 def probe(model, loss, x, y, ctx: Context, *, compare_initial: bool = True,

@@ -312,4 +312,6 @@ def _num_classes(given: int | None, head: Head, masks) -> int:
         return head.channels
     if head.channels is None and masks is not None and is_one_hot(masks):
         return int(np.shape(masks)[-1])
+    if len(head.shape) == 2 and head.shape[-1] > 1:  # [B, C]: not an image, but C classes
+        return int(head.shape[-1])
     return 2
