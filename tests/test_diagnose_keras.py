@@ -373,6 +373,7 @@ def _events(folder):
     return acc
 
 
+@pytest.mark.slow
 def test_the_monitor_flags_a_forced_one_channel_categorical_model_and_not_a_sound_one(tmp_path):
     x, y = _squares(48, 0)
     vx, vy = _squares(8, 1)

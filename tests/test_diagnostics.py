@@ -115,6 +115,7 @@ def test_deconv_kernel_not_divisible_by_stride_warns_about_checkerboard(tiny):
     assert "checkerboard" in warning.why and "decoder.kernel_size=2" in warning.fix
 
 
+@pytest.mark.slow
 def test_overfit_probe_passes_for_a_good_config_and_catches_a_diverging_learning_rate(tiny):
     good = diagnose(tiny("diagnostics.overfit_steps=25"))
     assert findings(good, "ok")["overfit one batch"]
@@ -122,6 +123,7 @@ def test_overfit_probe_passes_for_a_good_config_and_catches_a_diverging_learning
     assert "overfit one batch" in findings(bad, "error")
 
 
+@pytest.mark.slow
 def test_probes_leave_the_weights_unchanged(tiny):
     from seg.train import prepare
     parts = prepare(tiny("diagnostics.overfit_steps=5"))
@@ -200,6 +202,7 @@ def test_frozen_random_encoder_warns(tiny):
     assert "padded 32x32" in plan and "-> 1x1" in plan  # a backbone has 5 levels (stride 32)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("broken", [
     ("+experiment=yellow_image",),
     ("data.num_classes=2", "model.out_channels=1", "model.head_activation=softmax",
