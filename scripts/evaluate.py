@@ -125,7 +125,7 @@ def main(argv=None) -> dict:
         "overlap": args.overlap, "flip": args.flip, "tta": tta, "overrides": args.overrides,
         "images": result["images"], "mean_iou": result["mean_iou"],
         "pixel_accuracy": result["pixel_accuracy"], "dice": result["dice"],
-        "iou_per_class": dict(zip(class_names, result["iou_per_class"])),
+        "iou_per_class": dict(zip(class_names, result["iou_per_class"], strict=False)),
         "confusion_matrix": result["confusion_matrix"], "class_names": class_names,
         "worst": [{"file": e["file"], "mean_iou": e["mean_iou"],
                    "panel": str(out / f"worst_{n:02d}.png")}
@@ -137,7 +137,7 @@ def main(argv=None) -> dict:
     width = max(len(n) for n in class_names)
     print(f"\n{args.split}: {result['images']} images, mean IoU {result['mean_iou']:.4f}, "
           f"pixel accuracy {result['pixel_accuracy']:.4f}, Dice {result['dice']:.4f}")
-    for name, iou in zip(class_names, result["iou_per_class"]):
+    for name, iou in zip(class_names, result["iou_per_class"], strict=False):
         print(f"  IoU {name:<{width}}  {iou:.4f}")
     for e in report["worst"]:
         print(f"  worst: {e['file']} (mIoU {e['mean_iou']:.3f})")

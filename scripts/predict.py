@@ -142,7 +142,7 @@ def main(argv=None) -> int:
         probs = inference.predict_probs(trained.model, images, from_logits=trained.from_logits,
                                         tile=tile, overlap=args.overlap,
                                         batch_size=args.batch_size)
-        for (f, stem, image), p in zip(batch, probs):
+        for (_f, stem, image), p in zip(batch, probs, strict=False):
             labels = p.argmax(-1).astype(np.uint8)
             target = out / stem
             target.parent.mkdir(parents=True, exist_ok=True)

@@ -70,7 +70,7 @@ class StepClock(keras.callbacks.Callback):
         """
         steps, seconds, per_step = 0, 0.0, []
         for epoch in self.steps[skip_epochs:]:
-            for (n0, t0), (n1, t1) in zip(epoch, epoch[1:]):
+            for (n0, t0), (n1, t1) in zip(epoch, epoch[1:], strict=False):
                 per_step += [(t1 - t0) / (n1 - n0)] * (n1 - n0)
             if len(epoch) > 1:
                 steps += epoch[-1][0] - epoch[0][0]

@@ -247,7 +247,7 @@ def run_records(runs: list[Run], keys: list[str]) -> list[dict]:
                "seed": flat.get("seed"), "val_mean_iou": r.miou if r.metrics else None}
         if r.metrics:
             for name, iou in zip(r.metrics.get("class_names", []),
-                                 r.metrics.get("val_iou_per_class", [])):
+                                 r.metrics.get("val_iou_per_class", []), strict=False):
                 rec[f"iou_{name}"] = iou
             rec.update(alarms="; ".join(_alarms(r)) or "none",
                        epochs=r.metrics.get("epochs_completed"),

@@ -244,7 +244,7 @@ def _type_problem(tp, value) -> str | None:
         if not isinstance(value, dict):
             return "use a mapping, e.g. {255: 1}"
         inner = [_type_problem(args[0], k) or _type_problem(args[1], v) for k, v in value.items()]
-        return next((f"entry {k}: {p}" for k, p in zip(value, inner) if p), None)
+        return next((f"entry {k}: {p}" for k, p in zip(value, inner, strict=False) if p), None)
     return None
 
 

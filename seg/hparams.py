@@ -25,6 +25,7 @@ from tensorboard.plugins.hparams import summary_v2 as hp_summary
 
 from seg.config import HPARAM_KEYS
 from seg.tags import class_tags
+import contextlib
 
 SKIP_OVERRIDES = ("sweep",)  # +sweep=NAME only launches the sweep
 FINAL_METRICS = ("val_mean_iou", "val_pixel_accuracy", "val_dice", "val_loss",
@@ -68,10 +69,8 @@ def hparams_of(cfg: dict, overrides: list[str] = (), parameters: int | None = No
         if not isinstance(leaf, dict):  # a section chosen as a group (+decoder=deconv) is
             keys.append(key)            # logged through its keys (decoder.name)
     for key in keys:
-        try:
+        with contextlib.suppress(KeyError):
             out[key] = _scalar(lookup(cfg, key))
-        except KeyError:
-            pass
     if parameters is not None:
         out["model.parameters"] = int(parameters)
     return out
@@ -164,7 +163,7 @@ def layout(class_names: list[str]) -> layout_pb2.Layout:
             chart("Learning rate", "learning_rate"),
             chart("Pixel accuracy (train and validation)", "pixel_accuracy")]),
         layout_pb2.Category(title="IoU per class", chart=[
-            chart(f"IoU: {name}", f"IoU/per_class/{tag}") for name, tag in zip(class_names, tags)]),
+            chart(f"IoU: {name}", f"IoU/per_class/{tag}") for name, tag in zip(class_names, tags, strict=False)]),
         layout_pb2.Category(title="Collapse monitors (the 'yellow image')", chart=[
             chart("Majority-class share of the prediction", "diagnostics/majority_share"),
             chart("Output spread (0: a constant picture)", "diagnostics/output_spread"),
@@ -197,7 +196,7 @@ def log_final(log_dir: str | Path, metrics: dict, step: int):
             if isinstance(metrics.get(name), (int, float)):
                 tf.summary.scalar(f"hparams/{name}", float(metrics[name]))
         for tag, iou in zip(class_tags(metrics.get("class_names", [])),
-                            metrics.get("val_iou_per_class", [])):
+                            metrics.get("val_iou_per_class", []), strict=False):
             tf.summary.scalar(f"hparams/val_iou/{tag}", float(iou))
         alarms = metrics.get("diagnostics", {})
         tf.summary.scalar("hparams/alarms", float(bool(alarms.get("constant_output"))

@@ -43,7 +43,7 @@ def training_mode_output(model, x: np.ndarray) -> np.ndarray:
     try:
         return np.asarray(first_output(model(x, training=True)))
     finally:
-        for variable, value in zip(model.non_trainable_variables, saved):
+        for variable, value in zip(model.non_trainable_variables, saved, strict=False):
             variable.assign(value)
 
 
@@ -173,7 +173,7 @@ class CollapseMonitor(keras.callbacks.Callback):
         found = self._still_learning(epoch, self._without_lag(epoch, self._judge(stats, final),
                                                               final))
         if stats["finite"]:
-            self.seen |= {k for k, (t, p) in enumerate(zip(stats["true_share"], stats["pred_share"]))
+            self.seen |= {k for k, (t, p) in enumerate(zip(stats["true_share"], stats["pred_share"], strict=False))
                           if t > 0.005 and p >= 0.5 * t}
         self.current_alarms = found if (epoch >= self.grace_epochs or final) else []
         self.alarms += [alarm.record() for alarm in self.current_alarms]
@@ -316,7 +316,7 @@ def _check_monitor_arguments(validation_data, log_dir, every, num_images, class_
             raise TypeError(f"{where}: `validation_data` must be (images, masks) arrays or a "
                             f"tf.data.Dataset of (image, mask) batches, got "
                             f"{type(validation_data).__name__}")
-        for name, value in zip(("images", "masks"), validation_data):
+        for name, value in zip(("images", "masks"), validation_data, strict=False):
             if np.asarray(value).dtype.kind not in "biuf" or not np.size(value):
                 raise ValueError(f"{where}: the validation {name} must be a non-empty array "
                                  "of numbers")

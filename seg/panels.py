@@ -47,7 +47,7 @@ def take_images(validation_data, n: int) -> list[tuple[np.ndarray, np.ndarray]]:
     out = []
     for element in validation_data:
         x, y = np.asarray(element[0]), np.asarray(element[1])
-        pairs = [(x, y)] if x.ndim == 3 else list(zip(x, y))
+        pairs = [(x, y)] if x.ndim == 3 else list(zip(x, y, strict=False))
         out += pairs[:n - len(out)]
         if len(out) >= n:
             break

@@ -69,7 +69,7 @@ class Fingerprint:
 
     @property
     def median_size(self) -> tuple[int, int]:
-        hs, ws = zip(*self.sizes)
+        hs, ws = zip(*self.sizes, strict=False)
         return int(np.median(hs)), int(np.median(ws))
 
     @property
@@ -118,7 +118,7 @@ def object_stats(masks: list[np.ndarray], num_classes: int) -> dict[int, Objects
             area = np.bincount(labels.ravel())[1:]
             pixels[k] += region.sum()
             boundary[k] += (region & ~ndimage.binary_erosion(region, border_value=1)).sum()
-            for box, a in zip(ndimage.find_objects(labels), area):
+            for box, a in zip(ndimage.find_objects(labels), area, strict=False):
                 if a < 4:  # specks: label noise, not objects
                     continue
                 extent = max(box[0].stop - box[0].start, box[1].stop - box[1].start)

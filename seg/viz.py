@@ -101,7 +101,7 @@ def panel(images, truths, preds, confidences, *, class_names: list[str], ignore_
     font, small = _font(15), _font(12)
     pad, header = 4, 22
     rows = []
-    for image, true, pred, conf in zip(images, truths, preds, confidences):
+    for image, true, pred, conf in zip(images, truths, preds, confidences, strict=False):
         tiles = [to_rgb(image), colourise(true, ignore_index), colourise(pred, ignore_index),
                  error_map(true, pred, ignore_index),
                  confidence_colours(conf, len(class_names))]
@@ -218,7 +218,7 @@ def comparison(images, truths, predictions: dict[str, list], *, class_names: lis
     head = 6 + 14 * max(len(lines) for lines in labels) + (22 if title else 0)
     pad = 4
     tiles_per_row = []
-    for i, (image, true) in enumerate(zip(images, truths)):
+    for i, (image, true) in enumerate(zip(images, truths, strict=False)):
         tiles = [to_rgb(image), colourise(true, ignore_index)]
         tiles += [colourise(preds[i], ignore_index) for preds in predictions.values()]
         tiles_per_row.append(scaled(tiles, cell))

@@ -45,11 +45,11 @@ class AuditReport:
             total = max(sum(hist), 1)
             lines.append(f"-- class histogram, {split} --")
             lines += [f"  {k} {name:<16} {100 * c / total:6.2f}%"
-                      for k, (name, c) in enumerate(zip(self.class_names, hist))]
+                      for k, (name, c) in enumerate(zip(self.class_names, hist, strict=False))]
         if self.band_stats:
             lines.append("-- band statistics, train (the model standardises with them) --")
             lines += [f"  band {b}: mean {m:.6g}, std {s:.6g}"
-                      for b, (m, s) in enumerate(zip(*self.band_stats))]
+                      for b, (m, s) in enumerate(zip(*self.band_stats, strict=False))]
         if any(p.detail.find("rare classes") >= 0 for p in self.problems):
             lines.append("hint: python scripts/plan.py <the same data overrides> plans a "
                          "recipe for rare classes (class weights, rare-class crops) from "

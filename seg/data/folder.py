@@ -426,7 +426,7 @@ def read_mask(path: str, table: np.ndarray, colour_table=None,
     if not known.all():
         unknown, counts = np.unique(codes[~known], return_counts=True)
         listed = ", ".join(f"({c >> 16}, {(c >> 8) & 255}, {c & 255}) x{n}"
-                           for c, n in list(zip(unknown, counts))[:5])
+                           for c, n in list(zip(unknown, counts, strict=False))[:5])
         raise DataError(f"{path}: colours not in data.colour_table: {listed}")
     return np.array([palette[k] for k in keys], np.int32)[pos]
 

@@ -267,7 +267,7 @@ def main(argv=None) -> int:
     total = args.train + args.val
     print(f"wrote {total} scenes ({args.train} train_*, {args.val} val_*) of "
           f"{args.height}x{args.width} to {args.root}; pixel share per class:")
-    for k, (name, share) in enumerate(zip(CLASS_NAMES, info["shares"])):
+    for k, (name, share) in enumerate(zip(CLASS_NAMES, info["shares"], strict=False)):
         print(f"  {k} {name:<11} {100 * share:7.3f}%" + ("  (rare)" if k in RARE else ""))
     off = [CLASS_NAMES[k] for k in RARE if not 0 < info["shares"][k] < 0.01]
     if off:

@@ -192,11 +192,11 @@ def _count_labels(samples, num_classes: int, ignore_index: int | None):
         pixels += mask.size
         if ignore_index is not None and set(values.tolist()) == {0, ignore_index}:
             only_zero_and_ignore.append(name)
-        out_of_range = [int(v) for v, void in zip(values, is_void)
+        out_of_range = [int(v) for v, void in zip(values, is_void, strict=False)
                         if not void and not 0 <= v < num_classes]
         if out_of_range:
             bad[name] = out_of_range
-        for v, c, void in zip(values, counts, is_void):
+        for v, c, void in zip(values, counts, is_void, strict=False):
             if 0 <= v < num_classes and not void:
                 hist[int(v)] += c
     return hist, bad, ignored, pixels, only_zero_and_ignore

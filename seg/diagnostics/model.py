@@ -198,7 +198,7 @@ def _pixels_shape(ctx: Context, mask_shape: tuple) -> list[Finding]:
 def _size_finding(ctx, model, x, got, want) -> Finding:
     changes = size_changes(model, x)
     listed = ", ".join(f"`{name}` {_hw(a)} -> {_hw(b)}" for name, a, b in changes)
-    ratio = [g / w for g, w in zip(got, want)]
+    ratio = [g / w for g, w in zip(got, want, strict=False)]
     title = f"the output is {_hw(got)} but the masks are {_hw(want)}"
     exact = ratio[0] == ratio[1] and math.log2(ratio[0]).is_integer()
     if exact:

@@ -110,7 +110,7 @@ def _layer_gradients(model, loss_fn, x, y, loss):
     grads = tape.gradient(value, model.trainable_variables)
     norms: dict[str, float] = {}
     other_outputs = set()  # layers of a multi-output model that only feed the other outputs
-    for var, g in zip(model.trainable_variables, grads):
+    for var, g in zip(model.trainable_variables, grads, strict=False):
         layer = layer_of(var, model)
         if g is None and len(outputs) > 1:  # not connected to the first output: its loss is
             other_outputs.add(layer)         # another's, which the probe does not compute

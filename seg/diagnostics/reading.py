@@ -225,7 +225,7 @@ def walk_head(model: keras.Model) -> dict:
             if "activation" not in found:
                 found.update(activation=kind.lower(), activation_layer=op.name)
                 found["softmax_axis"] = _axis(op)
-        elif kind not in PASS_THROUGH and not (kind == "Activation"):
+        elif kind not in PASS_THROUGH and kind != "Activation":
             found["note"] = (f"the output passes through `{op.name}` ({kind}), whose effect "
                              "seg cannot read; the activation is judged from the output's values")
             found["unreadable"] = op.name
@@ -423,7 +423,7 @@ def size_changes(model: keras.Model, x: np.ndarray) -> list[tuple[str, tuple, tu
     except Exception:  # noqa: BLE001 (fall back to the symbolic shapes)
         shapes = [tuple(t.shape) for t in tensors]
     out = []
-    for (op, _, _), before, after in zip(path, shapes, shapes[1:]):
+    for (op, _, _), before, after in zip(path, shapes, shapes[1:], strict=False):
         if len(before) >= 3 and len(after) >= 3 and before[1:3] != after[1:3]:
             out.append((op.name, before[1:3], after[1:3]))
     return out

@@ -28,8 +28,8 @@ def shape_plan(sizes: list[tuple[int, int]], *, depth: int, decoder: str) -> tup
     out = []
     for h, w in sorted(set(sizes)):
         ph, pw = level_sizes(h, depth), level_sizes(w, depth)
-        enc = " -> ".join(f"{a}x{b}" for a, b in zip(ph["encoder"], pw["encoder"]))
-        dec = " -> ".join(f"{a}x{b}" for a, b in zip(ph["decoder"], pw["decoder"]))
+        enc = " -> ".join(f"{a}x{b}" for a, b in zip(ph["encoder"], pw["encoder"], strict=False))
+        dec = " -> ".join(f"{a}x{b}" for a, b in zip(ph["decoder"], pw["decoder"], strict=False))
         lines.append(f"  input {h}x{w}: padded {ph['padded']}x{pw['padded']} | encoder {enc} | "
                      f"decoder {dec} | output cropped to {h}x{w}")
         if h % m or w % m:

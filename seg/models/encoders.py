@@ -107,7 +107,7 @@ def transfer_weights(source: keras.Model, target: keras.Model) -> list[str]:
         raise ValueError(f"{target.name}: {len(dst)} weights, the pretrained one has "
                          f"{len(src)}: not the same architecture")
     adapted = []
-    for a, b in zip(src, dst):
+    for a, b in zip(src, dst, strict=False):
         value = keras.ops.convert_to_numpy(a)
         if tuple(a.shape) != tuple(b.shape):
             if not _bands_differ(tuple(a.shape), tuple(b.shape)):

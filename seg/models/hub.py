@@ -255,7 +255,7 @@ class HubEncoder:
         outs = self.features(x)
         outs = outs if isinstance(outs, (list, tuple)) else [outs]
         skips: list = [None] * self.levels
-        for stride, out in zip(self.strides[:-1], outs[:-1]):
+        for stride, out in zip(self.strides[:-1], outs[:-1], strict=False):
             skips[int(math.log2(stride))] = out
         return outs[-1], skips
 
