@@ -40,7 +40,8 @@ def audit_into(report: Report, samples, ctx: Context):
     if hist.sum():
         share = hist / hist.sum()
         report.tables["class histogram (sampled masks)"] = "\n".join(
-            f"  {k} {ctx.class_names[k]:<16} {100 * share[k]:6.2f}%" for k in range(ctx.num_classes))
+            f"  {k} {ctx.class_names[k]:<16} {100 * share[k]:6.2f}%"
+            for k in range(ctx.num_classes))
 
 
 def check_whole_numbers(ctx: Context, masks) -> list[Finding]:
@@ -155,7 +156,8 @@ def audit_labels(samples: list[tuple[str, np.ndarray]], ctx: Context
             "constant output", fix))
     total = hist.sum()
     ignore_share = ignored / max(pixels, 1)
-    if only_zero_and_ignore and len(only_zero_and_ignore) * 2 >= len(samples) and ignore_share > 0.05:
+    if only_zero_and_ignore and len(only_zero_and_ignore) * 2 >= len(samples) and \
+            ignore_share > 0.05:
         listed = ", ".join(only_zero_and_ignore[:5])
         out.append(Finding(
             "error", "labels",

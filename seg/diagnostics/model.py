@@ -45,7 +45,8 @@ def check_readable(ctx: Context, model) -> list[Finding]:
                 "probabilities in [0, 1]" if ctx.head.activation else
                 f"a constant ({ctx.head.constant:g} everywhere), which says nothing of its "
                 "activation" if ctx.head.constant is not None else "logits")
-        out.append(Finding("warning", "model", f"{ctx.head.note or 'the activation could not be read'}"
+        note = ctx.head.note or "the activation could not be read"
+        out.append(Finding("warning", "model", f"{note}"
                            f"; the output looks like {seen}",
                            "the head/loss checks use that guess",
                            "build the model with the functional API (keras.Model(inputs, "
@@ -209,7 +210,8 @@ def _size_finding(ctx, model, x, got, want) -> Finding:
         why += f". The size changes at: {listed}"
     if exact and ratio[0] < 1:
         n = int(-math.log2(ratio[0]))
-        fix = (f"add {n} more x2 up-sampling step(s) after `{changes[-1][0] if changes else 'the last up-sampling'}`"
+        last = changes[-1][0] if changes else "the last up-sampling"
+        fix = (f"add {n} more x2 up-sampling step(s) after `{last}`"
                " (Conv2DTranspose(filters, 2, strides=2, padding='same') or UpSampling2D), so "
                "the decoder undoes every down-sampling; or resize the masks")
     elif exact:
@@ -226,6 +228,21 @@ def _size_finding(ctx, model, x, got, want) -> Finding:
 
 def check_head(ctx: Context) -> list[Finding]:
     """Refuse heads and losses that cannot train together (the classic yellow image)."""
+    out = _activation_findings(ctx) + _from_logits_findings(ctx) + _channel_findings(ctx)
+    if out:
+        return out
+    head, loss = ctx.head, ctx.loss
+    chans = f"{head.channels} output channel(s)" if head.channels else "no channel axis"
+    act = head.activation or "logits"
+    if loss.family == "none":
+        return [Finding("ok", "head", f"{chans}, {act} ({head.where}); no loss to check it "
+                        "against")]
+    return [Finding("ok", "head/loss", f"{chans}, {act} ({head.where}), loss {loss.name}, "
+                    f"from_logits={loss.from_logits}")]
+
+
+def _activation_findings(ctx: Context) -> list[Finding]:
+    """The activation at the end against the channels and the loss."""
     head, loss, fixes = ctx.head, ctx.loss, ctx.fixes
     channels = head.channels if head.channels is not None else 1
     act, where = head.activation, head.where
@@ -256,41 +273,52 @@ def check_head(ctx: Context) -> list[Finding]:
             "warning", "head/loss", f"binary cross-entropy over {channels} exclusive classes",
             "binary cross-entropy scores each channel independently (multi-label); for "
             "exclusive classes the classes compete in softmax cross-entropy", fixes.bce_many(ctx)))
-    takes_logits = loss.family in ("categorical", "sparse", "binary", "matched")
-    if takes_logits and head.probabilities and loss.from_logits:
-        out.append(Finding(
-            "error", "from_logits",
-            f"probabilities ({act} in {where}) fed to a loss with from_logits=true",
-            f"the loss applies {'sigmoid' if channels == 1 else 'softmax'} again to values in "
-            "[0, 1]; the squashed outputs differ little between classes, gradients shrink and the "
-            "prediction drifts toward a constant", fixes.probabilities_to_logits_loss(ctx)))
-    if takes_logits and act is None and loss.from_logits is False:
-        out.append(Finding(
-            "error", "from_logits", "logits fed to a loss with from_logits=false",
-            f"{where} has no activation, but the loss reads its raw logits as probabilities: "
-            "negative logits are clipped to 1e-7 and values above 1 to 1, so most pixels give a "
-            "constant loss and no gradient", fixes.logits_to_probability_loss(ctx)))
-    classes = 2 if channels == 1 else channels
-    if head.channels is not None and ctx.num_classes != classes:
-        out.append(Finding(
-            "error", "head", f"{channels} output channel(s) in {where} for "
-            f"num_classes={ctx.num_classes}",
-            f"a head needs one channel per class (or one channel for two classes): labels "
-            f"{classes} and above have no channel to be predicted in",
-            f"give {where} {ctx.num_classes} filters, or check num_classes"))
     if loss.family == "dice" and act is None:
         out.append(Finding(
             "warning", "head/loss", f"{loss.name} on logits ({where} has no activation)",
             "Dice compares probabilities with the masks; on raw logits its value is "
             "meaningless", f"end {where} in softmax (or sigmoid) for {loss.name}"))
-    if not out:
-        chans = f"{head.channels} output channel(s)" if head.channels else "no channel axis"
-        if loss.family == "none":
-            return [Finding("ok", "head", f"{chans}, {act or 'logits'} ({where}); no loss to "
-                            "check it against")]
-        out.append(Finding("ok", "head/loss", f"{chans}, {act or 'logits'} ({where}), loss "
-                           f"{loss.name}, from_logits={loss.from_logits}"))
     return out
+
+
+def _from_logits_findings(ctx: Context) -> list[Finding]:
+    """Probabilities into a loss that expects logits, and the reverse."""
+    head, loss, fixes = ctx.head, ctx.loss, ctx.fixes
+    act, where = head.activation, head.where
+    if loss.family not in ("categorical", "sparse", "binary", "matched"):
+        return []
+    if head.probabilities and loss.from_logits:
+        channels = head.channels if head.channels is not None else 1
+        return [Finding(
+            "error", "from_logits",
+            f"probabilities ({act} in {where}) fed to a loss with from_logits=true",
+            f"the loss applies {'sigmoid' if channels == 1 else 'softmax'} again to values in "
+            "[0, 1]; the squashed outputs differ little between classes, gradients shrink and the "
+            "prediction drifts toward a constant", fixes.probabilities_to_logits_loss(ctx))]
+    if act is None and loss.from_logits is False:
+        return [Finding(
+            "error", "from_logits", "logits fed to a loss with from_logits=false",
+            f"{where} has no activation, but the loss reads its raw logits as probabilities: "
+            "Keras clips them into [1e-7, 1 - 1e-7], so every logit outside (0, 1) gets no "
+            "gradient and the rest are pushed into (0, 1), where they no longer separate the "
+            "classes: the prediction drifts toward one class",
+            fixes.logits_to_probability_loss(ctx))]
+    return []
+
+
+def _channel_findings(ctx: Context) -> list[Finding]:
+    """The head's channels against the number of classes."""
+    head = ctx.head
+    channels = head.channels if head.channels is not None else 1
+    classes = 2 if channels == 1 else channels
+    if head.channels is None or ctx.num_classes == classes:
+        return []
+    return [Finding(
+        "error", "head", f"{channels} output channel(s) in {head.where} for "
+        f"num_classes={ctx.num_classes}",
+        f"a head needs one channel per class (or one channel for two classes): labels "
+        f"{classes} and above have no channel to be predicted in",
+        f"give {head.where} {ctx.num_classes} filters, or check num_classes")]
 
 
 def _softmax_one_channel_loss(loss: LossInfo) -> str:

@@ -126,78 +126,85 @@ def probe(model, loss, x, y, ctx: Context, *, compare_initial: bool = True,
 
     Weights (and batch-norm statistics) are restored afterwards.
     """
-    info, head = ctx.loss, ctx.head
-    loss_fn = _loss_callable(loss, info)
+    loss_fn = _loss_callable(loss, ctx.loss)
     saved = model.get_weights()
-    out = []
     try:
         loss0, ce0, norms = _layer_gradients(model, loss_fn, x, y, loss)
-        channels = head.channels or 1
-        classes = 2 if channels == 1 or info.family == "binary" else channels
+        classes = 2 if (ctx.head.channels or 1) == 1 or ctx.loss.family == "binary" \
+            else ctx.head.channels
         expected = math.log(classes)
         figures = {"initial_loss": loss0, "expected_initial_loss": expected}
         if ce0 is not None:
             figures["initial_cross_entropy"] = ce0
-        zero_is_wrong = (info.family in ("categorical", "sparse", "binary")
-                         or info.kind in ("ce", "focal", "ce_dice", "ce_lovasz"))
-        if not math.isfinite(loss0):
-            out.append(Finding("error", "initial loss", f"the loss is {loss0} before training",
-                               "a non-finite loss at initialisation means broken inputs or "
-                               "labels", "check the images for NaN/Inf and the masks' values "
-                               "against the loss"))
-        elif compare_initial and zero_is_wrong:
-            if loss0 < 0.05 * expected:
-                out.append(Finding(
-                    "error", "initial loss",
-                    f"initial loss {loss0:.3g}, expected about ln({classes}) = {expected:.3f}",
-                    "the loss is already (near) zero before any training: it does not depend on "
-                    "the prediction, so there is nothing to learn from",
-                    "see the head/loss check: match the loss to the head"))
-            else:
-                ce = ce0 if ce0 is not None else loss0
-                what = "cross-entropy" if ce0 is not None else "loss"
-                total = f", {loss0:.3f} with Dice" if ce0 is not None and loss0 != ce0 else ""
-                focal = "focal" in info.name.lower() or info.kind == "focal"  # scaled down
-                comparable = (ce0 is not None or info.normalises or info.family == "binary") \
-                    and not focal
-                if comparable and abs(ce - expected) > 0.5 * expected:
-                    out.append(Finding(
-                        "warning", "initial loss", f"initial {what} {ce:.3f}, expected about "
-                        f"{expected:.3f} for an untrained {channels}-channel head",
-                        "an untrained head should give every class about the same probability; "
-                        "a far-off initial loss is a head that starts over-confident (it still "
-                        "trains, slower at first), or points at label or activation problems",
-                        f"the images go up to {ctx.image_max:g}: scale them to [0, 1] (images "
-                        "/ 255) or standardise them (measured: the loss on scaled images is "
-                        "near ln C)" if ctx.image_max > 2 and not ctx.scaled_by and
-                        _images_scale(model, loss_fn, x, y, loss0, expected)
-                        else "check the label audit and the head/loss check; a head that starts "
-                        "over-confident needs nothing"))
-                elif comparable:
-                    out.append(Finding("ok", "initial loss", f"{what} {ce:.3f} (expected about "
-                                       f"ln({classes}) = {expected:.3f}){total}"))
-                else:
-                    out.append(Finding("ok", "initial loss", f"{what} {ce:.3f} at "
-                                       f"initialisation (not compared with ln({classes}): "
-                                       f"{info.name} is not a plain cross-entropy)"))
+        initial = _initial_loss(ctx, loss0, ce0, classes, compare_initial,
+                                scales=lambda: _images_scale(model, loss_fn, x, y, loss0,
+                                                             expected))
         gradients = _gradient_findings(norms, ctx, figures)
-        if out and out[-1].check == "initial loss" and out[-1].level == "error" and \
-                gradients[0].level == "ok":  # a gradient of a loss that is 0 everywhere
-            gradients = [Finding(
-                "warning", "gradients", f"the loss is {loss0:.2g}, yet a gradient reaches the "
-                f"head `{ctx.head.head_layer}` (norm {figures['head_gradient_norm']:.2g})",
-                "it does not come from the masks: Keras differentiates the one-channel "
-                "cross-entropy through the activation's logits, where the gradient of a constant "
-                "loss is not zero; it pushes every pixel towards one class",
-                "see the head/loss findings")]
-        out += gradients
-        table = _gradient_table(norms)
+        if initial and initial[-1].level == "error" and gradients[0].level == "ok":
+            gradients = [_gradient_of_a_constant_loss(ctx, loss0, figures)]
+        out = initial + gradients
         if overfit_steps:
             out.append(_overfit(model, loss_fn, x, y, overfit_steps, learning_rate, loss0,
                                 figures, ctx))
     finally:
         model.set_weights(saved)
-    return out, "gradient norm per layer or block (one batch, at initialisation)\n" + table, figures
+    table = "gradient norm per layer or block (one batch, at initialisation)\n"
+    return out, table + _gradient_table(norms), figures
+
+
+def _initial_loss(ctx: Context, loss0: float, ce0: float | None, classes: int,
+                  compare: bool, scales) -> list[Finding]:
+    """The initial loss judged against ln C: non-finite and near-zero are errors, far off a
+    warning (with advice to scale the images only where `scales()` measures that it helps)."""
+    info, channels = ctx.loss, ctx.head.channels or 1
+    expected = math.log(classes)
+    zero_is_wrong = (info.family in ("categorical", "sparse", "binary")
+                     or info.kind in ("ce", "focal", "ce_dice", "ce_lovasz"))
+    if not math.isfinite(loss0):
+        return [Finding("error", "initial loss", f"the loss is {loss0} before training",
+                        "a non-finite loss at initialisation means broken inputs or labels",
+                        "check the images for NaN/Inf and the masks' values against the loss")]
+    if not (compare and zero_is_wrong):
+        return []
+    if loss0 < 0.05 * expected:
+        return [Finding(
+            "error", "initial loss",
+            f"initial loss {loss0:.3g}, expected about ln({classes}) = {expected:.3f}",
+            "the loss is already (near) zero before any training: it does not depend on the "
+            "prediction, so there is nothing to learn from",
+            "see the head/loss check: match the loss to the head")]
+    ce = ce0 if ce0 is not None else loss0
+    what = "cross-entropy" if ce0 is not None else "loss"
+    total = f", {loss0:.3f} with Dice" if ce0 is not None and loss0 != ce0 else ""
+    focal = "focal" in info.name.lower() or info.kind == "focal"  # scaled down
+    comparable = (ce0 is not None or info.normalises or info.family == "binary") and not focal
+    if not comparable:
+        return [Finding("ok", "initial loss", f"{what} {ce:.3f} at initialisation (not compared "
+                        f"with ln({classes}): {info.name} is not a plain cross-entropy)")]
+    if abs(ce - expected) <= 0.5 * expected:
+        return [Finding("ok", "initial loss", f"{what} {ce:.3f} (expected about ln({classes}) = "
+                        f"{expected:.3f}){total}")]
+    scale = ctx.image_max > 2 and not ctx.scaled_by and scales()
+    return [Finding(
+        "warning", "initial loss", f"initial {what} {ce:.3f}, expected about {expected:.3f} for "
+        f"an untrained {channels}-channel head",
+        "an untrained head should give every class about the same probability; a far-off "
+        "initial loss is a head that starts over-confident (it still trains, slower at first), "
+        "or points at label or activation problems",
+        f"the images go up to {ctx.image_max:g}: scale them to [0, 1] (images / 255) or "
+        "standardise them (measured: the loss on scaled images is near ln C)" if scale else
+        "check the label audit and the head/loss check; a head that starts over-confident "
+        "needs nothing")]
+
+
+def _gradient_of_a_constant_loss(ctx: Context, loss0: float, figures: dict) -> Finding:
+    """The gradient probe beside a loss that is 0 everywhere: where its gradient comes from."""
+    return Finding(
+        "warning", "gradients", f"the loss is {loss0:.2g}, yet a gradient reaches the head "
+        f"`{ctx.head.head_layer}` (norm {figures['head_gradient_norm']:.2g})",
+        "it does not come from the masks: Keras differentiates the one-channel cross-entropy "
+        "through the activation's logits, where the gradient of a constant loss is not zero; it "
+        "pushes every pixel towards one class", "see the head/loss findings")
 
 
 def _gradient_table(norms: dict[str, float], rows: int = 16) -> str:

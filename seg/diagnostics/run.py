@@ -75,6 +75,21 @@ def _run_model(report: Report, model, images, masks, audit_samples: int):
     return x, y, audit_masks, outputs
 
 
+def _output_checks(ctx: Context, model, x, y) -> list[Finding]:
+    """The output against the input (constant?), the masks (size, class axis, targets) and
+    the loss (the head), each judged only where what it stands on holds."""
+    constant = check_constant(ctx, model, x)
+    shape = [] if y is None else check_output_shape(ctx, model, x, y)
+    if ctx.head.inferred and any(f.level == "error" for f in constant):
+        head = []  # the activation is unknown: nothing to judge the head by
+    else:
+        head = check_head(ctx)
+    if any(f.level == "error" for f in shape):  # no "ok" beside a broken output
+        head = [f for f in head if f.level != "ok"]
+    targets = check_targets(ctx, as_image(y, ctx.head)) if y is not None and not shape else []
+    return constant + shape + head + targets
+
+
 def _multi_output(model, n: int) -> Finding:
     try:
         first = f" (from `{model.outputs[0]._keras_history.operation.name}`)"
@@ -131,8 +146,7 @@ def diagnose(model: keras.Model, images, masks=None, *, loss=None, num_classes: 
     if ran is None:
         return report
     x, y, audit_masks, outputs = ran
-    y_pred = np.asarray(outputs[0])
-    head = read_head(model, y_pred, tuple(x.shape[1:3]))
+    head = read_head(model, np.asarray(outputs[0]), tuple(x.shape[1:3]))
     ctx = Context(head, info, _num_classes(num_classes, head, y), ignore_index,
                   list(class_names or []), fixes or KerasFixes())
     ctx.class_names += [f"class_{k}" for k in range(len(ctx.class_names), ctx.num_classes)]
@@ -143,19 +157,7 @@ def diagnose(model: keras.Model, images, masks=None, *, loss=None, num_classes: 
         report.findings.append(_multi_output(model, len(outputs)))
         if head.inferred:  # a subclassed model: which layer feeds the first output is unknown
             head.head_layer = None
-    constant = check_constant(ctx, model, x)
-    report.findings += constant
-    shape_findings = [] if y is None else check_output_shape(ctx, model, x, y)
-    report.findings += shape_findings
-    if head.inferred and any(f.level == "error" for f in constant):  # the activation is unknown: nothing to judge the head by
-        head_findings = []
-    else:
-        head_findings = check_head(ctx)
-    if any(f.level == "error" for f in shape_findings):  # no "ok" beside a broken output
-        head_findings = [f for f in head_findings if f.level != "ok"]
-    report.findings += head_findings
-    if y is not None and not shape_findings:
-        report.findings += check_targets(ctx, as_image(y, head))
+    report.findings += _output_checks(ctx, model, x, y)
     labels_into(report, label_samples, None if audit_masks is None else
                  as_image(audit_masks, head), ctx)
     report.findings += check_transposed(ctx, model)

@@ -16,7 +16,8 @@ def _naive_sizes(size: int, depth: int) -> tuple[list[int], list[int]]:
     return down, up
 
 
-def shape_plan(sizes: list[tuple[int, int]], *, depth: int, decoder: str) -> tuple[list[Finding], str]:
+def shape_plan(sizes: list[tuple[int, int]], *, depth: int, decoder: str
+               ) -> tuple[list[Finding], str]:
     """The spatial size at every encoder and decoder level for the given input sizes.
 
     Returns the findings and a printable table. The model pads inputs to a multiple of
