@@ -31,7 +31,8 @@ def parse(argv=None):
     p.add_argument("--tta", default="none", choices=["none", "flip", "d4"],
                    help="test-time augmentation: average the predictions of the image and its "
                         "mirror (flip) or of its 8 rotations and mirrors (d4)")
-    p.add_argument("--worst", type=seg_hydra.whole(0), default=4, help="panels of this many worst images")
+    p.add_argument("--worst", type=seg_hydra.whole(0), default=4,
+                   help="panels of this many worst images")
     p.add_argument("--out", type=seg_hydra.folder_to_write,
                    help="output folder (default RUN/evaluation/SPLIT)")
     p.add_argument("--no-progress", action="store_true")

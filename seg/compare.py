@@ -161,7 +161,7 @@ def rows(groups: list[Group]) -> list[dict]:
                "val_mean_iou_min": float(np.min(g.values(lambda r: r.miou))) if g.done else None,
                "val_mean_iou_max": float(np.max(g.values(lambda r: r.miou))) if g.done else None}
         for k, name in enumerate(names):
-            row[f"iou_{name}"] = _mean_std(g.values(lambda r: _class_iou(r, k)))[0]
+            row[f"iou_{name}"] = _mean_std(g.values(lambda r, k=k: _class_iou(r, k)))[0]
         alarmed = [r for r in g.done if _alarms(r)]
         kinds = sorted({a for r in alarmed for a in _alarms(r)})
         row["alarms"] = f"{len(alarmed)}/{len(g.done)}: {', '.join(kinds)}" if alarmed else "none"

@@ -231,7 +231,8 @@ def _type_problem(tp, value) -> str | None:
         return None if isinstance(value, int) and not isinstance(value, bool) else \
             "use a whole number"
     if tp is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        ok = (isinstance(value, (int, float)) and not isinstance(value, bool)
+              and math.isfinite(value))
         return None if ok else "use a finite number"
     if tp is str:
         return None if isinstance(value, str) else "use a text value"

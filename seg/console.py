@@ -67,17 +67,15 @@ def filtered_stderr(patterns=NOISE):
 
     Where fd 2 cannot be duplicated (closed) the block runs with stderr as it is.
     """
-    try:
+    with contextlib.suppress(AttributeError, OSError, ValueError):
         sys.stderr.flush()  # what Python has buffered belongs before the block
-    except (AttributeError, OSError, ValueError):
-        pass
     try:
         saved = os.dup(2)
     except OSError:
         yield
         return
     try:
-        capture = tempfile.TemporaryFile()
+        capture = tempfile.TemporaryFile()  # noqa: SIM115 (open across the yield; closed below)
     except OSError:
         os.close(saved)
         yield

@@ -109,7 +109,8 @@ def metric_columns(class_names: list[str]) -> list[hp.Metric]:
     """The HPARAMS tab's metric columns, in order: val mIoU, pixel accuracy, IoU per class by
     name, alarms, epochs, wall time, then Dice and the loss (TensorBoard shows the first five).
     The diagnostics' shares are not columns."""
-    names = (["val_mean_iou", "val_pixel_accuracy"] + [f"val_iou/{t}" for t in class_tags(class_names)]
+    names = (["val_mean_iou", "val_pixel_accuracy"]
+             + [f"val_iou/{t}" for t in class_tags(class_names)]
              + ["alarms", "epochs_completed", "wall_time_s", "val_dice", "val_loss"])
     return [hp.Metric(f"hparams/{n}", display_name=n) for n in names]
 
@@ -163,7 +164,8 @@ def layout(class_names: list[str]) -> layout_pb2.Layout:
             chart("Learning rate", "learning_rate"),
             chart("Pixel accuracy (train and validation)", "pixel_accuracy")]),
         layout_pb2.Category(title="IoU per class", chart=[
-            chart(f"IoU: {name}", f"IoU/per_class/{tag}") for name, tag in zip(class_names, tags, strict=False)]),
+            chart(f"IoU: {name}", f"IoU/per_class/{tag}")
+            for name, tag in zip(class_names, tags, strict=False)]),
         layout_pb2.Category(title="Collapse monitors (the 'yellow image')", chart=[
             chart("Majority-class share of the prediction", "diagnostics/majority_share"),
             chart("Output spread (0: a constant picture)", "diagnostics/output_spread"),

@@ -1,4 +1,5 @@
-"""Segmentation metrics from a confusion matrix, ignore-aware, for multi-channel and 1-channel heads.
+"""Segmentation metrics from a confusion matrix, ignore-aware, for multi-channel and
+1-channel heads.
 
 Every metric here is Keras' MeanIoU (its confusion matrix, its ignore_class handling and its
 distributed reduction) with two additions: predictions from a 1-channel head are thresholded

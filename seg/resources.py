@@ -83,6 +83,11 @@ def check(cfg: dict, log=print) -> Estimate:
     return est
 
 
+def _read(path: str) -> str:
+    with open(path) as f:
+        return f.read().strip()
+
+
 def available_memory() -> int | None:
     """Bytes this process may still use: MemAvailable, or a cgroup's limit when lower."""
     found = []
@@ -97,9 +102,9 @@ def available_memory() -> int | None:
                         ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
                          "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
         try:
-            text = open(limit).read().strip()
+            text = _read(limit)
             if text != "max" and int(text) < 2 ** 60:
-                found.append(int(text) - int(open(used).read().strip()))
+                found.append(int(text) - int(_read(used)))
         except (OSError, ValueError):
             continue
     if not found:

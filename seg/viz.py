@@ -239,8 +239,8 @@ def comparison(images, truths, predictions: dict[str, list], *, class_names: lis
         y += row[0].shape[0] + pad
     x = pad
     for k, name in enumerate(class_names):
-        draw.rectangle([x, y + 6, x + 12, y + 18], fill=tuple(int(c) for c in PALETTE[k % len(PALETTE)]),
-                       outline=(0, 0, 0))
+        draw.rectangle([x, y + 6, x + 12, y + 18],
+                       fill=tuple(int(c) for c in PALETTE[k % len(PALETTE)]), outline=(0, 0, 0))
         draw.text((x + 16, y + 6), name, fill=(0, 0, 0), font=small)
         x += 26 + int(draw.textlength(name, font=small))
     return np.asarray(canvas)

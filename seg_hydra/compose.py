@@ -61,8 +61,9 @@ def to_dict(cfg: DictConfig, missing_ok: bool = False) -> dict | None:
     if missing and missing_ok:
         return None
     if missing:
-        raise ConfigError("missing value(s), set on the command line as key=value:\n  " + "\n  ".join(
-            f"{k}" + (f" ({help_for(k)})" if help_for(k) else "") for k in missing))
+        raise ConfigError("missing value(s), set on the command line as key=value:\n  "
+                          + "\n  ".join(f"{k}" + (f" ({help_for(k)})" if help_for(k) else "")
+                                        for k in missing))
     return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
 
 

@@ -190,7 +190,8 @@ def console_to(log: Path | None):
         yield
         return
     try:
-        file = open(log, "a", encoding="utf-8", buffering=1) if log is not None else None
+        # noqa below: the log stays open across the yield and is closed in its finally
+        file = open(log, "a", encoding="utf-8", buffering=1) if log is not None else None  # noqa: SIM115
     except OSError:  # no run folder (yet): the console alone
         file = None
     if file is None:
@@ -275,10 +276,9 @@ def in_own_process(fn, *args, **kwargs):
 
 
 def _child(send, fn, args, kwargs):
-    try:  # Linux: if the sweep's process dies, the job gets SIGTERM (checkpoint, stop)
+    # Linux: if the sweep's process dies, the job gets SIGTERM (checkpoint, stop)
+    with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
     try:
         result = ("ok", fn(*args, **kwargs), "")
     except BaseException as e:  # noqa: BLE001 (Interrupted and KeyboardInterrupt included)

@@ -92,7 +92,8 @@ def other_sweep(path: Path, config) -> str | None:
         if not before:
             raise ValueError("no hydra.overrides.task in it")
     except Exception as e:  # noqa: BLE001 (YAML, OmegaConf and OS errors alike: named)
-        return (f"{path}: unreadable ({str(e).splitlines()[0][:200] if str(e) else type(e).__name__})"
+        why = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+        return (f"{path}: unreadable ({why})"
                 ", so the sweep it records is unknown; kept as it is. Sweep into another folder "
                 "with hydra.sweep.dir=...")
     now = _task(config)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -133,11 +134,9 @@ def folder_source(**settings) -> Source:
         step = max(len(listing.train) // max(k, 1), 1)
         out = []
         for p in listing.train[::step][:k]:
-            try:
+            with contextlib.suppress(DataError):  # reported by the file audit
                 out.append((p.mask, folder.read_mask(p.mask, read["table"], read["colour_table"],
                                                      read["max_pixels"])))
-            except DataError:
-                pass  # reported by the file audit
         return out
 
     labels = dict(num_classes=spec.num_classes, ignore_index=spec.ignore_index)
@@ -154,7 +153,8 @@ def folder_source(**settings) -> Source:
         source.band_stats = (tuple(map(list, spec.band_stats)) if given else
                              audit.band_statistics(listing.train, channels=read["channels"],
                                                    max_pixels=read["max_pixels"]))
-    source.names = {"train": [p.image for p in listing.train], "val": [p.image for p in listing.val]}
+    source.names = {"train": [p.image for p in listing.train],
+                    "val": [p.image for p in listing.val]}
     return source
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -194,11 +195,10 @@ def audit_pairs(splits: dict[str, list[Pair]], *, num_classes: int, ignore_index
     report.histograms = {split: h.tolist() for split, h in hists.items()}
 
     if raw and splits.get("train"):
-        try:
+        # no readable training image: the problems above name every file
+        with contextlib.suppress(DataError):
             report.band_stats = band_statistics(splits["train"], channels=channels,
                                                 max_pixels=max_pixels)
-        except DataError:
-            pass  # no readable training image: the problems above name every file
     report.problems += _overlaps(splits, digests)
     report.problems += _balance(hists, report, num_classes=num_classes,
                                 ignore_index=ignore_index, class_names=class_names)

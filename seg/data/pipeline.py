@@ -232,8 +232,9 @@ def augment(image, mask, seed, *, size: int, scale_range=(0.8, 1.25), ignore_ind
     if random:
         for axis, s in ((1, seeds[3]), (0, seeds[4])):
             flip = tf.random.stateless_uniform([], s) < 0.5
-            image = tf.cond(flip, lambda: tf.reverse(image, [axis]), lambda: image)
-            mask = tf.cond(flip, lambda: tf.reverse(mask, [axis]), lambda: mask)
+            # tf.cond calls its lambdas here, within this iteration: the loop variables are current
+            image = tf.cond(flip, lambda: tf.reverse(image, [axis]), lambda: image)  # noqa: B023
+            mask = tf.cond(flip, lambda: tf.reverse(mask, [axis]), lambda: mask)  # noqa: B023
         if transpose:
             swap = tf.random.stateless_uniform([], seeds[6]) < 0.5
             image = tf.cond(swap, lambda: tf.transpose(image, [1, 0, 2]), lambda: image)

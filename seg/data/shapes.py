@@ -35,7 +35,8 @@ def _polygon(cls: int, cx: float, cy: float, r: float, angle: float, aspect: flo
         base = [(-1, -aspect), (1, -aspect), (1, aspect), (-1, aspect)]
     else:
         # A triangle covers less of its circle than a rectangle: 1.3x keeps the classes balanced.
-        base = [(1.3 * np.cos(t), 1.3 * np.sin(t)) for t in np.pi / 2 + np.arange(3) * 2 * np.pi / 3]
+        base = [(1.3 * np.cos(t), 1.3 * np.sin(t))
+                for t in np.pi / 2 + np.arange(3) * 2 * np.pi / 3]
     c, s = np.cos(angle), np.sin(angle)
     return [(cx + r * (x * c - y * s), cy + r * (x * s + y * c)) for x, y in base]
 
@@ -101,7 +102,8 @@ def make_shapes(n: int, size: int, *, num_classes: int = 4, channels: int = 3, s
         images uint8 [n, size, size, channels], masks uint8 [n, size, size].
     """
     if num_classes not in (2, 3, 4):
-        raise ValueError(f"data.num_classes={num_classes}: the shapes dataset has 2, 3 or 4 classes")
+        raise ValueError(f"data.num_classes={num_classes}: "
+                         "the shapes dataset has 2, 3 or 4 classes")
     if not 1 <= channels <= 64:
         raise ValueError(f"data.channels={channels}: use 1 to 64 bands")
     shape_classes = (1, 2) if num_classes == 3 else (1, 2, 3)

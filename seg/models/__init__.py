@@ -43,7 +43,8 @@ def build_model(*, num_classes: int, in_channels: int, encoder: str = "unet",
         freeze_encoder: train the decoder only (a backbone's batch norms stay in inference mode).
         depth, base_filters: U-Net levels and filters at level 0 (doubled per level); the
             decoder uses base_filters * 2**level at every level for every encoder.
-        norm: batch | sync_batch | group | layer | none. dropout: at the bottleneck. activation: Keras name.
+        norm: batch | sync_batch | group | layer | none. dropout: at the bottleneck.
+        activation: Keras name.
         out_channels: None means num_classes; 1 is a binary sigmoid-style head.
         head_activation: None (logits, recommended), "sigmoid" or "softmax".
         decoder: upsample | deconv | pixelshuffle; interpolation (upsample), kernel_size and
@@ -253,7 +254,8 @@ def _all_layers(model):
             yield layer
 
 
-__all__ = ["BACKBONES", "estimate_parameters", "DECODERS", "ENCODERS", "ICNR", "ArgMax", "BackbonePreprocess",
+__all__ = ["BACKBONES", "estimate_parameters", "DECODERS", "ENCODERS", "ICNR", "ArgMax",
+           "BackbonePreprocess",
            "ClassProbabilities",
            "BilinearUpsampleInit", "CropLike", "DepthToSpace", "PadToMultiple", "build_model",
            "build_unet", "encoder_of", "levels_of", "count_flops", "level_sizes"]
