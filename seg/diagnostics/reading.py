@@ -195,46 +195,63 @@ def walk_head(model: keras.Model) -> dict:
         if isinstance(op, keras.Model) and getattr(op, "outputs", None):
             tensor = op.outputs[0]  # a nested model: continue inside it
             continue
-        kind = type(op).__name__
-        if source is not None and len(source.shape) == 4 and len(tensor.shape) == 3:
-            if _flattens_pixels(source.shape, tensor.shape):  # [B, H, W, C] -> [B, H*W, C]
-                found["folded_by"] = op.name
-            else:
-                found["dropped_by"], found["dropped_channels"] = op.name, source.shape[-1]
-        if kind == "Softmax" or (kind == "Activation" and _name(op.activation)) or \
-                kind in ("ReLU", "LeakyReLU", "ELU", "PReLU", "Sigmoid"):
-            if "activation" not in found:
-                act = "softmax" if kind == "Softmax" else (
-                    _name(op.activation) if kind == "Activation" else kind.lower())
-                found.update(activation=act, activation_layer=op.name)
-                if act == "softmax":
-                    found["softmax_axis"] = _axis(op)
-            if _has_weights(op):  # PReLU
-                found["head_layer"] = op.name
-                return found
-        elif _has_weights(op):
-            found["head_layer"] = op.name
-            if "activation" not in found:
-                act = _name(getattr(op, "activation", None)) if hasattr(op, "activation") else None
-                found["activation"] = act
-                found["activation_layer"] = op.name if act else None
-                if act == "softmax":
-                    found["softmax_axis"] = -1
-            return found
-        elif kind.lower() in ("softmax", "sigmoid", "log_softmax"):  # keras.ops on a tensor
-            if "activation" not in found:
-                found.update(activation=kind.lower(), activation_layer=op.name)
-                found["softmax_axis"] = _axis(op)
-        elif kind not in PASS_THROUGH and kind != "Activation":
-            found["note"] = (f"the output passes through `{op.name}` ({kind}), whose effect "
-                             "seg cannot read; the activation is judged from the output's values")
-            found["unreadable"] = op.name
+        _note_rank_change(found, op, source, tensor)
+        if _read_step(found, op):
             return found
         found["after_head"].append(op.name)
         if source is None:
             return found
         tensor = source
     return found
+
+
+def _note_rank_change(found: dict, op, source, tensor):
+    """A [B, H, W, C] -> [B, H*W, C] step (the class axis kept: folded_by) or a step that drops
+    the channel axis ([B, H, W, 1] -> [B, H, W]: dropped_by)."""
+    if source is None or len(source.shape) != 4 or len(tensor.shape) != 3:
+        return
+    if _flattens_pixels(source.shape, tensor.shape):
+        found["folded_by"] = op.name
+    else:
+        found["dropped_by"], found["dropped_channels"] = op.name, source.shape[-1]
+
+
+def _read_step(found: dict, op) -> bool:
+    """Read one operation on the way back from the output into `found`; True where the walk
+    ends (the last layer with weights, or an operation whose effect cannot be read)."""
+    kind = type(op).__name__
+    if kind == "Softmax" or (kind == "Activation" and _name(op.activation)) or \
+            kind in ("ReLU", "LeakyReLU", "ELU", "PReLU", "Sigmoid"):
+        if "activation" not in found:
+            act = "softmax" if kind == "Softmax" else (
+                _name(op.activation) if kind == "Activation" else kind.lower())
+            found.update(activation=act, activation_layer=op.name)
+            if act == "softmax":
+                found["softmax_axis"] = _axis(op)
+        if _has_weights(op):  # PReLU
+            found["head_layer"] = op.name
+            return True
+        return False
+    if _has_weights(op):
+        found["head_layer"] = op.name
+        if "activation" not in found:
+            act = _name(getattr(op, "activation", None)) if hasattr(op, "activation") else None
+            found["activation"] = act
+            found["activation_layer"] = op.name if act else None
+            if act == "softmax":
+                found["softmax_axis"] = -1
+        return True
+    if kind.lower() in ("softmax", "sigmoid", "log_softmax"):  # keras.ops on a tensor
+        if "activation" not in found:
+            found.update(activation=kind.lower(), activation_layer=op.name)
+            found["softmax_axis"] = _axis(op)
+        return False
+    if kind not in PASS_THROUGH and kind != "Activation":
+        found["note"] = (f"the output passes through `{op.name}` ({kind}), whose effect seg "
+                         "cannot read; the activation is judged from the output's values")
+        found["unreadable"] = op.name
+        return True
+    return False
 
 
 def _flattens_pixels(before, after) -> bool:

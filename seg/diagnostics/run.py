@@ -75,6 +75,18 @@ def _run_model(report: Report, model, images, masks, audit_samples: int):
     return x, y, audit_masks, outputs
 
 
+def _context(model, head: Head, info, x, y, *, num_classes, ignore_index, class_names,
+             fixes) -> Context:
+    """What every check knows: the head, the loss, the classes and their names, how far the
+    images go and whether the model scales them itself."""
+    ctx = Context(head, info, _num_classes(num_classes, head, y), ignore_index,
+                  list(class_names or []), fixes or KerasFixes())
+    ctx.class_names += [f"class_{k}" for k in range(len(ctx.class_names), ctx.num_classes)]
+    ctx.image_max = float(np.nanmax(x)) if x.size and np.isfinite(x).any() else 0.0
+    ctx.scaled_by = input_scaling(model)
+    return ctx
+
+
 def _output_checks(ctx: Context, model, x, y) -> list[Finding]:
     """The output against the input (constant?), the masks (size, class axis, targets) and
     the loss (the head), each judged only where what it stands on holds."""
@@ -147,11 +159,8 @@ def diagnose(model: keras.Model, images, masks=None, *, loss=None, num_classes: 
         return report
     x, y, audit_masks, outputs = ran
     head = read_head(model, np.asarray(outputs[0]), tuple(x.shape[1:3]))
-    ctx = Context(head, info, _num_classes(num_classes, head, y), ignore_index,
-                  list(class_names or []), fixes or KerasFixes())
-    ctx.class_names += [f"class_{k}" for k in range(len(ctx.class_names), ctx.num_classes)]
-    ctx.image_max = float(np.nanmax(x)) if x.size and np.isfinite(x).any() else 0.0
-    ctx.scaled_by = input_scaling(model)
+    ctx = _context(model, head, info, x, y, num_classes=num_classes, ignore_index=ignore_index,
+                   class_names=class_names, fixes=fixes)
     report.findings += check_readable(ctx, model)
     if len(outputs) > 1:
         report.findings.append(_multi_output(model, len(outputs)))
