@@ -60,8 +60,31 @@ def build_model(*, num_classes: int, in_channels: int, encoder: str = "unet",
                                init=init)
     out_channels = out_channels or num_classes
 
-    hub_enc = hub_encoder(encoder, weights=encoder_weights, args=encoder_args,
-                          freeze=freeze_encoder, in_channels=in_channels,
+    inputs, x, skips, levels, notes = _encoder_path(
+        encoder, weights=encoder_weights, args=encoder_args, freeze=freeze_encoder,
+        in_channels=in_channels, input_size=input_size, fixed_size=fixed_size,
+        band_stats=band_stats, depth=depth, base_filters=base_filters, norm=norm,
+        activation=activation, dropout=dropout)
+    x = _decode(x, skips, levels=levels, decoder=decoder, up_kwargs=up_kwargs,
+                base_filters=base_filters, norm=norm, activation=activation)
+    x = _head(x, out_channels, head_activation)
+    outputs = CropLike(dtype="float32", name="crop_to_input")([x, inputs])
+    model = keras.Model(inputs, outputs, name=f"{_model_name(encoder)}_{decoder}")
+    model.seg_notes = notes  # what the encoder is and what was adapted (the preflight says it)
+    return model
+
+
+def _encoder_path(encoder: str, *, weights, args, freeze: bool, in_channels: int, input_size,
+                  fixed_size, band_stats, depth: int, base_filters: int, norm: str,
+                  activation: str, dropout: float):
+    """The input, its standardisation (band_stats) and padding, and the encoder.
+
+    Returns:
+        (inputs, the bottleneck's features, the skips per level, levels, notes): notes say
+        what the encoder is and what was adapted.
+    """
+    hub_enc = hub_encoder(encoder, weights=weights, args=args, freeze=freeze,
+                          in_channels=in_channels,
                           size=input_size or fixed_size) if is_hub(encoder) else None
     if hub_enc is not None and hub_enc.fixed_size:
         input_size = input_size or fixed_size
@@ -77,15 +100,26 @@ def build_model(*, num_classes: int, in_channels: int, encoder: str = "unet",
         x, skips = hub_enc(x)
     else:
         x, skips = _encode(x, encoder, levels=levels, input_size=input_size, notes=notes,
-                           weights=encoder_weights, freeze=freeze_encoder,
-                           in_channels=in_channels, depth=depth, base_filters=base_filters,
-                           norm=norm, activation=activation, dropout=dropout)
+                           weights=weights, freeze=freeze, in_channels=in_channels,
+                           depth=depth, base_filters=base_filters, norm=norm,
+                           activation=activation, dropout=dropout)
+    return inputs, x, skips, levels, notes
+
+
+def _decode(x, skips: list, *, levels: int, decoder: str, up_kwargs: dict, base_filters: int,
+            norm: str, activation: str):
+    """Up from the bottleneck, level by level: up-sample, concatenate the skip, convolve."""
     for level in reversed(range(levels)):
         filters = base_filters * 2 ** level
         x = DECODERS[decoder](x, filters, name=f"dec{level}_up", **up_kwargs)
         if skips[level] is not None:
             x = keras.layers.Concatenate(name=f"dec{level}_concat")([x, skips[level]])
         x = conv_block(x, filters, norm=norm, activation=activation, name=f"dec{level}")
+    return x
+
+
+def _head(x, out_channels: int, head_activation: str | None):
+    """A 1x1 convolution to out_channels logits, in float32, and the activation if any."""
     # A small head initialisation makes every class equally likely at the start, so the
     # initial cross-entropy is ln(C) and the probe before training can check it.
     x = keras.layers.Conv2D(out_channels, 1, dtype="float32", name="head",
@@ -93,10 +127,7 @@ def build_model(*, num_classes: int, in_channels: int, encoder: str = "unet",
     if head_activation:
         x = keras.layers.Activation(head_activation, dtype="float32",
                                     name=f"head_{head_activation}")(x)
-    outputs = CropLike(dtype="float32", name="crop_to_input")([x, inputs])
-    model = keras.Model(inputs, outputs, name=f"{_model_name(encoder)}_{decoder}")
-    model.seg_notes = notes  # what the encoder is and what was adapted (the preflight says it)
-    return model
+    return x
 
 
 def _check_choices(encoder, norm, head_activation, out_channels, num_classes):
