@@ -102,15 +102,8 @@ def panel(images, truths, preds, confidences, *, class_names: list[str], ignore_
     pad, header = 4, 22
     rows = []
     for image, true, pred, conf in zip(images, truths, preds, confidences, strict=False):
-        tiles = [to_rgb(image), colourise(true, ignore_index), colourise(pred, ignore_index),
-                 error_map(true, pred, ignore_index),
-                 confidence_colours(conf, len(class_names))]
-        tiles = scaled(tiles, cell)
-        size = (tiles[0].shape[1], tiles[0].shape[0])
-        row = np.full((size[1], 5 * (size[0] + pad), 3), 255, np.uint8)
-        for i, t in enumerate(tiles):
-            row[:, i * (size[0] + pad): i * (size[0] + pad) + size[0]] = t
-        rows.append(row)
+        rows.append(_panel_row(image, true, pred, conf, num_classes=len(class_names),
+                               ignore_index=ignore_index, cell=cell, pad=pad))
     width = max(r.shape[1] for r in rows)
     legend_h = 22 * (1 + (len(class_names) + 1) // 6)
     top = header * (1 + bool(title) + bool(banner))
@@ -132,6 +125,26 @@ def panel(images, truths, preds, confidences, *, class_names: list[str], ignore_
     for r in rows:
         canvas.paste(Image.fromarray(r), (0, y))
         y += r.shape[0] + pad
+    _panel_legend(canvas, draw, class_names, y=y, width=width, font=small)
+    return np.asarray(canvas)
+
+
+def _panel_row(image, true, pred, conf, *, num_classes: int, ignore_index: int, cell: int,
+               pad: int) -> np.ndarray:
+    """One row of the panel: input | truth | prediction | error | confidence, pad apart."""
+    tiles = [to_rgb(image), colourise(true, ignore_index), colourise(pred, ignore_index),
+             error_map(true, pred, ignore_index), confidence_colours(conf, num_classes)]
+    tiles = scaled(tiles, cell)
+    size = (tiles[0].shape[1], tiles[0].shape[0])
+    row = np.full((size[1], 5 * (size[0] + pad), 3), 255, np.uint8)
+    for i, t in enumerate(tiles):
+        row[:, i * (size[0] + pad): i * (size[0] + pad) + size[0]] = t
+    return row
+
+
+def _panel_legend(canvas, draw, class_names: list[str], *, y: int, width: int, font):
+    """From y down: the class colours (and 'ignored'), wrapped at width, then the confidence
+    ramp and what the colours mean."""
     x = 4
     for k, name in enumerate(list(class_names) + ["ignored"]):
         colour = tuple(int(c) for c in (PALETTE[k % len(PALETTE)] if k < len(class_names)
@@ -139,16 +152,15 @@ def panel(images, truths, preds, confidences, *, class_names: list[str], ignore_
         if x > width - 120:
             x, y = 4, y + 22
         draw.rectangle([x, y + 3, x + 14, y + 17], fill=colour, outline=(0, 0, 0))
-        draw.text((x + 18, y + 3), name, fill=(0, 0, 0), font=small)
-        x += 24 + int(draw.textlength(name, font=small))
+        draw.text((x + 18, y + 3), name, fill=(0, 0, 0), font=font)
+        x += 24 + int(draw.textlength(name, font=font))
     y += 24
     bar = ramp(np.linspace(0, 1, 120)[None, :].repeat(12, 0), _CONFIDENCE)
     canvas.paste(Image.fromarray(bar), (4, y + 2))
     draw.text((130, y + 1), "confidence: orange = a guess, navy = sure   error: red = wrong, "
-              "white = ignored", fill=(0, 0, 0), font=small)
+              "white = ignored", fill=(0, 0, 0), font=font)
     draw.text((4, y + 17), "(no yellow in the confidence map: a sure, healthy model must not "
-              "look like the 'yellow image')", fill=(90, 90, 90), font=small)
-    return np.asarray(canvas)
+              "look like the 'yellow image')", fill=(90, 90, 90), font=font)
 
 
 def confusion_picture(cm: np.ndarray, class_names: list[str], title: str = "",
@@ -199,22 +211,7 @@ def comparison(images, truths, predictions: dict[str, list], *, class_names: lis
     font, small = _font(13), _font(11)
     names = ["input", "ground truth"] + list(predictions)
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-
-    def wrap(label):  # greedy, breaking after commas, spaces and '=' where it can
-        lines, line = [], ""
-        for token in re.split(r"(?<=[, =])", label):
-            while token:
-                fit = len(token)
-                while fit > 1 and probe.textlength(line + token[:fit], font=small) > cell - 4:
-                    fit -= 1
-                if fit < len(token) and line:  # does not fit: start a new line first
-                    lines.append(line)
-                    line = ""
-                    continue
-                line, token = line + token[:fit], token[fit:]
-        return [x for x in lines + [line] if x]
-
-    labels = [wrap(n) for n in names]
+    labels = [_wrap(n, probe=probe, font=small, width=cell - 4) for n in names]
     head = 6 + 14 * max(len(lines) for lines in labels) + (22 if title else 0)
     pad = 4
     tiles_per_row = []
@@ -244,3 +241,20 @@ def comparison(images, truths, predictions: dict[str, list], *, class_names: lis
         draw.text((x + 16, y + 6), name, fill=(0, 0, 0), font=small)
         x += 26 + int(draw.textlength(name, font=small))
     return np.asarray(canvas)
+
+
+def _wrap(label: str, *, probe, font, width: int) -> list[str]:
+    """label's lines of at most width pixels (as probe draws them in font): greedy, breaking
+    after commas, spaces and '=' where it can."""
+    lines, line = [], ""
+    for token in re.split(r"(?<=[, =])", label):
+        while token:
+            fit = len(token)
+            while fit > 1 and probe.textlength(line + token[:fit], font=font) > width:
+                fit -= 1
+            if fit < len(token) and line:  # does not fit: start a new line first
+                lines.append(line)
+                line = ""
+                continue
+            line, token = line + token[:fit], token[fit:]
+    return [x for x in lines + [line] if x]
