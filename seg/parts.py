@@ -208,14 +208,7 @@ def prepare(cfg: dict, plan: distribute.Plan | None = None) -> Parts:
     train_ds = train_stream()
     val_ds = shard(pipeline.validation(source.val, batch_size=batch_size,
                                        ignore_index=pipe["ignore_index"], cache=pipe["cache"]))
-    # Batches of same-size images: their number is known only after one pass (which also fills
-    # the cache). Told to Keras, it stops warning that validation "ran out of data".
-    # the preflight's audit words label problems better than the pipeline's check does
-    unchecked = cfg["diagnostics"]["preflight"] != "off"
-    with data_errors_named(), (pipeline.labels_unchecked() if unchecked
-                               else contextlib.nullcontext()):
-        val_batches = int(val_ds.reduce(0, lambda n, _: n + 1))
-    val_ds = val_ds.apply(tf.data.experimental.assert_cardinality(val_batches))
+    val_ds = _counted(val_ds, preflight=cfg["diagnostics"]["preflight"])
     if plan and plan.replicas > 1:
         distribute.check_compile(plan, trainer["jit_compile"], trainer["steps_per_execution"])
         if cfg["model"]["norm"] == "batch":  # one set of batch statistics for all replicas
@@ -224,28 +217,54 @@ def prepare(cfg: dict, plan: distribute.Plan | None = None) -> Parts:
         model, loss, metrics = build(cfg, source, computed)
     fixed = model.input_shape[1]
     if fixed:  # a fixed-size encoder (MiT) scores the centre fixed x fixed crop of each image
-        val_ds = shard(pipeline.validation(
-            source.val.map(lambda x, y: pipeline.augment(
-                x, y, tf.zeros([2], tf.int64), size=fixed, random=False,
-                ignore_index=pipe["ignore_index"])), batch_size=batch_size,
-            ignore_index=pipe["ignore_index"], cache=pipe["cache"]))
-        val_ds = val_ds.apply(tf.data.experimental.assert_cardinality(
-            -(-source.num_val // batch_size)))
+        val_ds = _centre_validation(source, pipe, size=fixed, batch_size=batch_size,
+                                    shard=shard)
         model.seg_notes.append(f"a fixed {fixed}x{fixed} input: validation scores the centre "
                                f"{fixed}x{fixed} of each image (predict.py tiles whole images)")
-    steps = trainer["steps_per_epoch"] or max(source.num_train // batch_size, 1)
+    steps = _steps_per_epoch(trainer, num_train=source.num_train, batch_size=batch_size)
+    return Parts(source, pipe["image_size"], train_ds, train_stream, batch_size, val_ds, model,
+                 loss, metrics, steps, computed)
+
+
+def _counted(val_ds: tf.data.Dataset, *, preflight: str) -> tf.data.Dataset:
+    """val_ds with its number of batches, counted in one pass."""
+    # Batches of same-size images: their number is known only after one pass (which also fills
+    # the cache). Told to Keras, it stops warning that validation "ran out of data".
+    # the preflight's audit words label problems better than the pipeline's check does
+    unchecked = preflight != "off"
+    with data_errors_named(), (pipeline.labels_unchecked() if unchecked
+                               else contextlib.nullcontext()):
+        val_batches = int(val_ds.reduce(0, lambda n, _: n + 1))
+    return val_ds.apply(tf.data.experimental.assert_cardinality(val_batches))
+
+
+def _centre_validation(source: Source, pipe: dict, *, size: int, batch_size: int,
+                       shard: Callable) -> tf.data.Dataset:
+    """The validation batches of the centre size x size crop of each image."""
+    val_ds = shard(pipeline.validation(
+        source.val.map(lambda x, y: pipeline.augment(
+            x, y, tf.zeros([2], tf.int64), size=size, random=False,
+            ignore_index=pipe["ignore_index"])), batch_size=batch_size,
+        ignore_index=pipe["ignore_index"], cache=pipe["cache"]))
+    return val_ds.apply(tf.data.experimental.assert_cardinality(
+        -(-source.num_val // batch_size)))
+
+
+def _steps_per_epoch(trainer: dict, *, num_train: int, batch_size: int) -> int:
+    """trainer.steps_per_epoch (or one pass over the training images), rounded down to whole
+    executions of trainer.steps_per_execution steps."""
+    steps = trainer["steps_per_epoch"] or max(num_train // batch_size, 1)
     per_call = trainer["steps_per_execution"]
     if per_call > steps:
         raise ConfigError(f"trainer.steps_per_execution={per_call} is more than the {steps} "
-                          f"steps of an epoch ({source.num_train} training images, "
+                          f"steps of an epoch ({num_train} training images, "
                           f"batch {batch_size}): use at most {steps}")
     if steps % per_call:  # Keras runs whole executions: an epoch would overrun into the next
         rounded = max(steps // per_call, 1) * per_call
         print(f"seg: {steps} steps per epoch is not a multiple of trainer.steps_per_execution="
               f"{per_call}; training {rounded} steps per epoch", flush=True)
         steps = rounded
-    return Parts(source, pipe["image_size"], train_ds, train_stream, batch_size, val_ds, model,
-                 loss, metrics, steps, computed)
+    return steps
 
 
 @contextlib.contextmanager
