@@ -173,12 +173,13 @@ class CollapseMonitor(keras.callbacks.Callback):
         found = self._still_learning(epoch, self._without_lag(epoch, self._judge(stats, final),
                                                               final))
         if stats["finite"]:
-            self.seen |= {k for k, (t, p) in enumerate(zip(stats["true_share"], stats["pred_share"], strict=False))
-                          if t > 0.005 and p >= 0.5 * t}
+            shares = zip(stats["true_share"], stats["pred_share"], strict=False)
+            self.seen |= {k for k, (t, p) in enumerate(shares) if t > 0.005 and p >= 0.5 * t}
         self.current_alarms = found if (epoch >= self.grace_epochs or final) else []
         self.alarms += [alarm.record() for alarm in self.current_alarms]
         figures = {"majority_share": stats["majority_share"], "output_spread": stats["spread"],
-                   "output_entropy": stats["entropy"], "alarm_count": float(len(self.current_alarms))}
+                   "output_entropy": stats["entropy"],
+                   "alarm_count": float(len(self.current_alarms))}
         if self.into_logs and logs is not None:  # the TensorBoard callback and History keep them
             logs.update({f"val_{k}": v for k, v in figures.items()})
             logs["val_alarms"] = logs.pop("val_alarm_count")
