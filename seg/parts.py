@@ -181,13 +181,15 @@ class Parts:
     computed: dict = field(default_factory=dict)  # balance(): settings made from the data
 
 
-def prepare(cfg: dict, plan: distribute.Plan | None = None) -> Parts:
+def prepare(cfg: dict, plan: distribute.Plan | None = None, *, checked: bool = False) -> Parts:
     """Data pipelines, model, loss and metrics for a config (no training).
 
     With a distribution plan, the batches are global (trainer.batch_size per replica) and the
-    model's variables belong to the plan's strategy.
+    model's variables belong to the plan's strategy. checked: the caller has checked the
+    config already (train.run does, where it enters), so it is not checked again.
     """
-    check_sections(cfg)
+    if not checked:
+        check_sections(cfg)
     keras.utils.set_random_seed(cfg["seed"])
     trainer, data = cfg["trainer"], cfg["data"]
     set_precision(trainer["precision"])

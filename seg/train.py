@@ -122,7 +122,7 @@ def run(cfg: dict, output_dir: str | Path, run_name: str | None = None,
     out = Path(output_dir)
     with runfolder.held(out, plan.is_chief), runfolder.Signals().handled() as signals:
         resuming = open_run_folder(cfg, out, plan.is_chief)
-        parts = prepare(cfg, plan)  # data and model: a refusal here leaves no config.json
+        parts = prepare(cfg, plan, checked=True)  # a refusal here leaves no config.json
         if plan.is_chief and not resuming:
             write_config(cfg, out, files, parts.computed)
         describe(cfg, parts, plan, out)
