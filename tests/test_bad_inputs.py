@@ -16,6 +16,10 @@ import pytest
 
 from conftest import ROOT, write_folder_dataset
 
+# one worker runs the module, so its module fixture is built once
+pytestmark = pytest.mark.xdist_group("bad_inputs")
+
+
 T = ["trainer.epochs=1", "trainer.steps_per_epoch=2", "trainer.batch_size=2",
      "data.image_size=32", "data.num_train=8", "data.num_val=4", "trainer.verbose=0"]
 FOLDER = ["data=folder", "data.num_classes=2", "data.image_size=32", "trainer.epochs=1",

@@ -11,6 +11,9 @@ from conftest import ROOT
 from seg import plan
 from seg.data import balance, imbalanced
 
+# one worker runs the module, so its module fixture is built once
+pytestmark = pytest.mark.xdist_group("plan")
+
 
 def _fingerprint(shares, *, sizes=((96, 128),), objects=None, channels=3, device="CPU",
                  num_val=12) -> plan.Fingerprint:

@@ -35,7 +35,8 @@ import pytest
 
 from conftest import ROOT
 
-pytestmark = pytest.mark.slow
+# one worker runs the module, so its module fixtures (a real sweep, a browser) are built once
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("tensorboard_ui")]
 
 TINY = ["trainer.epochs=2", "data.num_train=32", "data.num_val=8", "data.image_size=32",
         "trainer.batch_size=8"]
