@@ -7,13 +7,28 @@ import re
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-# One fixed palette for every picture: background dark grey, then well-separated colours.
+# One fixed palette for every picture, colour-blind safe: class 0 (usually background) dark
+# grey, classes 1-7 the Okabe-Ito colours (Okabe & Ito 2008, told apart with every common
+# colour-vision deficiency), 8-11 four of Paul Tol's muted/bright colours chosen to stay apart
+# from them and from ERROR_COLOUR, then more of Tol's light and muted colours, where nothing
+# can stay far apart any more. tests/test_viz.py measures the distances (CIE76 delta-E, also
+# under simulated deuteranopia).
 PALETTE = np.array([
-    (40, 40, 40), (230, 25, 75), (60, 180, 75), (0, 130, 200), (255, 225, 25), (245, 130, 48),
-    (145, 30, 180), (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212),
-    (0, 128, 128), (220, 190, 255), (170, 110, 40), (255, 250, 200), (128, 0, 0),
-    (170, 255, 195), (128, 128, 0), (255, 215, 180), (0, 0, 128), (128, 128, 128),
+    (40, 40, 40),  # 0: dark grey
+    (230, 159, 0), (86, 180, 233), (0, 158, 115), (240, 228, 66), (0, 114, 178), (213, 94, 0),
+    (204, 121, 167),  # 1-7: Okabe-Ito orange, sky blue, bluish green, yellow, blue, vermillion,
+    # reddish purple
+    (51, 34, 136), (221, 204, 119), (136, 34, 85), (34, 136, 51),  # 8-11: Tol indigo, sand,
+    # wine, green
+    (187, 204, 51), (68, 187, 153), (119, 170, 221), (255, 170, 187), (153, 153, 51),
+    (238, 136, 102), (136, 204, 238), (204, 102, 119), (128, 128, 128),
 ], np.uint8)
+# Wrong pixels in the error column: a vivid violet, the colour farthest from every class colour
+# above (and from white and the dark 'correct'), with normal sight (delta-E >= 60) and with
+# deuteranopia (>= 30) among the colours light enough to stand out on the dark. Not red: red
+# was a class colour's neighbour (a two-class run's foreground looked like its errors).
+ERROR_COLOUR = np.array((190, 0, 255), np.uint8)
+CORRECT_COLOUR = np.array((30, 30, 30), np.uint8)
 IGNORE_COLOUR = np.array((255, 255, 255), np.uint8)
 # Share colour ramp of the confusion matrix (dark blue -> teal -> yellow, viridis), 0 to 1.
 _RAMP = np.array([(68, 1, 84), (59, 82, 139), (33, 145, 140), (94, 201, 98), (253, 231, 37)],
@@ -23,7 +38,12 @@ _RAMP = np.array([(68, 1, 84), (59, 82, 139), (33, 145, 140), (94, 201, 98), (25
 # that looked like the 'yellow image' users come to us about. Here sure is dark and calm, and
 # what draws the eye is where the model hesitates (boundaries, thin parts, a flat output).
 _CONFIDENCE = np.array([(236, 112, 20), (222, 222, 230), (24, 36, 90)], np.float32)
-COLUMNS = ("input", "ground truth", "prediction", "error", "confidence")
+# Column heads: one word each, so they stay readable where TensorBoard shrinks the panel.
+COLUMNS = ("image", "truth", "prediction", "errors", "confidence")
+# Text height as a share of a picture's width. TensorBoard's IMAGES card shows a picture
+# scaled to the card's width (about 450 CSS px at its default size): 3.5% of the width keeps
+# letters about 15 px high there, whatever the picture's own width.
+TEXT_SHARE = 0.035
 
 
 def colourise(mask: np.ndarray, ignore_index: int = 255) -> np.ndarray:
@@ -49,9 +69,11 @@ def confidence_colours(confidence: np.ndarray, num_classes: int) -> np.ndarray:
 
 
 def error_map(true: np.ndarray, pred: np.ndarray, ignore_index: int = 255) -> np.ndarray:
-    """Correct pixels dark, wrong ones red, ignored ones white."""
-    rgb = np.full(true.shape + (3,), 30, np.uint8)
-    rgb[(true != pred) & (true != ignore_index)] = (255, 40, 40)
+    """Correct pixels dark (CORRECT_COLOUR), wrong ones violet (ERROR_COLOUR), ignored ones
+    white."""
+    rgb = np.empty(true.shape + (3,), np.uint8)
+    rgb[...] = CORRECT_COLOUR
+    rgb[(true != pred) & (true != ignore_index)] = ERROR_COLOUR
     rgb[true == ignore_index] = IGNORE_COLOUR
     return rgb
 
@@ -84,9 +106,17 @@ def _font(size: int):
         return ImageFont.load_default()
 
 
+def text_px(width: int) -> int:
+    """The font size for a picture `width` pixels wide: TEXT_SHARE of it, at least 14."""
+    return max(14, round(TEXT_SHARE * width))
+
+
 def panel(images, truths, preds, confidences, *, class_names: list[str], ignore_index: int = 255,
           title: str = "", banner: str = "", cell: int = 160) -> np.ndarray:
-    """Side-by-side rows: input | ground truth | prediction | error | confidence, with a legend.
+    """Side-by-side rows: image | truth | prediction | errors | confidence, with a legend.
+
+    Text is sized to the picture's width (text_px), so it stays readable where TensorBoard
+    shows the panel shrunk to its card; long titles and banners wrap.
 
     Args:
         images: list of float [H, W, C] in [0, 1]. truths, preds: lists of int [H, W].
@@ -98,40 +128,48 @@ def panel(images, truths, preds, confidences, *, class_names: list[str], ignore_
     Returns:
         uint8 RGB picture.
     """
-    font, small = _font(15), _font(12)
-    pad, header = 4, 22
+    pad = 4
     rows = []
     for image, true, pred, conf in zip(images, truths, preds, confidences, strict=False):
         rows.append(_panel_row(image, true, pred, conf, num_classes=len(class_names),
                                ignore_index=ignore_index, cell=cell, pad=pad))
     width = max(r.shape[1] for r in rows)
-    legend_h = 22 * (1 + (len(class_names) + 1) // 6)
-    top = header * (1 + bool(title) + bool(banner))
-    height = top + sum(r.shape[0] + pad for r in rows) + legend_h + 42
+    size = text_px(width)
+    font, margin, line = _font(size), size // 3, round(1.25 * size)
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    titles = _wrap(title, probe=probe, font=font, width=width - 2 * margin) if title else []
+    banners = _wrap(banner, probe=probe, font=font, width=width - 2 * margin) if banner else []
+    column = rows[0].shape[1] // 5
+    head = _font(_fitting(COLUMNS, size, column - pad - 2, probe))
+    legend = _legend_layout(_class_items(class_names) + [_key_item()], probe=probe, font=font,
+                            width=width - 2 * margin, size=size)
+    height = (margin + line * (len(titles) + len(banners) + 1)
+              + sum(r.shape[0] + pad for r in rows) + line * len(legend) + margin)
     canvas = Image.new("RGB", (width, height), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
-    y = 2
-    if title:
-        draw.text((4, y), title, fill=(0, 0, 0), font=font)
-        y += header
-    if banner:
-        draw.rectangle([0, y - 2, width, y + header - 4], fill=(200, 0, 0))
-        draw.text((4, y), banner, fill=(255, 255, 255), font=font)
-        y += header
-    tile_w = (rows[0].shape[1]) // 5
-    for i, name in enumerate(COLUMNS):
-        draw.text((i * tile_w + 2, y), name, fill=(0, 0, 0), font=font)
-    y += header
+    y = margin
+    for text in titles:
+        draw.text((margin, y), text, fill=(0, 0, 0), font=font)
+        y += line
+    if banners:
+        draw.rectangle([0, y - margin // 2, width, y + line * len(banners)], fill=(200, 0, 0))
+    for text in banners:
+        draw.text((margin, y), text, fill=(255, 255, 255), font=font)
+        y += line
+    for i, name in enumerate(COLUMNS):  # centred over its column
+        x = i * column + (column - pad - draw.textlength(name, font=head)) / 2
+        draw.text((x, y + (line - size) // 2), name, fill=(0, 0, 0), font=head)
+    y += line
     for r in rows:
         canvas.paste(Image.fromarray(r), (0, y))
         y += r.shape[0] + pad
-    _panel_legend(canvas, draw, class_names, y=y, width=width, font=small)
+    _draw_legend(canvas, draw, legend, x=margin, y=y, font=font, size=size, line=line)
     return np.asarray(canvas)
 
 
 def _panel_row(image, true, pred, conf, *, num_classes: int, ignore_index: int, cell: int,
                pad: int) -> np.ndarray:
-    """One row of the panel: input | truth | prediction | error | confidence, pad apart."""
+    """One row of the panel: image | truth | prediction | errors | confidence, pad apart."""
     tiles = [to_rgb(image), colourise(true, ignore_index), colourise(pred, ignore_index),
              error_map(true, pred, ignore_index), confidence_colours(conf, num_classes)]
     tiles = scaled(tiles, cell)
@@ -142,25 +180,78 @@ def _panel_row(image, true, pred, conf, *, num_classes: int, ignore_index: int, 
     return row
 
 
-def _panel_legend(canvas, draw, class_names: list[str], *, y: int, width: int, font):
-    """From y down: the class colours (and 'ignored'), wrapped at width, then the confidence
-    ramp and what the colours mean."""
-    x = 4
-    for k, name in enumerate(list(class_names) + ["ignored"]):
-        colour = tuple(int(c) for c in (PALETTE[k % len(PALETTE)] if k < len(class_names)
-                                        else IGNORE_COLOUR))
-        if x > width - 120:
-            x, y = 4, y + 22
-        draw.rectangle([x, y + 3, x + 14, y + 17], fill=colour, outline=(0, 0, 0))
-        draw.text((x + 18, y + 3), name, fill=(0, 0, 0), font=font)
-        x += 24 + int(draw.textlength(name, font=font))
-    y += 24
-    bar = ramp(np.linspace(0, 1, 120)[None, :].repeat(12, 0), _CONFIDENCE)
-    canvas.paste(Image.fromarray(bar), (4, y + 2))
-    draw.text((130, y + 1), "confidence: orange = a guess, navy = sure   error: red = wrong, "
-              "white = ignored", fill=(0, 0, 0), font=font)
-    draw.text((4, y + 17), "(no yellow in the confidence map: a sure, healthy model must not "
-              "look like the 'yellow image')", fill=(90, 90, 90), font=font)
+def _fitting(texts, size: int, width: int, probe) -> int:
+    """The largest font size, at most size (and at least 10), at which every text fits width."""
+    while size > 10 and max(probe.textlength(t, font=_font(size)) for t in texts) > width:
+        size -= 1
+    return size
+
+
+# A legend is a list of items, each kept on one line; an item is a list of parts: a str (text),
+# a tuple (a colour swatch) or an array (a small picture, the confidence ramp).
+def _class_items(class_names: list[str]) -> list[list]:
+    """One legend item per class: its swatch and its name."""
+    return [[tuple(int(c) for c in PALETTE[k % len(PALETTE)]), name]
+            for k, name in enumerate(class_names)]
+
+
+def _key_item() -> list:
+    """What the error and confidence colours mean, as one legend item."""
+    bar = ramp(np.linspace(0, 1, 64)[None, :].repeat(4, 0), _CONFIDENCE)
+    return [tuple(int(c) for c in ERROR_COLOUR), "wrong", tuple(int(c) for c in IGNORE_COLOUR),
+            "ignored", "  confidence: guess", bar, "sure"]
+
+
+def _part_width(part, *, probe, font, size: int) -> float:
+    if isinstance(part, str):
+        return probe.textlength(part, font=font)
+    return 3 * size if isinstance(part, np.ndarray) else size
+
+
+def _legend_layout(items: list[list], *, probe, font, width: int, size: int) -> list[list]:
+    """items in lines no wider than width (an item too wide alone has its text cut with
+    '...')."""
+    gap = size // 3
+    lines, line, used = [], [], 0
+
+    def span(item):
+        return sum(_part_width(p, probe=probe, font=font, size=size) for p in item) \
+            + gap * (len(item) - 1)
+
+    for item in items:
+        while span(item) > width and isinstance(item[-1], str) and len(item[-1]) > 1:
+            item = item[:-1] + [item[-1][:-4] + "..." if len(item[-1]) > 4 else item[-1][:-1]]
+        w = span(item)
+        if line and used + size + w > width:
+            lines.append(line)
+            line, used = [], 0
+        line.append(item)
+        used += w + (size if used else 0)
+    return lines + [line] if line else lines
+
+
+def _draw_legend(canvas, draw, lines: list[list], *, x: int, y: int, font, size: int,
+                 line: int):
+    """The legend lines from _legend_layout, from (x, y) down, one every `line` pixels."""
+    gap = size // 3
+    for items in lines:
+        at = x
+        for item in items:
+            for part in item:
+                if isinstance(part, str):
+                    draw.text((at, y + (line - size) // 2), part, fill=(0, 0, 0), font=font)
+                elif isinstance(part, np.ndarray):
+                    bar = Image.fromarray(part).resize((3 * size, int(0.7 * size)))
+                    canvas.paste(bar, (int(at), y + (line - bar.size[1]) // 2))
+                    draw.rectangle([at, y + (line - bar.size[1]) // 2, at + 3 * size - 1,
+                                    y + (line + bar.size[1]) // 2 - 1], outline=(0, 0, 0))
+                else:
+                    top = y + (line - size) // 2
+                    draw.rectangle([at, top, at + size - 1, top + size - 1], fill=part,
+                                   outline=(0, 0, 0))
+                at += _part_width(part, probe=draw, font=font, size=size) + gap
+            at += size - gap
+        y += line
 
 
 def confusion_picture(cm: np.ndarray, class_names: list[str], title: str = "",
@@ -201,45 +292,58 @@ def confusion_picture(cm: np.ndarray, class_names: list[str], title: str = "",
 
 
 def comparison(images, truths, predictions: dict[str, list], *, class_names: list[str],
-               ignore_index: int = 255, title: str = "", cell: int = 128) -> np.ndarray:
-    """Rows of input | ground truth | one prediction per named model, for the same images.
+               ignore_index: int = 255, title: str = "", cell: int = 128,
+               width: int = 0) -> np.ndarray:
+    """Rows of image | truth | one prediction per named model, for the same images.
+
+    The model columns are headed #1, #2, ...; a key under the pictures gives each one's
+    label in full (labels are long: narrow column heads were unreadable), then the class
+    legend. Text is sized to the width (text_px).
 
     Args:
         images: float [H, W, C] in [0, 1]. truths: int [H, W]. predictions: model label ->
-            one int [H, W] per image. Labels are wrapped on commas over the column's width.
+            one int [H, W] per image.
+        width: the least width of the picture (pictures stacked together pass the same one,
+            so that their text is one size).
     """
-    font, small = _font(13), _font(11)
-    names = ["input", "ground truth"] + list(predictions)
-    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    labels = [_wrap(n, probe=probe, font=small, width=cell - 4) for n in names]
-    head = 6 + 14 * max(len(lines) for lines in labels) + (22 if title else 0)
     pad = 4
+    heads = ["image", "truth"] + [f"#{k}" for k in range(1, len(predictions) + 1)]
     tiles_per_row = []
     for i, (image, true) in enumerate(zip(images, truths, strict=False)):
         tiles = [to_rgb(image), colourise(true, ignore_index)]
         tiles += [colourise(preds[i], ignore_index) for preds in predictions.values()]
         tiles_per_row.append(scaled(tiles, cell))
-    height = head + sum(row[0].shape[0] + pad for row in tiles_per_row) + 30
-    canvas = Image.new("RGB", (len(names) * (cell + pad) + pad, height), (255, 255, 255))
+    width = max(width, len(heads) * (cell + pad) + pad)
+    size = text_px(width)
+    font, margin, line = _font(size), size // 3, round(1.25 * size)
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    titles = _wrap(title, probe=probe, font=font, width=width - 2 * margin) if title else []
+    head = _font(_fitting(heads, size, cell - 2, probe))
+    key = [text for k, label in enumerate(predictions, 1)
+           for text in _wrap(f"#{k}: {label}", probe=probe, font=font, width=width - 2 * margin)]
+    legend = _legend_layout(_class_items(class_names), probe=probe, font=font,
+                            width=width - 2 * margin, size=size)
+    height = (margin + line * (len(titles) + 1) + sum(row[0].shape[0] + pad
+                                                      for row in tiles_per_row)
+              + line * (len(key) + len(legend)) + margin)
+    canvas = Image.new("RGB", (width, height), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
-    y = 2
-    if title:
-        draw.text((pad, y), title, fill=(0, 0, 0), font=font)
-        y += 22
-    for j, lines in enumerate(labels):
-        for n, line in enumerate(lines):
-            draw.text((pad + j * (cell + pad), y + 14 * n), line, fill=(0, 0, 0), font=small)
-    y = head
+    y = margin
+    for text in titles:
+        draw.text((margin, y), text, fill=(0, 0, 0), font=font)
+        y += line
+    for j, name in enumerate(heads):
+        x = pad + j * (cell + pad) + (cell - draw.textlength(name, font=head)) / 2
+        draw.text((x, y + (line - size) // 2), name, fill=(0, 0, 0), font=head)
+    y += line
     for row in tiles_per_row:
         for j, tile in enumerate(row):
             canvas.paste(Image.fromarray(tile), (pad + j * (cell + pad), y))
         y += row[0].shape[0] + pad
-    x = pad
-    for k, name in enumerate(class_names):
-        draw.rectangle([x, y + 6, x + 12, y + 18],
-                       fill=tuple(int(c) for c in PALETTE[k % len(PALETTE)]), outline=(0, 0, 0))
-        draw.text((x + 16, y + 6), name, fill=(0, 0, 0), font=small)
-        x += 26 + int(draw.textlength(name, font=small))
+    for text in key:
+        draw.text((margin, y + (line - size) // 2), text, fill=(0, 0, 0), font=font)
+        y += line
+    _draw_legend(canvas, draw, legend, x=margin, y=y, font=font, size=size, line=line)
     return np.asarray(canvas)
 
 
