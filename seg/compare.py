@@ -284,23 +284,62 @@ def summary_json(runs: list[Run]) -> str:
 
 def prediction_picture(groups: list[Group], open_source, num_images: int = 4
                        ) -> tuple[np.ndarray, list[str]]:
-    """The same validation images predicted by each group's best run, side by side.
+    """The same validation images predicted by each group's best run, side by side; one
+    block per class set, each with its own images and legend, stacked.
 
-    open_source(data section) -> the data source (seg.train.open_data's first value); the
-    images come from the data config of the first group's best run. Returns the picture and
-    notes on groups left out (no checkpoint, other input channels).
+    Runs trained on different classes (a 2-class and a 4-class run) never share a legend:
+    their masks mean different things, so each class set gets its own block, its images from
+    the data config of its first group's best run. open_source(data section) -> the data
+    source (seg.train.open_data's first value). Returns the picture and notes on groups left
+    out (no checkpoint, other input channels).
     """
-    from seg import inference, viz
+    from seg import viz
 
     best = [(g, g.best) for g in groups if g.best is not None and g.best.config]
     if not best:
         raise ValueError("no finished run with a readable config.json to show")
-    data = best[0][1].config["data"]
+    sets: dict[tuple, list] = {}
+    for group, run in best:
+        sets.setdefault(_class_set(run), []).append((group, run))
+    notes: list[str] = []
+    blocks = [_prediction_block(members, open_source, num_images, notes)
+              for members in sets.values()]
+    blocks = [b for b in blocks if b[4]] or blocks  # class sets with a prediction, if any
+    cell, columns = 128, max(2 + len(b[4]) for b in blocks)
+    width = columns * (cell + 4) + 4  # viz.comparison's pad: one width, so one text size
+    several = len(blocks) > 1
+    pictures = [viz.comparison(
+        samples_x, samples_y, predictions, class_names=names, ignore_index=ignore, cell=cell,
+        width=width,
+        title=(f"{len(names)} classes: " if several else "")
+        + "best run per config, same validation images (val mIoU)")
+        for names, ignore, samples_x, samples_y, predictions in blocks]
+    gap = np.full((12, width, 3), 160, np.uint8)  # a grey rule between class sets
+    stacked = [p for picture in pictures for p in (gap, picture)][1:]
+    return np.concatenate(stacked, axis=0), notes
+
+
+def _class_set(run: Run) -> tuple:
+    """What a run's class indices mean: its class names (metrics.json), else its data config's
+    dataset and number of classes."""
+    names = (run.metrics or {}).get("class_names")
+    if names:
+        return tuple(names)
+    data = (run.config or {}).get("data") or {}
+    return (data.get("name"), data.get("num_classes"))
+
+
+def _prediction_block(members: list, open_source, num_images: int, notes: list[str]):
+    """(class names, ignore index, images, masks, {label: predicted masks}) of the runs of one
+    class set; notes get the runs left out."""
+    from seg import inference
+
+    data = members[0][1].config["data"]
     source = open_source(data)
     samples = [(x.astype(np.float32) / 255.0, y)
                for x, y in source.val.take(num_images).as_numpy_iterator()]
-    predictions, notes = {}, []
-    for group, run in best:
+    predictions = {}
+    for group, run in members:
         try:
             trained = inference.load(run.path)
         except inference.LoadError as e:
@@ -313,7 +352,5 @@ def prediction_picture(groups: list[Group], open_source, num_images: int = 4
         predictions[label] = [
             inference.predict_probs(trained.model, x[None], from_logits=trained.from_logits)[0]
             .argmax(-1) for x, _ in samples]
-    picture = viz.comparison([x for x, _ in samples], [y for _, y in samples], predictions,
-                             class_names=source.class_names, ignore_index=data["ignore_index"],
-                             title="same validation images, best run of each config (val mIoU)")
-    return picture, notes
+    return (list(source.class_names), data["ignore_index"], [x for x, _ in samples],
+            [y for _, y in samples], predictions)
