@@ -5,8 +5,9 @@ settings that differ, seeds aside: val mIoU mean, spread and range over seeds, p
 the monitors' alarms, epochs and wall time, then the runs without a result and which config
 is best (with a Welch t-test when there are repeats). Writes DIR/compare.csv (one row per
 config), DIR/compare_runs.csv (one row per run), DIR/compare.md, and DIR/compare.png: the same
-validation images predicted by the best run of every config side by side, also logged to
-TensorBoard as the run "compare".
+validation images predicted by the best run of every config side by side (one block per class
+set, each with its legend), also logged to TensorBoard as the run "compare" (tags
+runs_compared/predictions and runs_compared/table).
 """
 
 import argparse
@@ -67,9 +68,14 @@ def main(argv=None) -> str:
         for note in notes:
             print(f"picture: {note}")
         Image.fromarray(picture).save(out / "compare.png")
-        with tf.summary.create_file_writer(str(out / "compare")).as_default():
-            tf.summary.image("compare/predictions", picture[None], step=0)
-            tf.summary.text("compare/table", text, step=0)
+        # The run "compare", made here only, with a picture to hold. Its tags' group,
+        # "runs_compared", sorts after the runs' own "predictions" in TensorBoard (groups are
+        # tag prefixes in name order: "compare/..." sat above them, empty for the other runs).
+        writer = tf.summary.create_file_writer(str(out / "compare"))
+        with writer.as_default():
+            tf.summary.image("runs_compared/predictions", picture[None], step=0)
+            tf.summary.text("runs_compared/table", text, step=0)
+        writer.close()
         written.append(str(out / "compare.png"))
     print("written: " + ", ".join(written))
     return text

@@ -114,13 +114,18 @@ def main(argv=None) -> dict:
         pictures[f"worst_{n:02d}"] = inference.worst_panel(entry, class_names, data["ignore_index"])
     for name, picture in pictures.items():
         Image.fromarray(picture).save(out / f"{name}.png")
-    if trained.run_dir is not None and not _unwritable(trained.run_dir / "tb"):
-        # beside the training curves in TensorBoard (not for a run on a read-only place)
+    if pictures and trained.run_dir is not None and not _unwritable(trained.run_dir / "tb"):
+        # beside the training curves in TensorBoard (not for a run on a read-only place), as
+        # the run "evaluation", made here only, with pictures to hold. The tags' group,
+        # "val_evaluation" (or "train_evaluation"), sorts after the panels' "predictions"
+        # (TensorBoard orders groups, the tags' prefixes, by name).
         import tensorflow as tf
 
-        with tf.summary.create_file_writer(str(trained.run_dir / "tb" / "evaluation")).as_default():
+        writer = tf.summary.create_file_writer(str(trained.run_dir / "tb" / "evaluation"))
+        with writer.as_default():
             for name, picture in pictures.items():
-                tf.summary.image(f"evaluation/{args.split}/{name}", picture[None], step=0)
+                tf.summary.image(f"{args.split}_evaluation/{name}", picture[None], step=0)
+        writer.close()
     report = {
         "checkpoint": str(trained.checkpoint), "split": args.split, "tile": tile,
         "overlap": args.overlap, "flip": args.flip, "tta": tta, "overrides": args.overrides,
