@@ -4,8 +4,10 @@ callbacks. Watching the prediction is seg.monitor's; the panels are seg.panels'.
 
 from __future__ import annotations
 
+import statistics
 import sys
 import time
+from collections import deque
 from pathlib import Path
 
 import keras
@@ -127,18 +129,29 @@ class Progress(keras.callbacks.Callback):
         stream: where to write (sys.stdout); tty: whether it redraws (stream.isatty()).
         steps_per_epoch: an epoch's steps, where fit() is asked for fewer (the rest of an
             interrupted epoch), so its progress counts from where it resumed.
+        clock: seconds, for the times shown (time.perf_counter; a test gives its own).
+
+    The time left in an epoch is the median of the last RECENT steady step times times the
+    steps left. A step is steady when it is not an epoch's first: the first includes tracing
+    and compiling (tens of seconds on a CPU, for a step that then takes a fraction of one),
+    and filling the input pipeline. Until a steady step is measured no time left is shown.
     """
 
+    RECENT = 50  # steady step times the estimate is the median of
+
     def __init__(self, total_epochs: int, every_s: float = 20.0, stream=None,
-                 tty: bool | None = None, steps_per_epoch: int | None = None):
+                 tty: bool | None = None, steps_per_epoch: int | None = None, clock=None):
         super().__init__()
         self.total_epochs, self.every_s = total_epochs, every_s
         self.steps_per_epoch = steps_per_epoch  # a resumed epoch's fit() runs only the rest
         self.stream = stream
         self.tty = tty
+        self.clock = clock or time.perf_counter
         self._start = self._shown = 0.0
         self._phase = "training"
         self._drawn = False
+        self._step_s: deque[float] = deque(maxlen=self.RECENT)  # steady seconds per step
+        self._last: tuple[int, float] | None = None  # (batch, time) of the epoch's last step
 
     def _out(self):
         return self.stream or sys.stdout
@@ -151,10 +164,18 @@ class Progress(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch, self._phase = epoch, "training"
-        self._start = self._shown = time.perf_counter()
+        self._start = self._shown = self.clock()
+        self._last = None  # the epoch's first step is not a steady one
+
+    def seconds_left(self, done: int, total: int | None) -> float | None:
+        """The epoch's time left: the median recent steady step time x the steps left; None
+        before a steady step is measured (or without a known total)."""
+        if not total or not self._step_s or self._phase != "training":
+            return None
+        return statistics.median(self._step_s) * max(total - done, 0)
 
     def _show(self, done: int, total: int | None):
-        now = time.perf_counter()
+        now = self.clock()
         tty = self._is_tty()
         if now - self._shown < (0.25 if tty else self.every_s):
             return
@@ -163,8 +184,9 @@ class Progress(keras.callbacks.Callback):
         where = f"{done}/{total}" if total else str(done)
         text = (f"epoch {self._epoch + 1}/{self.total_epochs}: {self._phase} step {where}, "
                 f"{elapsed:.0f} s")
-        if total and self._phase == "training" and done:
-            text += f", about {elapsed * (total - done) / done:.0f} s left in the epoch"
+        left = self.seconds_left(done, total)
+        if left is not None:
+            text += f", about {left:.0f} s left in the epoch"
         if tty:
             self._out().write("\r" + text.ljust(79)[:79])
             self._drawn = True
@@ -173,6 +195,12 @@ class Progress(keras.callbacks.Callback):
         self._out().flush()
 
     def on_train_batch_end(self, batch, logs=None):
+        now = self.clock()
+        if self._last is not None and batch > self._last[0]:
+            # steps since the last call (several with steps_per_execution), each this long
+            per_step = (now - self._last[1]) / (batch - self._last[0])
+            self._step_s.extend([per_step] * min(batch - self._last[0], self.RECENT))
+        self._last = (batch, now)
         steps = self.params.get("steps")
         total = self.steps_per_epoch or steps
         done = batch + 1 + (total - steps if steps and total and steps < total else 0)
@@ -194,7 +222,7 @@ class Progress(keras.callbacks.Callback):
         rate = learning_rate_now(self.model)
         if rate is not None:
             parts.append(f"lr {rate:.2e}")
-        parts.append(f"{time.perf_counter() - self._start:.0f} s")
+        parts.append(f"{self.clock() - self._start:.0f} s")
         clear = "\r" + " " * 79 + "\r" if self._drawn else ""
         self._drawn = False
         self._out().write(clear + "  ".join(parts) + "\n")

@@ -129,6 +129,37 @@ def test_progress_prints_a_short_epoch_line_and_progress_lines_when_piped():
     assert "\r" not in out.getvalue()  # a pipe or a file gets whole lines
 
 
+def test_progress_estimates_time_left_from_steady_steps_not_the_compiling_one():
+    import io
+
+    class Clock:  # seconds a test sets: no sleeping
+        now = 0.0
+
+        def __call__(self):
+            return self.now
+
+    clock, out = Clock(), io.StringIO()
+    progress = callbacks.Progress(total_epochs=1, every_s=0, stream=out, tty=False, clock=clock)
+    progress.set_params({"steps": 100, "epochs": 1})
+    progress.on_epoch_begin(0)
+    clock.now = 60.0  # the first step: tracing and compiling
+    progress.on_train_batch_end(0)
+    assert "left in the epoch" not in out.getvalue()  # no steady step measured yet
+    for batch in range(1, 11):  # then 0.5 s a step
+        clock.now += 0.5
+        progress.on_train_batch_end(batch)
+    last = out.getvalue().splitlines()[-1]
+    # 89 steps left at 0.5 s: 44 s (the old estimate, 65 s / 11 steps x 89, said 526 s)
+    assert last.endswith("training step 11/100, 65 s, about 44 s left in the epoch"), last
+    assert progress.seconds_left(11, 100) == 44.5
+    clock.now += 30.0  # one slow step (a checkpoint, another process): the median holds
+    progress.on_train_batch_end(11)
+    assert progress.seconds_left(12, 100) == 44.0
+    clock.now += 2.0  # steps_per_execution: four steps in one call, 0.5 s each
+    progress.on_train_batch_end(15)
+    assert progress.seconds_left(16, 100) == 42.0
+
+
 def test_progress_redraws_in_place_on_a_terminal():
     import io
 
