@@ -1,4 +1,4 @@
-"""Side-by-side prediction panels (input | ground truth | prediction | error | confidence) of
+"""Side-by-side prediction panels (image | truth | prediction | errors | confidence) of
 fixed validation images, to TensorBoard's IMAGES tab and PNG files, and the helpers that read
 a model's output for them."""
 
@@ -94,8 +94,8 @@ def display_image(x: np.ndarray) -> np.ndarray:
 
 
 class PredictionPanels(keras.callbacks.Callback):
-    """Side-by-side panels of fixed validation images (input | ground truth | prediction |
-    error | confidence), to TensorBoard (and PNG files in png_dir) every `every` epochs.
+    """Side-by-side panels of fixed validation images (image | truth | prediction |
+    errors | confidence), to TensorBoard (and PNG files in png_dir) every `every` epochs.
 
     validation_data: (images, masks) arrays or a dataset of (image, mask) pairs, batched or
     not; its first num_images images are shown. A collapse `monitor` (seg.monitor's
