@@ -352,8 +352,8 @@ class SegmentationMonitor(keras.callbacks.Callback):
     At the start of training it diagnoses the model and its compiled loss on the first
     validation batch (seg.diagnose) and prints what will stop it from learning, in the words
     of its own layers. Every epoch it predicts fixed validation images and writes to
-    TensorBoard under log_dir: the side-by-side panels (input | ground truth | prediction |
-    error | confidence; a constant prediction gets a red banner), the collapse monitors'
+    TensorBoard under log_dir: the side-by-side panels (image | truth | prediction |
+    errors | confidence; a constant prediction gets a red banner), the collapse monitors'
     scalars (diagnostics/...) and the alarms as text. Classes, activation and from_logits are
     read from the model and its loss; outputs with or without a channel axis, one channel
     (sigmoid or logits) and C channels all work.
