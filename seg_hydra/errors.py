@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import sys
+import time
 from pathlib import Path
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -235,6 +237,34 @@ def forget_unused(folder: str):
             for e in entries:
                 e.unlink()
             folder.rmdir()
+    except OSError:
+        pass
+
+
+REFUSED = "refused.json"  # a refused run's record in its folder (compare lists it as refused)
+
+
+def record_refusal(folder: str | Path, error: Exception, overrides: list[str] | None = None):
+    """Write folder/refused.json: why the run in folder was refused (error, message, the
+    command line's overrides), so that compare lists it as refused instead of as still
+    running. Nothing is written where the folder is gone (forget_unused removed it) or cannot
+    be written: the refusal on the console is the message that counts."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return
+    record = {"error": getattr(error, "seg_kind", None) or type(error).__name__,
+              "message": str(error), "overrides": list(overrides or []),
+              "time": time.strftime("%Y-%m-%d %H:%M:%S")}
+    try:
+        (folder / REFUSED).write_text(json.dumps(record, indent=2))
+    except OSError:
+        pass
+
+
+def forget_refusal(folder: str | Path):
+    """Remove an earlier start's refused.json from a run folder that this start used."""
+    try:
+        (Path(folder) / REFUSED).unlink(missing_ok=True)
     except OSError:
         pass
 

@@ -1,5 +1,6 @@
-"""The training job behind scripts/train.py: seg.train.run with exit codes 2, 3 and 75, and in a
-sweep each job in a fresh process, its failure recorded in failure.json while the sweep goes on.
+"""The training job behind scripts/train.py: seg.train.run with exit codes 2, 3, 4 and 75, and
+in a sweep each job in a fresh process, its failure recorded in failure.json while the sweep
+goes on.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from seg.hparams import Trial, first_columns
 from seg.runfolder import Interrupted, NonFiniteLoss, RunFolderBusy, in_use
 from seg.train import run
 from seg_hydra.compose import hydra_record, to_dict
-from seg_hydra.errors import REFUSALS, fail, forget_unused
+from seg_hydra.errors import REFUSALS, fail, forget_refusal, forget_unused, record_refusal
 from seg_hydra.names import run_name, swept_settings
 from seg_hydra.sweep import record_busy
 
@@ -36,9 +37,12 @@ def train_job(cfg) -> float:
     """The task of @hydra.main in scripts/train.py: train, and return the validation mean IoU
     (what Hydra's sweepers maximise).
 
-    Exit codes: 0 done; 1 a crash (traceback); 2 a refused set-up or an unwritable run folder;
-    3 the loss became NaN/Inf; 75 stopped by SIGTERM/SIGINT after writing a checkpoint (the
-    same command resumes). In a sweep, a failed job writes failure.json and returns NaN.
+    Exit codes (scripts/train.py's docstring lists them for users): 0 done; 1 a crash
+    (traceback); 2 a refused set-up or an unwritable run folder (refused.json in a run folder
+    that stays); 3 the loss became NaN/Inf; 4 finished, but the output collapsed into a
+    constant (COLLAPSED_EXIT); 75 stopped by SIGTERM/SIGINT after writing a checkpoint (the
+    same command resumes). In a sweep, a failed job writes failure.json and returns NaN, a
+    collapsed job returns its val mIoU: the sweep goes on.
     """
     # Hydra logs INFO to the console; TensorFlow's checkpoint writer (absl) would add a line
     # per save.
@@ -71,6 +75,8 @@ def _job(cfg, hc, sweep: bool, out: Path) -> float:
         metrics = (in_own_process(logged, out / "train.log", run, *args, **kwargs) if sweep
                    else run(*args, **kwargs))
     except Interrupted as e:  # the whole sweep stops too: the next start resumes
+        if not sweep:
+            forget_refusal(out)  # this start got past the checks: an earlier refusal is old
         folder = f"hydra.sweep.dir={hc.sweep.dir}" if sweep else f"hydra.run.dir={out}"
         print(f"\nseg: interrupted: {e}\nseg: run the same command to resume, with {folder}",
               flush=True)
@@ -78,14 +84,30 @@ def _job(cfg, hc, sweep: bool, out: Path) -> float:
     except Exception as e:
         if not sweep:
             if isinstance(e, REFUSALS):
-                forget_unused(out)
+                forget_unused(out)  # a folder nothing used goes; one that stays says why
+                if not isinstance(e, RunFolderBusy) and not in_use(out):
+                    record_refusal(out, e, list(hc.overrides.task))
                 fail(e)
             if isinstance(e, NonFiniteLoss):
+                forget_refusal(out)
                 fail(e, code=3)
             raise
         return _record_failure(e, cfg, hc)
+    if not sweep:
+        forget_refusal(out)
     print("\n" + closing_lines(metrics, out), flush=True)
+    if collapsed(metrics) and not sweep:  # a sweep goes on over its other jobs
+        sys.exit(COLLAPSED_EXIT)
     return metrics["val_mean_iou"]
+
+
+COLLAPSED_EXIT = 4  # the run finished, but its output collapsed into a constant (closing_lines)
+
+
+def collapsed(metrics: dict) -> bool:
+    """Whether a finished run's output collapsed into a constant (the 'yellow image'), as the
+    monitor recorded in metrics.json's diagnostics.constant_output."""
+    return bool((metrics.get("diagnostics") or {}).get("constant_output"))
 
 
 def chief_process() -> bool:

@@ -186,3 +186,39 @@ def test_the_last_line_names_a_collapse_or_an_open_alarm_and_the_panel(tmp_path)
     alarm = closing_lines({**base, "diagnostics": {"constant_output": False, "open_alarms": [
         "class vanished: car is 5.0% of true pixels but 0.00% of predicted ones"]}}, tmp_path)
     assert alarm.splitlines()[-1].startswith("seg: ALARM open at the end: class vanished: car")
+
+
+@pytest.mark.parametrize("sweep", [False, True], ids=["run", "sweep job"])
+def test_a_collapsed_run_exits_4_and_a_sweep_goes_on(monkeypatch, tmp_path, capsys, sweep):
+    """A single run that finished collapsed exits 4 (scripts can act on it) after its closing
+    lines; a sweep's job returns its val mIoU, so the sweep goes on over its other jobs."""
+    from types import SimpleNamespace
+
+    from seg_hydra import jobs
+
+    metrics = {"val_mean_iou": 0.1, "decoder": "upsample", "epochs_completed": 2,
+               "wall_time_s": 20.0, "diagnostics": {"constant_output": True, "open_alarms": [
+                   "constant output: 99.5% of pixels predicted as shape"], "collapse": {
+                   "finding": "constant output: 99.5% of pixels predicted as shape",
+                   "fix": "model.head_activation=null loss.from_logits=true"}}}
+    monkeypatch.setattr(jobs, "to_dict", lambda cfg, **_: {})
+    monkeypatch.setattr(jobs, "hydra_record", lambda cfg: {})
+    monkeypatch.setattr(jobs, "trial_of", lambda *a: None)
+    monkeypatch.setattr(jobs, "run", lambda *a, **k: metrics)
+    monkeypatch.setattr(jobs, "in_own_process", lambda fn, log, run, *a, **k: run(*a, **k))
+    hc = SimpleNamespace(job=SimpleNamespace(override_dirname="", num=0),
+                         overrides=SimpleNamespace(task=[]))
+    (tmp_path / "refused.json").write_text("{}")  # an earlier start's refusal: now old
+    if sweep:
+        assert jobs._job(None, hc, True, tmp_path) == 0.1
+    else:
+        with pytest.raises(SystemExit) as stop:
+            jobs._job(None, hc, False, tmp_path)
+        assert stop.value.code == jobs.COLLAPSED_EXIT == 4
+        assert not (tmp_path / "refused.json").exists()
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-2].startswith("seg: COLLAPSED") and lines[-1].endswith(
+        "fix: model.head_activation=null loss.from_logits=true")
+    healthy = {**metrics, "diagnostics": {"constant_output": False, "open_alarms": []}}
+    monkeypatch.setattr(jobs, "run", lambda *a, **k: healthy)
+    assert jobs._job(None, hc, sweep, tmp_path) == 0.1  # no exit: code 0

@@ -103,7 +103,10 @@ def test_yellow_image_experiment_is_refused_then_caught_when_forced(tmp_path):
 
     forced = _script("+experiment=yellow_image", "diagnostics.preflight=warn", *small,
                      f"hydra.run.dir={tmp_path / 'b'}")
-    assert forced.returncode == 0, forced.stderr[-2000:]
+    assert forced.returncode == 4, forced.stderr[-2000:]  # finished, collapsed
+    last = forced.stdout.strip().splitlines()[-2:]  # the cause, then the fix in config keys
+    assert last[0].startswith("seg: COLLAPSED (the 'yellow image'): constant output"), last
+    assert last[1].startswith("seg:   fix: model.out_channels=null"), last
     metrics = json.loads((tmp_path / "b" / "metrics.json").read_text())
     assert metrics["diagnostics"]["constant_output"] is True
     assert any("constant output" in a["alarm"] for a in metrics["diagnostics"]["alarms"])
