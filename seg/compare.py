@@ -1,8 +1,9 @@
 """Compare runs: which settings differ, what they scored over seeds, and what they predict.
 
-A run is a folder with config.json (and metrics.json once it finished, or failure.json when a
-sweep job failed). Runs are grouped by the settings that differ between them, seeds aside, so
-a decoder x seed sweep gives one row per decoder with the mean and spread over seeds.
+A run is a folder with config.json (and metrics.json once it finished, failure.json when a
+sweep job failed, refused.json when scripts/train.py refused it after making its folder). Runs
+are grouped by the settings that differ between them, seeds aside, so a decoder x seed sweep
+gives one row per decoder with the mean and spread over seeds.
 """
 
 from __future__ import annotations
@@ -28,12 +29,15 @@ class Run:
     metrics: dict | None
     failure: dict | None
     problems: tuple[str, ...] = ()  # its JSON files that are unreadable or malformed, named
+    refused: dict | None = None  # refused.json: the run was refused at its start (exit 2)
 
     @property
     def status(self) -> str:
         if self.metrics is not None:
             return "ok"
-        return "failed" if self.failure is not None else "incomplete"
+        if self.failure is not None:
+            return "failed"
+        return "refused" if self.refused is not None else "incomplete"
 
     @property
     def miou(self) -> float:
@@ -46,6 +50,11 @@ class Run:
         if self.failure:
             first = (self.failure.get("message") or "").strip().splitlines() or [""]
             return f"{self.failure.get('error')}: {first[0][:300]}"
+        if self.refused:
+            first = (self.refused.get("message") or "").strip().splitlines() or [""]
+            more = [line.strip() for line in first[1:] if line.strip()]  # a refusal's finding
+            text = first[0] + (f" {more[0]}" if more and len(first[0]) < 60 else "")
+            return f"{self.refused.get('error', 'refused')}: {text[:300]}"
         if self.problems:  # the file named, and what is wrong with it
             return f"skipped: {self.problems[0]}"
         return "no metrics.json (still running, or killed before the end)"
@@ -58,7 +67,7 @@ def find_runs(root: str | Path) -> list[Run]:
         raise FileNotFoundError(f"{root}: " + ("a file, not a folder of runs" if root.exists()
                                                else "no such folder"))
     folders = set()
-    for marker in ("config.json", "failure.json", ".hydra"):
+    for marker in ("config.json", "failure.json", "refused.json", ".hydra"):
         folders |= {p.parent for p in root.rglob(marker)}
     runs = []
     for folder in sorted(folders, key=lambda p: _natural(str(p.relative_to(root)))):
@@ -70,8 +79,9 @@ def find_runs(root: str | Path) -> list[Run]:
         if config is None and failure and records.config_problems(failure.get("config")) == []:
             config = failure["config"]
         metrics = records.read_if_there(folder / "metrics.json", problems=problems)
+        refused = records.read_if_there(folder / "refused.json", problems=problems)
         runs.append(Run(folder, str(folder.relative_to(root)) or folder.name, config,
-                        metrics, failure, tuple(problems)))
+                        metrics, failure, tuple(problems), refused))
     return runs
 
 
@@ -90,8 +100,9 @@ def differing_keys(runs: list[Run]) -> list[str]:
 
 @dataclass
 class Group:
-    label: str
+    label: str  # what the table shows: the settings in which this group differs (short_labels)
     runs: list[Run]
+    settings: str = ""  # every differing setting's value (seeds aside), or the label
 
     @property
     def done(self) -> list[Run]:
@@ -108,18 +119,49 @@ class Group:
         return max(self.done, key=lambda r: r.miou, default=None)
 
 
+COMMON = "common settings"  # the label of a group that changes none of the common values
+
+
+def common_values(runs: list[Run], keys: list[str]) -> dict[str, str]:
+    """key -> the value (its text) that more than half of the runs with a config hold, for
+    the keys where there is one; {} where the runs make fewer than three groups (two groups
+    are a pair: each is named by all its differing values)."""
+    flat = [flatten(r.config) for r in runs if r.config]
+    if len({tuple(str(f.get(k)) for k in keys) for f in flat}) < 3:
+        return {}
+    common = {}
+    for k in keys:
+        values = [str(f.get(k)) for f in flat]
+        top = max(set(values), key=values.count)
+        if values.count(top) * 2 > len(values):
+            common[k] = top
+    return common
+
+
 def group_runs(runs: list[Run]) -> tuple[list[Group], list[str]]:
-    """Runs grouped by the differing settings (seeds aside), best mean val mIoU first."""
+    """Runs grouped by the differing settings (seeds aside: they make repeats), best mean val
+    mIoU first.
+
+    A group's label names only the settings in which it differs from the others: a key whose
+    value most runs share (common_values) is left out of the groups that hold that value, so
+    a run that changes one thing is labelled by that one thing; a group that changes none is
+    labelled COMMON. Its settings hold every differing key's value (compare.csv's settings).
+    """
     keys = [k for k in differing_keys(runs) if k not in SEED_KEYS]
+    common = common_values(runs, keys)
     groups: dict[str, Group] = {}
     for run in runs:
         if run.config is None:
             label = ",".join(o.lstrip("+") for o in (run.failure or {}).get("overrides", [])
                              if not o.lstrip("+").startswith(SEED_KEYS)) or run.name
+            short = label
         else:
             flat = flatten(run.config)
             label = ",".join(f"{k}={flat.get(k)}" for k in keys) or "all runs"
-        groups.setdefault(label, Group(label, [])).runs.append(run)
+            short = ",".join(f"{k}={flat.get(k)}" for k in keys
+                             if common.get(k) != str(flat.get(k))) or (COMMON if keys
+                                                                       else label)
+        groups.setdefault(label, Group(short, [], label)).runs.append(run)
     ordered = sorted(groups.values(), key=lambda g: -np.nanmean(g.values(lambda r: r.miou))
                      if g.done else math.inf)
     return ordered, keys
@@ -168,6 +210,7 @@ def rows(groups: list[Group]) -> list[dict]:
         row["epochs"] = _mean_std(g.values(lambda r: r.metrics.get("epochs_completed", 0)))[0]
         row["wall_time_s"] = _mean_std(g.values(lambda r: r.metrics.get("wall_time_s", 0)))[0]
         row["failed"] = len([r for r in g.runs if r.status == "failed"])
+        row["settings"] = g.settings or g.label  # every differing setting, not only the label's
         out.append(row)
     return out
 
@@ -216,6 +259,11 @@ def markdown(groups: list[Group], runs: list[Run]) -> str:
         cells += [_fmt(row.get(k)) for k in ious]
         cells += [row["alarms"], _fmt(row["epochs"], 1), _fmt(row["wall_time_s"], 0)]
         lines.append("| " + " | ".join(cells) + " |")
+    keys = [k for k in differing_keys(runs) if k not in SEED_KEYS]
+    common = common_values(runs, keys)
+    if common:
+        lines += ["", f"A config names only the settings it changes; the others ({COMMON}): "
+                  + ", ".join(f"{k}={v}" for k, v in common.items())]
     failed = [r for r in runs if r.status != "ok"]
     if failed:
         lines += ["", f"{len(failed)} run(s) without a result:"]

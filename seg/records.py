@@ -1,7 +1,8 @@
 """The JSON files seg writes and reads back, checked against what seg wrote there.
 
-metrics.json, config.json and failure.json of a run, summary.json of a sweep and the resume
-states' sidecars are read back by compare, evaluate, predict, the sweep summary and a resume.
+metrics.json, config.json, failure.json and refused.json of a run, summary.json of a sweep and
+the resume states' sidecars are read back by compare, evaluate, predict, the sweep summary and
+a resume.
 A file that does not hold what seg wrote (a list, a text where a number belongs, cut short,
 not UTF-8) is a RecordError naming the file and what is wrong with it; the callers skip it
 (compare, the summary) or refuse (evaluate, a resume), never a traceback.
@@ -103,6 +104,18 @@ def failure_problems(f) -> list[str]:
         "refused": (lambda v: isinstance(v, bool), "true or false")})
 
 
+def refused_problems(r) -> list[str]:
+    """What a refused.json (a run refused at its start, exit code 2) holds that seg did not
+    write there."""
+    if not isinstance(r, dict):
+        return [f"holds {_kind(r)}, not a mapping"]
+    found = [] if "message" in r else ["no message (why the run was refused)"]
+    return found + _keys(r, {
+        "error": (_text, "a text"), "message": (_text, "a text"),
+        "overrides": (lambda v: isinstance(v, list) and all(map(_text, v)), "a list of texts"),
+        "time": (_text, "a text")})
+
+
 def summary_problems(s) -> list[str]:
     """What a sweep's summary.json holds that seg did not write there."""
     if not isinstance(s, list):
@@ -141,7 +154,8 @@ def state_problems(s) -> list[str]:
 
 
 CHECKS = {"metrics.json": metrics_problems, "config.json": config_problems,
-          "failure.json": failure_problems, "summary.json": summary_problems,
+          "failure.json": failure_problems, "refused.json": refused_problems,
+          "summary.json": summary_problems,
           "state": state_problems}
 
 
