@@ -106,11 +106,11 @@ def check_out(out: Path, inputs: list[str], files: list[tuple[Path, Path]]):
 
 def main(argv=None) -> int:
     args = parse(argv)
-    import keras
     import numpy as np
     from PIL import Image
 
     from seg import inference, viz
+    from seg.console import progress
     from seg.data.folder import DataError, read_image
 
     failed: dict[str, str] = {}
@@ -134,7 +134,9 @@ def main(argv=None) -> int:
     done = 0
     for why in failed.values():
         print(f"predict: left out {why}", flush=True)
-    bar = keras.utils.Progbar(len(files), unit_name="image")
+    # Keras' bar on a terminal; in a pipe or a file, where its colour codes and carriage
+    # returns would be garbage, a plain line every 20 s
+    bar = progress(len(files), "image", "predict")
     print(f"predict: {len(files)} image(s) with {trained.checkpoint} -> {out}", flush=True)
 
     def write(batch):

@@ -10,6 +10,9 @@ says which device trains (no GPU, or each GPU's name and memory).
 
 seg/__init__.py calls quiet_tensorflow() before anything else, so `import seg` is quiet too;
 this module imports nothing from seg.
+
+progress() is the scripts' progress count: Keras' bar on a terminal, plain lines (LineProgress)
+in a pipe or a file, where the bar's colour codes and carriage returns would be garbage.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 
 # Known start-up noise, matched (re.search) against a line's text: the part after
 # "I0000 00:00:1796283806.917995    4426 port.cc:153] " for absl's format, else the whole line.
@@ -169,3 +173,36 @@ def _nvidia_smi() -> list[tuple[str, int]]:
         picked = [int(v) for v in visible.split(",") if v.strip()]
         rows = [rows[i] for i in picked if i < len(rows)]
     return rows
+
+
+class LineProgress:
+    """A progress count for a pipe or a file: "LABEL: DONE/TOTAL UNIT(s)" on a line of its own
+    every `every_s` seconds (not at all for a job shorter than that), no colour codes, no
+    carriage returns. add(n) as Keras' Progbar.add."""
+
+    def __init__(self, total: int | None, unit: str, label: str, *, every_s: float = 20.0,
+                 stream=None, clock=time.monotonic):
+        self.total, self.unit, self.label, self.every_s = total, unit, label, every_s
+        self.stream, self.clock, self.done = stream, clock, 0
+        self._shown = clock()
+
+    def add(self, n: int = 1):
+        self.done += n
+        now = self.clock()
+        if now - self._shown >= self.every_s:
+            self._shown = now
+            of = f"/{self.total}" if self.total else ""
+            print(f"{self.label}: {self.done}{of} {self.unit}(s)", file=self.stream or sys.stdout,
+                  flush=True)
+
+
+def progress(total: int | None, unit: str, label: str, stream=None):
+    """A progress count with add(n): Keras' Progbar where stream (sys.stdout) is a terminal,
+    else a LineProgress (a plain line every 20 s)."""
+    out = stream or sys.stdout
+    isatty = getattr(out, "isatty", None)
+    if isatty and isatty():
+        import keras  # noqa: PLC0415 (this module is imported before TensorFlow is)
+
+        return keras.utils.Progbar(total, unit_name=unit)
+    return LineProgress(total, unit, label, stream=stream)

@@ -222,3 +222,25 @@ def test_a_collapsed_run_exits_4_and_a_sweep_goes_on(monkeypatch, tmp_path, caps
     healthy = {**metrics, "diagnostics": {"constant_output": False, "open_alarms": []}}
     monkeypatch.setattr(jobs, "run", lambda *a, **k: healthy)
     assert jobs._job(None, hc, sweep, tmp_path) == 0.1  # no exit: code 0
+
+
+def test_progress_is_keras_bar_on_a_terminal_and_plain_lines_in_a_pipe():
+    import io
+
+    import keras
+
+    from seg.console import LineProgress, progress
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    assert isinstance(progress(3, "image", "predict", stream=Terminal()), keras.utils.Progbar)
+    now = [0.0]
+    out = io.StringIO()
+    bar = LineProgress(40, "image", "predict", every_s=20, stream=out, clock=lambda: now[0])
+    for _ in range(40):  # a second an image: a line every 20 s
+        now[0] += 1
+        bar.add(1)
+    assert out.getvalue() == "predict: 20/40 image(s)\npredict: 40/40 image(s)\n"
+    assert isinstance(progress(3, "image", "predict", stream=io.StringIO()), LineProgress)

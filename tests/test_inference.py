@@ -143,6 +143,9 @@ def test_predict_writes_index_masks_and_overlays_and_names_unreadable_files(tmp_
                            "--batch-size", "2"], capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 1, done.stderr  # one file could not be read
     assert "broken.png" in done.stderr
+    # its stdout is a pipe: plain lines, without the bar's colour codes and carriage returns
+    assert "\x1b[" not in done.stdout + done.stderr and "\r" not in done.stdout, done.stdout
+    assert done.stdout.splitlines()[-1].startswith("predict: 3 mask(s) and overlay(s) written")
     for name in images:
         stem = name.rsplit(".", 1)[0]
         mask = Image.open(out / f"{stem}_mask.png")
