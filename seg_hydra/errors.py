@@ -99,7 +99,8 @@ def launch(main):
         # OmegaConf's hint "use +key=..." does not apply: the schema refuses unknown keys too
         text = re.sub(r"To append to your config use \+\S+", "It is not a key of the config: "
                       "check its spelling (configs/train.yaml lists every key).", text)
-        fail(_Refused(type(e).__name__, text))
+        hints = did_you_mean(sys.argv[1:])
+        fail(_Refused(type(e).__name__, "\n".join(hints + [text]) if hints else text))
     except REFUSALS as e:
         fail(e)
     except OSError as e:
@@ -115,6 +116,119 @@ def launch(main):
                      "cannot be written: choose another with hydra.run.dir=... "
                      "(hydra.sweep.dir=... for a sweep; a writable folder, a name under 255 "
                      "bytes)"))
+
+
+def schema_keys() -> list[str]:
+    """Every dotted key of the config the schema (seg/config.py) allows: the data keys of
+    every data option, the photometric ones included."""
+    import dataclasses  # noqa: PLC0415
+    import typing  # noqa: PLC0415
+
+    from seg import config  # noqa: PLC0415
+
+    def dotted(cls, prefix: str) -> list[str]:
+        hints, out = typing.get_type_hints(cls), []
+        for field in dataclasses.fields(cls):
+            kind, key = hints.get(field.name), prefix + field.name
+            if dataclasses.is_dataclass(kind):
+                out += dotted(kind, key + ".")
+            elif key == "data":  # one schema per data option (data.name)
+                for schema in config.DATA.values():
+                    out += dotted(schema, "data.")
+            else:
+                out.append(key)
+        return out
+
+    keys = dotted(config.Config, "")
+    keys += [f"data.photometric.{name}" for name in config.PHOTOMETRIC]
+    return sorted(set(keys))
+
+
+def _groups() -> dict[str, tuple[list[str], bool]]:
+    """The config groups of configs/ (decoder, data, experiment, ...): their options, and
+    whether train.yaml's defaults list names the group (switched without "+")."""
+    import yaml  # noqa: PLC0415
+
+    from seg_hydra.compose import CONFIG_DIR  # noqa: PLC0415 (compose imports this module's kin)
+
+    root = Path(CONFIG_DIR)
+    try:
+        defaults = yaml.safe_load((root / "train.yaml").read_text()).get("defaults") or []
+    except (OSError, yaml.YAMLError, AttributeError):
+        defaults = []
+    listed = {next(iter(d)) for d in defaults if isinstance(d, dict) and d}
+    return {d.name: (sorted(f.stem for f in d.glob("*.yaml")), d.name in listed)
+            for d in sorted(root.iterdir()) if d.is_dir()}
+
+
+def _initials(name: str) -> str:
+    return "".join(part[:1] for part in name.split("_"))
+
+
+def _close_keys(key: str, keys: list[str]) -> list[str]:
+    """The schema keys closest to a dotted key that is not one: its last part matched within
+    its section (or the closest section), by spelling or initials (trainer.lr ->
+    trainer.learning_rate); else the keys of any section with that last part."""
+    import difflib  # noqa: PLC0415
+
+    section, _, leaf = key.rpartition(".")
+    by_section: dict[str, list[str]] = {}
+    for k in keys:
+        if "." in k:
+            by_section.setdefault(k.rpartition(".")[0], []).append(k.rpartition(".")[2])
+    tried = [section] if section in by_section else \
+        difflib.get_close_matches(section, list(by_section), n=1, cutoff=0.6)
+    close = []
+    for sec in tried:
+        leaves = by_section[sec]
+        found = [leaf] if leaf in leaves else (
+            difflib.get_close_matches(leaf, leaves, n=3, cutoff=0.6)
+            + [lf for lf in leaves if len(leaf) > 1 and _initials(lf) == leaf])
+        close += [f"{sec}.{lf}" for lf in dict.fromkeys(found)]
+    return close or [k for k in keys if k.rpartition(".")[2] == leaf]
+
+
+def did_you_mean(args: list[str]) -> list[str]:
+    """For each command-line override whose key or group option does not exist, the closest
+    valid ones (difflib over the schema's dotted keys and configs/' groups and options):
+    "trainer.epoch=3: did you mean trainer.epochs=3?", "+decoder=deconvv: did you mean
+    +decoder=deconv?". [] when every key and option exists (or none is close)."""
+    import difflib  # noqa: PLC0415
+
+    keys, groups, hints = schema_keys(), _groups(), []
+    sections = sorted({k.split(".")[0] for k in keys})
+    for arg in args:
+        if arg.startswith("-") or "=" not in arg:
+            continue
+        raw_key, _, value = arg.partition("=")
+        prefix = raw_key[:len(raw_key) - len(raw_key.lstrip("+~"))]
+        key = raw_key.lstrip("+~")
+        if key.startswith(("hydra.", "hydra/")) or key in keys or key in sections and \
+                key not in groups:
+            continue
+        guesses: list[str] = []
+        if key in groups:  # a group option: +decoder=deconvv (or a sweep's list of them)
+            options, given = groups[key][0], [v.strip() for v in value.split(",")]
+            close = {o: difflib.get_close_matches(o, options, n=3, cutoff=0.5)
+                     for o in given if o and o not in options}
+            if len(given) > 1 and all(close.values()):  # the list with each one corrected
+                guesses.append(f"{prefix}{key}=" + ",".join(close[o][0] if o in close else o
+                                                            for o in given))
+            elif len(given) == 1:
+                guesses += [f"{prefix}{key}={c}" for c in close.get(given[0], [])]
+        elif "." not in key:  # a misspelt group (decoderr=...) or top-level key (sed=1), or a
+            # key without its section (epochs=3)
+            for c in difflib.get_close_matches(key, list(groups), n=2, cutoff=0.6):
+                guesses.append(f"{'' if groups[c][1] else '+'}{c}={value}")
+            guesses += [f"{k}={value}" for k in difflib.get_close_matches(
+                key, [k for k in keys if "." not in k], n=2, cutoff=0.6)]
+            guesses += [f"{k}={value}" for k in _close_keys(key, keys)]
+        else:  # an existing key needs no "+"
+            guesses += [f"{'' if prefix == '+' else prefix}{k}={value}"
+                        for k in _close_keys(key, keys)]
+        if guesses:
+            hints.append(f"{arg}: did you mean {' or '.join(list(dict.fromkeys(guesses))[:3])}?")
+    return hints
 
 
 def _output_dir() -> Path | None:

@@ -69,6 +69,47 @@ def test_train_script_refuses_a_typo_with_a_message_not_a_traceback():
     assert "epoch" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("args,hint", [
+    (["trainer.epoch=3"], "trainer.epoch=3: did you mean trainer.epochs=3?"),
+    (["+trainer.epoch=3"], "+trainer.epoch=3: did you mean trainer.epochs=3?"),
+    (["traner.epochs=2"], "traner.epochs=2: did you mean trainer.epochs=2?"),
+    (["trainer.lr=0.1"], "trainer.lr=0.1: did you mean trainer.learning_rate=0.1?"),
+    (["epochs=3"], "epochs=3: did you mean trainer.epochs=3?"),
+    (["sed=1"], "sed=1: did you mean seed=1?"),
+    (["data.photometric.brightnes=0.1"], "did you mean data.photometric.brightness=0.1?"),
+    (["+decoder=deconvv"], "+decoder=deconvv: did you mean +decoder=deconv?"),
+    (["decoderr=deconv"], "decoderr=deconv: did you mean +decoder=deconv?"),  # opt-in: +
+    (["data=folderr"], "data=folderr: did you mean data=folder?"),  # a default: no +
+    (["-m", "+decoder=upsample,deconvv"], "did you mean +decoder=upsample,deconv?"),
+    (["+experiment=yelow_image"], "did you mean +experiment=yellow_image?"),
+])
+def test_a_misspelt_key_or_option_gets_the_closest_valid_ones(args, hint):
+    from seg_hydra.errors import did_you_mean
+
+    (found,) = did_you_mean(args)
+    assert found.endswith(hint), found
+
+
+def test_valid_or_far_off_overrides_get_no_guess():
+    from seg_hydra.errors import did_you_mean
+
+    assert did_you_mean(["trainer.epochs=3", "+decoder=deconv", "data=folder", "seed=1",
+                         "data.root=/x", "data.photometric.hue=0.1", "hydra.run.dir=/x",
+                         "-m", "model.encoder=list", "+trainer.zzzzzz=1"]) == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arg,hint", [("trainer.epoch=3", "did you mean trainer.epochs=3?"),
+                                      ("+decoder=deconvv", "did you mean +decoder=deconv?")])
+def test_train_script_refuses_a_misspelling_with_the_closest_valid_one(arg, hint, tmp_path):
+    result = subprocess.run([sys.executable, "scripts/train.py", arg,
+                             f"hydra.run.dir={tmp_path / 'run'}"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert f"{arg}: {hint}" in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
 def test_tf_tutorial_experiment_composes(compose):
     cfg = compose("+experiment=tf_tutorial")
     assert cfg["model"]["encoder"] == "mobilenet_v2"
