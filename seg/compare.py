@@ -313,7 +313,10 @@ def sweep_summary(runs: list[Run], root: Path) -> str:
     lines = [f"Sweep {root}: {len(runs)} job(s), {len(ok)} finished, {len(bad)} failed"]
     lines += [f"  ok      {r.miou:.4f}  {r.name}"
               + (f"  ({r.metrics['rss_mb_at_end']:.0f} MB)" if r.metrics.get("rss_mb_at_end")
-                 else "") for r in ok]
+                 else "")
+              # what a single run's exit code 4 says: finished, but into a constant output
+              + ("  COLLAPSED (constant output)" if (r.metrics.get("diagnostics") or {})
+                 .get("constant_output") else "") for r in ok]
     for r in bad:
         lines.append(f"  FAILED          {r.name}")
         if r.failure and r.failure.get("overrides"):

@@ -80,6 +80,8 @@ def test_sweep_summary_names_every_failed_job(sweep):
 
     text = compare.sweep_summary(compare.find_runs(sweep), sweep)
     assert "7 job(s), 6 finished, 1 failed" in text
+    assert [line for line in text.splitlines() if "COLLAPSED" in line] == [
+        "  ok      0.7900  4_decoder=upsample,seed=2  COLLAPSED (constant output)"]
     assert "FAILED" in text and "trainer.optimizer='nope'" in text
 
 
