@@ -11,6 +11,7 @@ tab) puts the charts that answer "which run wins" first.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from dataclasses import dataclass, field
@@ -23,11 +24,13 @@ from tensorboard.plugins.hparams import api as hp
 from tensorboard.plugins.hparams import plugin_data_pb2
 from tensorboard.plugins.hparams import summary_v2 as hp_summary
 
-from seg.config import HPARAM_KEYS
+from seg.config import HPARAM_KEYS, flatten
 from seg.tags import class_tags
-import contextlib
+
 
 SKIP_OVERRIDES = ("sweep",)  # +sweep=NAME only launches the sweep
+# the config sections a run's result depends on (diagnostics and logging only watch it)
+CONFIG_SECTIONS = ("data", "model", "decoder", "loss", "trainer")
 FINAL_METRICS = ("val_mean_iou", "val_pixel_accuracy", "val_dice", "val_loss",
                  "epochs_completed", "wall_time_s")
 
@@ -49,13 +52,25 @@ def _scalar(value):
     return "null" if value is None else str(value)
 
 
+def of_config(cfg: dict) -> dict:
+    """Every key of a resolved config's data, model, decoder, loss and trainer sections and the
+    seed, as the hparams plugin takes them: whatever set a value (the command line, an
+    experiment file, a plan, a sweep), any two runs can be compared on it."""
+    out = {"seed": _scalar(cfg.get("seed"))} if "seed" in cfg else {}
+    for section in CONFIG_SECTIONS:
+        if isinstance(cfg.get(section), dict):
+            out.update({k: _scalar(v) for k, v in flatten(cfg[section], f"{section}.").items()})
+    return out
+
+
 def hparams_of(cfg: dict, overrides: list[str] = (), parameters: int | None = None) -> dict:
-    """The hyperparameters of a run: HPARAM_KEYS plus every key the overrides set.
+    """The hyperparameters of a run: every key of its config (of_config), HPARAM_KEYS and the
+    keys the overrides set among them.
 
     Overrides of config groups (+decoder=deconv, +experiment=isbi_membrane) are logged under the
     group's name with the chosen option.
     """
-    out = {}
+    out = of_config(cfg)
     keys = list(HPARAM_KEYS)
     for override in overrides:
         key, _, value = override.lstrip("+~").partition("=")
@@ -74,6 +89,15 @@ def hparams_of(cfg: dict, overrides: list[str] = (), parameters: int | None = No
     if parameters is not None:
         out["model.parameters"] = int(parameters)
     return out
+
+
+def compact(key: str, value) -> str:
+    """One setting as a part of a run's name: a config group's option alone (decoder=deconv ->
+    `deconv`, experiment=yellow_image -> `yellow_image`), any other key by its last part
+    (`seed=1`, `learning_rate=0.003`)."""
+    if "." not in key and key != "seed":
+        return str(value)
+    return f"{key.rsplit('.', 1)[-1]}={value}"
 
 
 def first_columns(cfg: dict, keys) -> list[str]:
@@ -126,15 +150,21 @@ def log_experiment(log_dir: str | Path, hparams: dict, class_names: list[str],
     """
     summary = hp_summary.hparams_config_pb(hparams=[hp.HParam(k) for k in hparams],
                                            metrics=metric_columns(class_names))
-    content = summary.value[0].metadata.plugin_data
-    data = plugin_data_pb2.HParamsPluginData.FromString(content.content)
-    for info in data.experiment.hparam_infos:
-        info.differs = info.name in first
-    content.content = data.SerializeToString()
+    mark_differing(summary, first)
     writer = tf.summary.create_file_writer(str(log_dir))
     with writer.as_default():
         tf.summary.experimental.write_raw_pb(summary.SerializeToString(), step=0)
     writer.close()
+
+
+def mark_differing(summary, keys):
+    """Mark the hyperparameters `keys` of an experiment config (a Summary proto) as the ones
+    that differ: TensorBoard lists those first and shows five."""
+    content = summary.value[0].metadata.plugin_data
+    data = plugin_data_pb2.HParamsPluginData.FromString(content.content)
+    for info in data.experiment.hparam_infos:
+        info.differs = info.name in keys
+    content.content = data.SerializeToString()
 
 
 def claim(root: Path) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -369,18 +370,14 @@ def record_refusal(folder: str | Path, error: Exception, overrides: list[str] | 
     record = {"error": getattr(error, "seg_kind", None) or type(error).__name__,
               "message": str(error), "overrides": list(overrides or []),
               "time": time.strftime("%Y-%m-%d %H:%M:%S")}
-    try:
+    with contextlib.suppress(OSError):
         (folder / REFUSED).write_text(json.dumps(record, indent=2))
-    except OSError:
-        pass
 
 
 def forget_refusal(folder: str | Path):
     """Remove an earlier start's refused.json from a run folder that this start used."""
-    try:
+    with contextlib.suppress(OSError):
         (Path(folder) / REFUSED).unlink(missing_ok=True)
-    except OSError:
-        pass
 
 
 def _unparsable(args: list[str]) -> list[str]:

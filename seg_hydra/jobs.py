@@ -24,7 +24,7 @@ from hydra.types import RunMode
 
 from seg.collapse import collapse_alarm
 from seg.console import quiet_tensorflow
-from seg.hparams import Trial, first_columns
+from seg.hparams import Trial, compact, first_columns
 from seg.runfolder import Interrupted, NonFiniteLoss, RunFolderBusy, in_use
 from seg.train import run
 from seg_hydra.compose import hydra_record, to_dict
@@ -145,20 +145,22 @@ def closing_lines(metrics: dict, out: Path) -> str:
 
 
 def trial_of(cfg: dict, hc, sweep: bool) -> Trial:
-    """The run's row in TensorBoard's HPARAMS tab: named by the settings a sweep varies
-    (`decoder=deconv,seed=1`; the folder's name when none is found), the decoder and those
-    settings shown first (TensorBoard uses one run's experiment config for a whole log
-    folder: the decoder, our users' first question, leads in all of them); a run on its own is
-    named by its overrides and start time."""
+    """The run's row in TensorBoard's HPARAMS tab, named short and distinct (the table's Trial
+    ID column shows about 15 characters): the settings a sweep varies or a run's overrides,
+    compact (`deconv seed=1`), then the job number and the sweep's folder (TensorBoard merges
+    the rows of equal names: two sweeps in one log folder), or a run's start time. The
+    decoder and those settings are the columns shown first."""
+    def short(settings):
+        return " ".join(compact(*s.lstrip("+~").split("=", 1)) for s in settings if "=" in s)
+
     if not sweep:
-        name = f"{run_name(hc.job.override_dirname)} {time.strftime('%Y-%m-%d_%H-%M-%S')}"
-        keys = [o.split("=", 1)[0].lstrip("+~") for o in hc.overrides.task if "=" in o]
+        given = [o for o in hc.overrides.task if "=" in o and not o.startswith("hydra.")]
+        name = f"{short(given) or 'defaults'} {time.strftime('%m-%d %H:%M:%S')}"
+        keys = [o.split("=", 1)[0].lstrip("+~") for o in given]
         return Trial(name, ["decoder.name"] + first_columns(cfg, keys))
     params = hc.sweeper.get("params") if "params" in hc.sweeper else None
     swept = swept_settings(hc.job.override_dirname, params)
-    # the settings first (what the table's narrow column shows), then what makes the name
-    # unique: TensorBoard merges the rows of equal names (two sweeps in one log folder)
-    name = ",".join(swept) or Path(hc.runtime.output_dir).name
+    name = short(swept) or Path(hc.runtime.output_dir).name
     return Trial(f"{name} #{hc.job.num} {Path(hc.sweep.dir).name}",
                  ["decoder.name"] + first_columns(cfg, [p.split("=", 1)[0] for p in swept]),
                  Path(hc.sweep.dir))

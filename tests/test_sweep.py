@@ -111,10 +111,11 @@ def test_tensorboard_serves_scalars_prediction_images_and_hparams(sweep):
             "colParams": [], "startIndex": 0, "sliceSize": 100})["sessionGroups"]
         assert len(groups) == 4  # the two seed=-1 jobs were refused before training
         for group in groups:
-            # named by the swept settings first (the trial ID), then job number and sweep
-            settings = re.fullmatch(r"(decoder=(upsample|deconv),seed=[01]) #\d \S+",
-                                    group["name"]).group(1)
-            folder = next(out.glob(f"*_{settings}"))
+            # named by the swept settings first, compact (the trial ID), then job number and
+            # sweep
+            decoder, seed = re.fullmatch(r"(upsample|deconv) seed=([01]) #\d \S+",
+                                         group["name"]).groups()
+            folder = next(out.glob(f"*_decoder={decoder},seed={seed}"))
             metrics = json.loads((folder / "metrics.json").read_text())
             final = next(m["value"] for m in group["metricValues"]
                          if m["name"]["tag"] == "hparams/val_mean_iou")

@@ -96,10 +96,10 @@ def _env() -> dict:
     return env
 
 
-def _train(*args, timeout=900):
+def _train(*args, timeout=900, code=0):
     done = subprocess.run([sys.executable, "scripts/train.py", *map(str, args)], cwd=ROOT,
                           env=_env(), capture_output=True, text=True, timeout=timeout)
-    assert done.returncode == 0, (f"scripts/train.py {' '.join(map(str, args))} exited with "
+    assert done.returncode == code, (f"scripts/train.py {' '.join(map(str, args))} exited with "
                                   f"{done.returncode}\n{done.stdout[-2000:]}\n"
                                   f"{done.stderr[-3000:]}")
     return done
@@ -284,7 +284,9 @@ def sweep(browser_paths, tmp_path_factory):
     # beside the sweep, not in it: TensorBoard serves the sweep alone, as the README says
     yellow = out.parent / "yellow"
     _train("+experiment=yellow_image", "diagnostics.preflight=warn", *TINY,
-           f"hydra.run.dir={yellow}")
+           f"hydra.run.dir={yellow}", code=4)  # 4: finished, collapsed
+    # a second run on its own (the board's folder: the sweep and two single runs)
+    _train(*TINY, "trainer.learning_rate=0.003", f"hydra.run.dir={out.parent / 'lr'}")
     jobs = sorted(p.parent for p in out.glob("[0-9]*_*/metrics.json"))
     assert len(jobs) == 2, sorted(p.name for p in out.iterdir())
     for job in jobs:
@@ -399,7 +401,7 @@ def test_hparams_table_shows_val_mean_iou_per_trial(page, tensorboard, sweep):
         "the swept setting decoder.name is not among the columns shown"
     cut_off = []
     for job in jobs:
-        setting = re.search(r"decoder=\w+", job.name).group()
+        setting = re.search(r"decoder=(\w+)", job.name).group(1)  # named "deconv seed=1 ..."
         value = to_precision(json.loads((job / "metrics.json").read_text())["val_mean_iou"])
 
         def row(setting=setting, value=value):
@@ -489,3 +491,74 @@ def test_images_tab_shows_predictions(page, tensorboard):
     page.wait(name, "the tag name 'predictions' on the image card",
               lambda: any(b["t"] == "predictions" for b in page.boxes()))
     page.screenshot(name)
+    # legible where it is shown: the panel's text (titles, legend), scaled down to the card
+    from seg.viz import text_px
+
+    for img in page.elements("img"):
+        natural, shown = page.driver.execute_script(
+            "const i = arguments[0]; return [i.naturalWidth, i.getBoundingClientRect().width]",
+            img)
+        if natural and shown and _blob_tag(img.get_attribute("src") or "") == "predictions":
+            assert text_px(natural) * shown / natural >= 10, (
+                f"the panel's text is {text_px(natural) * shown / natural:.1f} px high on the "
+                f"card ({natural} px wide, shown {shown:.0f} px): see {name}.png")
+
+
+def _board(folder: Path, port: int, log: Path) -> tuple[subprocess.Popen, str]:
+    """scripts/board.py over folder, and the URL it prints (once TensorBoard answers)."""
+    server = subprocess.Popen([sys.executable, "scripts/board.py", str(folder), "--port",
+                               str(port)], cwd=ROOT, env=_env(), stdout=open(log, "w"),
+                              stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 2 * WAIT_S
+    while time.monotonic() < deadline:
+        found = re.search(r"open (http://127\.0\.0\.1:\d+/#hparams)", log.read_text())
+        if found:
+            return server, found.group(1)
+        if server.poll() is not None:
+            break
+        time.sleep(0.5)
+    server.kill()
+    pytest.fail(f"scripts/board.py printed no URL:\n{log.read_text()[-3000:]}", pytrace=False)
+
+
+def test_board_opens_on_the_runs_ranked(page, sweep):
+    """scripts/board.py over the sweep and the two runs beside it: the page its URL opens shows
+    the runs ranked by val mIoU (the Trial IDs 01, 02, ... in the order of their metrics.json),
+    the keys that differ as columns, and the yellow-image run's head and loss keys."""
+    name = "board_hparams"
+    _start_check(name)
+    out, jobs = sweep
+    runs = [*jobs, out.parent / "yellow", out.parent / "lr"]
+    mious = {r: json.loads((r / "metrics.json").read_text())["val_mean_iou"] for r in runs}
+    ranked = sorted(runs, key=lambda r: -mious[r])
+    server, url = _board(out.parent, _free_port(), out.parent / "board.log")
+    try:
+        page.open(url)
+
+        def table():
+            boxes = page.boxes()
+            header = next((b for b in boxes if b["t"] == "Trial ID"), None)
+            rows = sorted((b for b in boxes if header and re.match(r"\d\d ", b["t"])
+                           and abs(b["x"] - header["x"]) < 40), key=lambda b: b["y"])
+            return (boxes, rows) if len(rows) == len(runs) else None
+
+        boxes, rows = page.wait(name, f"{len(runs)} rows named 01 ... in the Trial ID column",
+                                table)
+        assert [r["t"][:2] for r in rows] == [f"{k:02d}" for k in range(1, len(runs) + 1)]
+        header = next(b for b in boxes if b["t"] == "Trial ID")
+        mid = header["y"] + header["h"] / 2  # the header row's text, a name wrapped or not
+        heads = "".join(b["t"] for b in sorted(boxes, key=lambda b: (b["x"], b["y"]))
+                        if b["y"] <= mid + 12 and b["y"] + b["h"] >= mid - 12)
+        for key in ("model.head_activation", "loss.from_logits", "decoder.name"):
+            assert key in heads, f"{key} is not a column shown: {heads} (see {name}.png)"
+        for rank, (run, row) in enumerate(zip(ranked, rows, strict=True), 1):
+            mid = row["y"] + row["h"] / 2
+            cells = {b["t"] for b in boxes if b["y"] <= mid <= b["y"] + b["h"]}
+            assert to_precision(mious[run]) in cells, (rank, run.name, cells)
+            if run.name == "yellow":  # its head, as its config.json has it
+                head = json.loads((run / "config.json").read_text())["model"]["head_activation"]
+                assert head in cells, f"the yellow run's head {head} is not shown: {cells}"
+        page.screenshot(name)
+    finally:
+        os.killpg(server.pid, 15)
+        server.wait(timeout=30)
