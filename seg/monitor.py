@@ -5,6 +5,7 @@ any model.fit (diagnosis, monitor and panels). What counts as a collapse is seg.
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import keras
@@ -100,6 +101,7 @@ class CollapseMonitor(keras.callbacks.Callback):
         self.spreads: list[float] = []  # the output's spread at every epoch's end
         self._epoch, self._final = 0, False
         self._writer = None
+        self._alarm_text = None  # the alarms last written to the TEXT tab
         self._pending: list = []
         self._forward = None
         self.head: Head | None = None
@@ -257,7 +259,9 @@ class CollapseMonitor(keras.callbacks.Callback):
                     tf.summary.scalar(f"diagnostics/pred_share/{name}", stats["pred_share"][k])
                     tf.summary.scalar(f"diagnostics/true_share/{name}", stats["true_share"][k])
                 text = "\n".join(f"* {a}" for a in alarms) or "no alarm"
-                tf.summary.text("diagnostics/alarms", text)
+                if text != self._alarm_text:  # a change only: not "no alarm" every epoch
+                    tf.summary.text("diagnostics/alarms", text)
+                    self._alarm_text = text
             self._writer.flush()
             if alarms:  # one block per epoch
                 print("\n".join(f"[seg monitor] epoch {epoch + 1}: {message}"
@@ -280,11 +284,22 @@ PROVEN_COLLAPSE = ("head", "head/loss", "class axis", "gradients", "initial loss
                    "constant output")
 
 
+def _wrapped(text: str, width: int = 96) -> str:
+    """Lines of at most `width` characters, each continuation under its line's indent: the TEXT
+    tab shows a code block without wrapping, and cuts what runs past the card."""
+    out = []
+    for line in text.splitlines():
+        indent = " " * (len(line) - len(line.lstrip()) + 2)
+        out.append(textwrap.fill(line, width, subsequent_indent=indent,
+                                 break_on_hyphens=False) if len(line) > width else line)
+    return "\n".join(out)
+
+
 def log_report(log_dir: str | Path, report):
     """The diagnosis before training to TensorBoard's TEXT tab (diagnostics/report, step 0)."""
     writer = tf.summary.create_file_writer(str(log_dir))
     with writer.as_default(step=0):
-        tf.summary.text("diagnostics/report", "```\n" + report.text() + "\n```")
+        tf.summary.text("diagnostics/report", "```\n" + _wrapped(report.text()) + "\n```")
     writer.close()
 
 

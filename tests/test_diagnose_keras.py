@@ -410,8 +410,21 @@ def test_the_monitor_flags_a_forced_one_channel_categorical_model_and_not_a_soun
         alarms = [tf.make_ndarray(e.tensor_proto).item().decode()
                   for e in acc.Tensors("diagnostics/alarms")]
         assert ("constant" in alarms[-1]) is constant, alarms
+        assert all(a != b for a, b in zip(alarms, alarms[1:], strict=False)), alarms  # changes only
         assert len(acc.Tensors("predictions")) == len(shares)
     assert "pred_share/square" in " ".join(_events(tmp_path / "sound").Tags()["tensors"])
+
+
+def test_the_report_in_the_text_tab_keeps_its_fix_line_whole():
+    """TensorBoard's TEXT tab cuts a code block's long lines: they are wrapped, indented."""
+    from seg.monitor import _wrapped
+
+    fix = "          fix: " + " ".join(f"model.key_{k}=null" for k in range(20))
+    text = _wrapped("head/loss check\n" + fix)
+    lines = text.splitlines()
+    assert max(map(len, lines)) <= 96 and lines[0] == "head/loss check"
+    assert all(line.startswith(" " * 12) for line in lines[2:])
+    assert " ".join(text.split()) == " ".join(("head/loss check\n" + fix).split())
 
 
 def test_the_monitor_reads_outputs_without_a_channel_axis(tmp_path):
