@@ -49,8 +49,6 @@ VALUE_PLACEHOLDERS = {"N": "3", "M": "10"}   # data.num_classes=N, plan.budget_m
 EXAMPLE_PATHS = ("/path/to/", "/data/")
 # +experiment=plan_<name> is written by scripts/plan.py when it runs: its file need not exist
 PLANNED = re.compile(r"^\+experiment=plan_\w+$")
-# scripts named in the docs that another change is adding (checked as soon as they exist)
-PENDING_SCRIPTS = {"board.py": "scripts/board.py DIR: TensorBoard on the ranked runs"}
 # commands the docs show being refused: (page, the command's arguments) -> what must refuse
 REFUSED = {("configuration.md", "scripts/train.py trainer.epochs=0 model.norm=bn"): "check",
            ("configuration.md", "scripts/train.py trainer.epochs=abc"): "compose",
@@ -285,8 +283,6 @@ def check_evaluate_overrides(overrides: list[str]):
 
 def check_script(name: str, argv: list[str], monkeypatch):
     if not (ROOT / "scripts" / name).is_file():
-        if name in PENDING_SCRIPTS:
-            pytest.skip(f"scripts/{name} is not there yet ({PENDING_SCRIPTS[name]})")
         pytest.fail(f"scripts/{name} does not exist")
     custom = {"train.py": check_train, "plan.py": check_plan, "check_data.py": check_check_data,
               "diagnose.py": check_diagnose}
