@@ -21,6 +21,7 @@ from pathlib import Path
 import seg_hydra
 
 WAIT_S = 120  # TensorBoard's start, reading every event file once
+CURVES = "?runFilter=validation&tagFilter=IoU%2Fmean"  # Time Series: validation mIoU, per run
 
 
 def parse(argv=None):
@@ -125,9 +126,10 @@ def main(argv=None):
     port = free_port(args.port)
     print(f"starting TensorBoard on 127.0.0.1:{port} ...", flush=True)
     server = serve(folder, port)
-    print(f"\nWhich run won: open http://127.0.0.1:{port}/#hparams (the runs ranked by val "
-          f"mIoU)\nCurves: http://127.0.0.1:{port}/#timeseries   Ctrl-C stops TensorBoard.",
-          flush=True)
+    base = f"http://127.0.0.1:{port}"
+    print(f"\nWhich run won: open {base}/#hparams (the runs ranked by val mIoU)\n"
+          f"Their validation mIoU by epoch: {base}/{CURVES}#timeseries\n"
+          "Ctrl-C stops TensorBoard.", flush=True)
     try:
         server.wait()
     except KeyboardInterrupt:

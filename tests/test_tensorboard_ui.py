@@ -559,6 +559,14 @@ def test_board_opens_on_the_runs_ranked(page, sweep):
                 head = json.loads((run / "config.json").read_text())["model"]["head_activation"]
                 assert head in cells, f"the yellow run's head {head} is not shown: {cells}"
         page.screenshot(name)
+        # the second URL: validation mIoU by epoch, one line per run, no training runs listed
+        curves = re.search(r"by epoch: (\S+)", (out.parent / "board.log").read_text()).group(1)
+        page.open(curves)
+        page.wait("board_curves", "the IoU/mean card and the validation runs only",
+                  lambda: any(b["t"] == "IoU/mean" for b in page.boxes())
+                  and sum("/validation" in b["t"] for b in page.boxes()) >= len(runs)
+                  and not any(b["t"].endswith("/train") for b in page.boxes()))
+        page.screenshot("board_curves")
     finally:
         os.killpg(server.pid, 15)
         server.wait(timeout=30)
