@@ -173,7 +173,7 @@ def test_sigterm_stops_a_sweep_resumably_and_the_same_command_finishes_it(tmp_pa
 
     out = tmp_path / "multirun"
     args = [sys.executable, str(ROOT / "scripts" / "train.py"), "-m", "seed=0,1", *TINY,
-            "trainer.epochs=30", "trainer.steps_per_epoch=2", "diagnostics.preflight=off",
+            "trainer.epochs=12", "trainer.steps_per_epoch=2", "diagnostics.preflight=off",
             f"hydra.sweep.dir={out}"]
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
@@ -189,4 +189,4 @@ def test_sigterm_stops_a_sweep_resumably_and_the_same_command_finishes_it(tmp_pa
     assert "seg: resuming" in again.stdout
     for job in ("0_*", "1_*"):
         metrics = json.loads(next(out.glob(f"{job}/metrics.json")).read_text())
-        assert metrics["epochs_completed"] == 30
+        assert metrics["epochs_completed"] == 12

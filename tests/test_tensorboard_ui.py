@@ -562,10 +562,16 @@ def test_board_opens_on_the_runs_ranked(page, sweep):
         # the second URL: validation mIoU by epoch, one line per run, no training runs listed
         curves = re.search(r"by epoch: (\S+)", (out.parent / "board.log").read_text()).group(1)
         page.open(curves)
+        def validation_only():  # the filter's match is highlighted: a name's text is split
+            boxes = page.boxes()
+            text = "".join(b["t"] for b in boxes)
+            return (any(b["t"] == "IoU/mean" for b in boxes)
+                    and all(f"{k:02d} " in text for k in range(1, len(runs) + 1))
+                    and sum(b["t"].endswith("validation") for b in boxes) >= len(runs)
+                    and "/train" not in text)
+
         page.wait("board_curves", "the IoU/mean card and the validation runs only",
-                  lambda: any(b["t"] == "IoU/mean" for b in page.boxes())
-                  and sum("/validation" in b["t"] for b in page.boxes()) >= len(runs)
-                  and not any(b["t"].endswith("/train") for b in page.boxes()))
+                  validation_only)
         page.screenshot("board_curves")
     finally:
         os.killpg(server.pid, 15)
