@@ -2,6 +2,11 @@ import os
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# one thread per op: the test workers (pytest-xdist, one per core) and their subprocesses share
+# the cores, and TensorFlow's default of a thread per core in every process oversubscribes them
+# (the zoo's training checks: 126 s instead of 138 s over two workers); inherited by the
+# scripts the tests start
+os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
@@ -18,18 +23,7 @@ def pytest_addoption(parser):
 
 def pytest_collection_modifyitems(config, items):
     """Plain `pytest` is the fast lane: tests marked slow are deselected unless --all or an
-    explicit -m (e.g. -m slow) is given. The longest work runs first, so that the workers end
-    on short tests, not one of them on a long one: the modules that one worker runs whole
-    (an xdist_group: a sweep, the browser), then those with the most slow tests (a module's
-    tests stay together: its module fixtures are made once)."""
-    weight = {}
-    for item in items:
-        grouped, slow = weight.get(item.module, (0, 0))
-        weight[item.module] = (grouped or bool(item.get_closest_marker("xdist_group")),
-                               slow + bool(item.get_closest_marker("slow")))
-    first = {module: k for k, module in enumerate(weight)}
-    items.sort(key=lambda item: (-weight[item.module][0], -weight[item.module][1],
-                                 first[item.module]))
+    explicit -m (e.g. -m slow) is given."""
     if config.getoption("--all") or config.getoption("markexpr"):
         return
     kept, slow = [], []
