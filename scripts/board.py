@@ -120,8 +120,11 @@ def main(argv=None):
     left_out = [r for r in runs if not (r.path / "tb").is_dir()]
     if left_out:
         print(f"not on the board (no tb/ folder): {', '.join(r.name for r in left_out)}")
-    if args.no_serve:
-        print(f"board: {folder}")
+    if args.no_serve:  # the ranking only: a temporary board is not left behind
+        if args.logdir is None:
+            shutil.rmtree(folder, ignore_errors=True)
+        else:
+            print(f"board: {folder}")
         return
     port = free_port(args.port)
     print(f"starting TensorBoard on 127.0.0.1:{port} ...", flush=True)

@@ -32,6 +32,8 @@ from seg.config import flatten
 
 # the keys that decide whether the head and the loss agree (the "yellow image")
 HEAD_KEYS = ("model.head_activation", "model.out_channels", "loss.name", "loss.from_logits")
+# the columns a board of runs that differ in little shows
+HEADLINE = ("decoder.name", "model.encoder", "loss.name", "trainer.learning_rate", "data.name")
 HPARAMS_PREFIX = "_hparams_/"  # the hparams plugin's tags (session start, experiment config)
 SMALL = 1 << 20  # the files seg writes with hparams in them are a few KB; Keras' are larger
 
@@ -179,7 +181,9 @@ def build(runs: list[Run], into: str | Path) -> list[Entry]:
                custom_scalars.pb(hparams.layout(classes)))
     experiment = hp_summary.hparams_config_pb(
         hparams=[hp.HParam(k) for k in keys], metrics=hparams.metric_columns(classes))
-    hparams.mark_differing(experiment, ticked(differs, given))
+    shown = ticked(differs, given)  # topped up with the headline keys when few differ
+    shown |= set([k for k in HEADLINE if k in keys and k not in shown][:5 - len(shown)])
+    hparams.mark_differing(experiment, shown)
     if entries:  # beside the best run's session: a folder of its own would be a run in the lists
         _write(into / entries[0].name / "validation", experiment)
     return entries
