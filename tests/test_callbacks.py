@@ -50,6 +50,7 @@ def test_the_monitor_raises_constant_output_on_a_constant_model(tmp_path):
 
 
 def test_the_monitor_stays_quiet_on_a_model_that_learns(tmp_path):
+    keras.utils.set_random_seed(0)  # the same start in any order of the tests (xdist)
     monitor = monitor_mod.CollapseMonitor((X, Y), log_dir=tmp_path, grace_epochs=1)
     _learning_model().fit(X, Y, epochs=30, verbose=0, callbacks=[monitor])
     assert monitor.summary()["constant_output"] is False
