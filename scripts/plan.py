@@ -8,6 +8,12 @@ configs/experiment/plan_<name>.yaml (each value with its reason), and prints the
 
   plan.budget_minutes=M   the training time to fill (default 10)
   plan.name=NAME          the experiment's name (default: the data folder's name)
+  plan.pilots=false       decide by the rules alone: no pilot runs (default true: up to a
+                          quarter of the budget measures what the rules cannot decide)
+
+The plan's own time (reading the data, timing steps, pilots) is part of the budget: the run it
+writes fills the rest, and starts from the winning pilot's weights
+(configs/experiment/plan_<name>.weights.h5).
 
 Example: python scripts/plan.py data=folder data.root=DIR data.num_classes=3
 Exit codes: 0 planned; 2 a refused setting or unreadable data (the message names it).
@@ -19,7 +25,8 @@ from pathlib import Path
 import seg_hydra
 
 PLAN_KEYS = {"budget_minutes": "a number of minutes > 0, e.g. plan.budget_minutes=10",
-             "name": "letters, digits, '_' or '-', e.g. plan.name=streets"}
+             "name": "letters, digits, '_' or '-', e.g. plan.name=streets",
+             "pilots": "true or false, e.g. plan.pilots=false"}
 
 
 def plan_settings(argv: list[str]) -> tuple[dict, list[str]]:
@@ -27,7 +34,7 @@ def plan_settings(argv: list[str]) -> tuple[dict, list[str]]:
     from seg.config import ConfigError
     from seg.plan import BUDGET_MINUTES
 
-    settings, rest = {"budget_minutes": BUDGET_MINUTES, "name": None}, []
+    settings, rest = {"budget_minutes": BUDGET_MINUTES, "name": None, "pilots": True}, []
     for arg in argv:
         if not arg.startswith("plan."):
             rest.append(arg)
@@ -43,6 +50,10 @@ def plan_settings(argv: list[str]) -> tuple[dict, list[str]]:
                 settings[key] = -1.0
             if not 0 < settings[key] <= 10_000:
                 raise ConfigError(f"plan.budget_minutes={value!r}: use {PLAN_KEYS[key]}")
+        elif key == "pilots":
+            if value.lower() not in ("true", "false"):
+                raise ConfigError(f"plan.pilots={value!r}: use {PLAN_KEYS[key]}")
+            settings[key] = value.lower() == "true"
         else:
             if not value or not all(c.isalnum() or c in "_-" for c in value):
                 raise ConfigError(f"plan.name={value!r}: use {PLAN_KEYS[key]}")
@@ -87,14 +98,18 @@ def _plan(argv: list[str]) -> int:
     source, _ = train.open_data(cfg["data"])
     budget = settings["budget_minutes"]
     print(f"plan: reading {source.description} ...", flush=True)
-    with train.data_errors_named():
-        fp, decisions = plan.plan(cfg, source, budget, given,
-                                  log=lambda m: print(m, flush=True))
     folder = Path(seg_hydra.CONFIG_DIR) / "experiment"
     identity = recipe.plan_identity(cfg, settings["name"])
     try:  # a plan of other data (or another name) is never replaced: this one goes beside it
         name, note = recipe.plan_file(folder, plan.experiment_name(cfg, settings["name"]),
                                       identity)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    with train.data_errors_named():
+        fp, decisions, pilots = plan.plan(
+            cfg, source, budget, given, log=lambda m: print(m, flush=True),
+            pilots=settings["pilots"], weights_path=folder / f"{name}.weights.h5")
+    try:
         path = folder / f"{name}.yaml"
         carried = sorted(k for k in given if k.split(".")[0] in cfg)  # what the user set stays
         text = plan.experiment_yaml(name, fp, decisions, cfg, data_group, carried, budget)
@@ -107,6 +122,7 @@ def _plan(argv: list[str]) -> int:
                           f"({e.strerror}); use plan.name=... or make configs/experiment "
                           "writable") from None
     print(plan.table(fp, decisions, budget))
+    print("\n" + plan.pilot_table(pilots, budget))
     if note:
         print(f"\nnote: {note}")
     command = " ".join(["python scripts/train.py", f"+experiment={name}", *groups])

@@ -77,8 +77,8 @@ class Loss:
     name: str = key(choices=LOSS_NAMES)
     from_logits: bool = key()
     # Any, checked by seg.config_rules: null, a name (computed from the training split), or a list
-    class_weights: Any = key(help="null, median_frequency, inverse_frequency, or a list of one "
-                             "weight (>= 0) per class")
+    class_weights: Any = key(help="null, median_frequency, inverse_frequency, their "
+                             "sqrt_ forms, or a list of one weight (>= 0) per class")
     focal_gamma: float = key(min=0.0, max=20.0)
 
 
@@ -107,6 +107,12 @@ class Trainer:
                                                "training after which the run stops at a step")
     validate_every: int = key(min=1, max=100_000, help="epochs between validations (the last "
                               "epoch always validates)")
+    initial_weights: Optional[str] = key(help="null, or a .weights.h5 file of this very model "
+                                         "to start from (scripts/plan.py's pilot winner)")
+    validation_images: Optional[int] = key(min=1, max=10_000_000, help="null (the whole split), "
+                                           "or how many validation images (the first, a fixed "
+                                           "subset) score each epoch; best.keras is scored on "
+                                           "the whole split at the end")
 
 
 @dataclass

@@ -5,10 +5,9 @@ from __future__ import annotations
 import math
 import os
 
+from seg.data.balance import WEIGHTINGS as CLASS_WEIGHTINGS
 from seg.models import levels_of
 from seg.models.encoders import ENCODERS
-
-CLASS_WEIGHTINGS = ("median_frequency", "inverse_frequency")
 
 
 def rules(cfg: dict) -> list[str]:
@@ -30,8 +29,8 @@ def _class_weight_rules(weights, n: int) -> list[str]:
     if not isinstance(weights, list) or not all(
             isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w)
             and w >= 0 for w in weights):
-        return [f"loss.class_weights={weights!r}: use null, median_frequency, "
-                "inverse_frequency, or a list of numbers >= 0, one per class"]
+        return [f"loss.class_weights={weights!r}: use null, {', '.join(CLASS_WEIGHTINGS)}, "
+                "or a list of numbers >= 0, one per class"]
     if len(weights) != n:
         return [f"loss.class_weights={weights!r}: {len(weights)} value(s) for "
                 f"data.num_classes={n}: give one weight per class"]

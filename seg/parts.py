@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -179,6 +180,8 @@ class Parts:
     metrics: list
     steps: int  # per epoch
     computed: dict = field(default_factory=dict)  # balance(): settings made from the data
+    fit_val_ds: tf.data.Dataset | None = None  # what scores each epoch: val_ds, or the first
+    # trainer.validation_images of it; val_ds (the whole split) scores best.keras at the end
 
 
 def prepare(cfg: dict, plan: distribute.Plan | None = None, *, checked: bool = False) -> Parts:
@@ -217,6 +220,8 @@ def prepare(cfg: dict, plan: distribute.Plan | None = None, *, checked: bool = F
             cfg = {**cfg, "model": {**cfg["model"], "norm": "sync_batch"}}
     with (plan.strategy.scope() if plan else contextlib.nullcontext()):
         model, loss, metrics = build(cfg, source, computed)
+        if trainer.get("initial_weights"):
+            load_initial(model, trainer["initial_weights"])
     fixed = model.input_shape[1]
     if fixed:  # a fixed-size encoder (MiT) scores the centre fixed x fixed crop of each image
         val_ds = _centre_validation(source, pipe, size=fixed, batch_size=batch_size,
@@ -224,8 +229,32 @@ def prepare(cfg: dict, plan: distribute.Plan | None = None, *, checked: bool = F
         model.seg_notes.append(f"a fixed {fixed}x{fixed} input: validation scores the centre "
                                f"{fixed}x{fixed} of each image (predict.py tiles whole images)")
     steps = _steps_per_epoch(trainer, num_train=source.num_train, batch_size=batch_size)
+    fit_val_ds = val_ds
+    subset = trainer.get("validation_images")
+    if subset and subset < source.num_val and not fixed:
+        fit_val_ds = shard(pipeline.validation(source.val.take(subset), batch_size=batch_size,
+                                               ignore_index=pipe["ignore_index"],
+                                               cache=pipe["cache"]))
+        fit_val_ds = _counted(fit_val_ds, preflight=cfg["diagnostics"]["preflight"])
     return Parts(source, pipe["image_size"], train_ds, train_stream, batch_size, val_ds, model,
-                 loss, metrics, steps, computed)
+                 loss, metrics, steps, computed, fit_val_ds)
+
+
+def load_initial(model: keras.Model, path: str):
+    """trainer.initial_weights into the model; a missing file, or one of another model, is
+    refused naming it."""
+    where = Path(str(path)).expanduser()
+    if not where.is_file():
+        raise ConfigError(f"trainer.initial_weights={path}: no such file; give a .weights.h5 "
+                          "written for this model (scripts/plan.py writes one), or null")
+    try:
+        model.load_weights(where)
+    except (ValueError, OSError, KeyError) as e:
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"trainer.initial_weights={path}: does not fit this model ({first}); "
+                          "the weights must come from the same encoder, depth, width and "
+                          "classes: re-plan, or set trainer.initial_weights=null") from None
+    say(f"seg: the model starts from {where} (trainer.initial_weights)")
 
 
 def _counted(val_ds: tf.data.Dataset, *, preflight: str) -> tf.data.Dataset:

@@ -6,14 +6,19 @@ The rules live in seg.recipe; this module times real training steps of the candi
 
 from __future__ import annotations
 
+import math
 import time
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
-from seg.recipe import (BUDGET_MINUTES, MIN_STEPS_WIDE, VALIDATION_SHARE, Decision,
-                        Fingerprint, Objects, Speed, choose_balance, choose_batch,
-                        choose_geometry, choose_schedule, experiment_name, experiment_yaml,
-                        fingerprint, grid, object_stats, receptive_field, table)
+from seg.pilots import VAL_IMAGES
+from seg.recipe import (BUDGET_MINUTES, MIN_BATCH, PIXELS_PER_STEP, STEP_FLOOR,
+                        VALIDATION_SHARE, WEIGHT_LADDER, Decision, Fingerprint, Objects, Speed,
+                        choose_balance, choose_batch, choose_geometry, choose_schedule,
+                        experiment_name, experiment_yaml, fingerprint, grid, object_stats,
+                        receptive_field, table)
 
 
 # --- measuring ------------------------------------------------------------------------------
@@ -65,11 +70,8 @@ def measure(cfg: dict, source, computed: dict, repeats: int = 6) -> Speed:
 
 def _with(cfg: dict, decisions: list[Decision]) -> dict:
     """A copy of the config tree with the decisions applied."""
-    out = {k: dict(v) if isinstance(v, dict) else v for k, v in cfg.items()}
-    for d in decisions:
-        section, _, name = d.key.partition(".")
-        out[section][name] = d.value
-    return out
+    from seg.pilots import applied
+    return applied(cfg, {d.key: d.value for d in decisions})
 
 
 def fitting_speed(cfg: dict, source, computed: dict, log=print) -> tuple[Speed, int]:
@@ -94,45 +96,219 @@ def fitting_speed(cfg: dict, source, computed: dict, log=print) -> tuple[Speed, 
         batch //= 2
 
 
+PILOT_SHARE = 0.25    # of the budget, at most, spent on pilot runs (printed)
+PILOT_MIN_S = 25.0    # per candidate: below this share the pilots would measure only noise
+
+
+@dataclass
+class Pilots:
+    """What the pilots measured: the candidates (in the order they were set), the winner, the
+    seconds spent; `skipped` says why none ran, when none did."""
+
+    candidates: list = field(default_factory=list)
+    winner: object = None
+    spent_s: float = 0.0
+    skipped: str = ""
+
+
+def crop_ladder(crop: int, unit: int, least: float = 0.0) -> list[int]:
+    """The crop the geometry asks for (2x the largest objects, the receptive field), then the
+    powers of two below it, down to the one that still holds the typical object of the median
+    class (`least` px), and never under 4 x 2**depth or 64 px: what a short budget trades for
+    more steps."""
+    floor = max(4 * unit, 64, 2 ** math.ceil(math.log2(max(least, 1))))
+    out, c = [crop], 2 ** math.floor(math.log2(crop))
+    c = c if c < crop else c // 2
+    while c >= floor:
+        out.append(c)
+        c //= 2
+    return out
+
+
+def median_extent(fp: Fingerprint) -> float:
+    """The median over the classes of their typical object size (75th-percentile extent)."""
+    found = [o.extent_p75 for o in fp.objects.values() if o.extent_p75]
+    return float(np.median(found)) if found else 0.0
+
+
+def _weight_candidate(rule):
+    """The weighting the pilots hold against the rule's: none (what the defaults do) against
+    any weights, the mild square-root form against none."""
+    return WEIGHT_LADDER[1] if rule is None else None
+
+
+def _balanced(weighting) -> dict:
+    return {"loss.class_weights": weighting,
+            "data.rare_class_crops": 0.33 if weighting else 0.0}
+
+
 def plan(cfg: dict, source, budget_minutes: float, given: set[str] = frozenset(),
-         log=print) -> tuple[Fingerprint, list[Decision]]:
-    """The fingerprint and the decisions (keys the user gave on the command line are kept)."""
+         log=print, pilots: bool = True, weights_path: Path | None = None
+         ) -> tuple[Fingerprint, list[Decision], Pilots]:
+    """The fingerprint, the decisions (keys the user gave on the command line are kept) and
+    what the pilots measured. The schedule fills what the plan's own time leaves of the
+    budget; with weights_path, the pilots' winner is saved there and the run starts from it."""
+    from seg import pilots as pilot_runs
     from seg import train
 
+    began = time.perf_counter()
     fp = fingerprint(cfg, source)
     budget_s = 60.0 * budget_minutes
     def free(key: str) -> bool:  # not set on the command line (nor a key inside it)
         return not any(g == key or g.startswith(key + ".") for g in given)
 
     decisions = [d for d in choose_geometry(fp) + choose_balance(fp) if free(d.key)]
-    crop = _with(cfg, decisions)["data"]["image_size"]
-    batch = choose_batch(fp, crop)
+    batch = choose_batch(fp, _with(cfg, decisions)["data"]["image_size"])
     decisions += [batch] if free(batch.key) else []
     base = _with(cfg, decisions)
-    computed = train.balance(base, source)
-    widths = [cfg["model"]["base_filters"]] if not free("model.base_filters") else [32, 16]
-    for width in widths:
-        trial = _with(base, [Decision("model.base_filters", width, "")])
-        log(f"plan: timing training steps with {width} filters ...")
-        speed, fitted = fitting_speed(trial, source, computed, log)
-        steps = max((budget_s * (1 - VALIDATION_SHARE) - 20) / speed.step_s, 0)
-        if steps >= MIN_STEPS_WIDE or width == widths[-1]:
-            break
-    if free("model.base_filters"):
-        decisions.append(Decision(
-            "model.base_filters", width, f"~{steps:.0f} steps fit the budget at "
-            f"{speed.step_s:.3g} s/step" + (f" (>= {MIN_STEPS_WIDE}: the wider model pays)"
-                                             if width == 32 else
-                                             f"; 32 filters would allow under {MIN_STEPS_WIDE}")))
-    if fitted != _with(cfg, decisions)["trainer"]["batch_size"]:
-        decisions = [d for d in decisions if d.key != "trainer.batch_size"]
-        decisions.append(Decision("trainer.batch_size", fitted, "halved until a step fits"))
-    decisions += [d for d in choose_schedule(fp, speed, budget_s, fitted) if free(d.key)]
-    return fp, decisions
+    crop0, depth = base["data"]["image_size"], base["model"]["depth"]
+    width = 16 if free("model.base_filters") else cfg["model"]["base_filters"]
+    base = _with(base, [Decision("model.base_filters", width, "")])
+    log(f"plan: timing training steps of {crop0} px crops ...")
+    speed, fitted = fitting_speed(base, source, train.balance(base, source), log)
+    usable = budget_s * (1 - PILOT_SHARE - VALIDATION_SHARE) - 30
+
+    def batch_for(crop: int) -> int:
+        if not free("trainer.batch_size"):
+            return cfg["trainer"]["batch_size"]
+        return fitted if crop == crop0 else choose_batch(fp, crop).value
+
+    def step_s(crop: int) -> float:  # pixels per step scale the measured time
+        return speed.step_s * batch_for(crop) * crop ** 2 / (fitted * crop0 ** 2)
+
+    ladder = (crop_ladder(crop0, 2 ** depth, median_extent(fp)) if free("data.image_size")
+              else [crop0])
+    pick = next((i for i, c in enumerate(ladder) if usable / step_s(c) >= STEP_FLOOR),
+                len(ladder) - 1)
+    crop = ladder[pick]
+    if free("model.base_filters") and usable / step_s(crop) >= 4 * STEP_FLOOR:
+        wide = _with(base, [Decision("model.base_filters", 32, ""),
+                            Decision("data.image_size", crop, ""),
+                            Decision("trainer.batch_size", batch_for(crop), "")])
+        log("plan: timing training steps with 32 filters ...")
+        wide_speed, _ = fitting_speed(wide, source, train.balance(wide, source), log)
+        if usable / wide_speed.step_s >= 2 * STEP_FLOOR:
+            width, speed = 32, wide_speed
+            crop0, fitted = crop, batch_for(crop)
+    steps_fit = usable / step_s(crop)
+    chosen = {"data.image_size": crop, "trainer.batch_size": batch_for(crop)}
+    decisions = _replace(decisions, [
+        Decision("model.base_filters", width, f"~{steps_fit:.0f} steps of {crop} px fit the "
+                 f"budget at {step_s(crop):.3g} s/step" + (
+                     " (>= 2x the floor with 32: the wider model pays)" if width == 32 else
+                     f" (32 filters pay from {4 * STEP_FLOOR} steps)"))] if free(
+                         "model.base_filters") else [])
+    decisions = _replace(decisions, [
+        Decision("data.image_size", crop, _crop_reason(ladder, pick, step_s, usable)),
+        Decision("trainer.batch_size", chosen["trainer.batch_size"],
+                 f"~{PIXELS_PER_STEP[fp.machine['device']] // 1024}K pixels per step on a "
+                 f"{fp.machine['device']}, at least {MIN_BATCH}"
+                 + ("; halved until a step fits" if fitted < batch.value else ""))],
+        keep=lambda d: free(d.key))
+    base = _with(base, decisions)
+    # the candidates the rules cannot decide between
+    cands = [pilot_runs.Candidate(_label(base, {}), {}, step_s(crop))]
+    if pick > 0 and free("data.image_size"):
+        up = ladder[pick - 1]
+        changes = {"data.image_size": up, "trainer.batch_size": batch_for(up)}
+        cands.append(pilot_runs.Candidate(_label(base, changes), changes, step_s(up)))
+    if free("loss.class_weights"):
+        weighting = _weight_candidate(base["loss"]["class_weights"])
+        changes = _balanced(weighting) if free("data.rare_class_crops") else \
+            {"loss.class_weights": weighting}
+        cands.append(pilot_runs.Candidate(_label(base, changes), changes, step_s(crop)))
+    report = Pilots(cands)
+    share_s = PILOT_SHARE * budget_s - (time.perf_counter() - began)
+    if not pilots:
+        report.skipped = "plan.pilots=false"
+    elif len(cands) < 2:
+        report.skipped = "nothing left to measure: the rules (or your keys) decided"
+    elif share_s < PILOT_MIN_S * len(cands):
+        report.skipped = (f"{budget_minutes:g} min is too short to measure {len(cands)} "
+                          f"candidates (~{PILOT_MIN_S * len(cands) / PILOT_SHARE / 60:.0f} min "
+                          "needed): the rules decided")
+    else:
+        log(f"plan: {len(cands)} pilot candidates, successive halving in at most "
+            f"{share_s:.0f} s ({100 * PILOT_SHARE:.0f}% of the budget) ...")
+        winner, trained, report.spent_s = pilot_runs.halving(base, source, cands, share_s,
+                                                             log)
+        report.winner = winner
+        decisions = _replace(decisions, [
+            Decision(key, value, f"measured: {winner.label} learned fastest (pilots below)")
+            for key, value in winner.changes.items()])
+        crop = winner.changes.get("data.image_size", crop)
+        if weights_path is not None:
+            pilot_runs.save_weights(trained, weights_path)
+            decisions.append(Decision(
+                "trainer.initial_weights", str(weights_path), f"the winner's weights after "
+                f"its {winner.steps} pilot steps: the run goes on from them"))
+    spent = time.perf_counter() - began
+    final = _with(cfg, decisions)
+    speed = Speed(step_s(crop), speed.first_s, speed.val_image_s, width)
+    schedule = choose_schedule(fp, speed, budget_s, final["trainer"]["batch_size"], spent)
+    for d in schedule:
+        if d.key == "trainer.time_budget_minutes":
+            d.reason = (f"{budget_minutes:g} min less the {spent:.0f} s this plan took "
+                        f"(pilots {report.spent_s:.0f} s); a hard stop at a step boundary, "
+                        "should this machine be slower than measured")
+    decisions += [d for d in schedule if free(d.key)]
+    return fp, decisions, report
+
+
+def pilot_table(report: Pilots, budget_minutes: float) -> str:
+    """The measured choices as the console shows them: each candidate, its steps, its val mIoU
+    at each rung, its cost; the winner marked."""
+    if report.winner is None:
+        return f"== seg plan: pilots == none ran: {report.skipped}"
+    share = 100 * report.spent_s / (60 * budget_minutes)
+    lines = [f"== seg plan: pilots ({report.spent_s:.0f} s, {share:.0f}% of the budget; "
+             f"successive halving, scored on the first {VAL_IMAGES} validation images) ==",
+             f"  {'candidate':<52} {'steps':>6}  {'val mIoU by rung':<18} {'cost':>6}"]
+    for c in report.candidates:
+        mark = "  <- chosen" if c is report.winner else ""
+        lines.append(f"  {c.label:<52} {c.steps:6d}  "
+                     f"{' -> '.join(f'{s:.3f}' for s in c.scores):<18} {c.spent_s:5.0f}s{mark}")
+    return "\n".join(lines)
+
+
+def _replace(decisions: list[Decision], new: list[Decision], keep=lambda d: True
+             ) -> list[Decision]:
+    """decisions with `new` in place of those of the same keys (appended when new)."""
+    new = [d for d in new if keep(d)]
+    keys = {d.key for d in new}
+    out = [d for d in decisions if d.key not in keys]
+    return out + new
+
+
+def _label(cfg: dict, changes: dict) -> str:
+    c = _with_keys(cfg, changes)
+    return (f"crop {c['data']['image_size']} x{c['trainer']['batch_size']}, "
+            f"{c['loss']['class_weights'] or 'no weights'}"
+            + (f" + rare crops {c['data']['rare_class_crops']:g}"
+               if c["data"]["rare_class_crops"] else ""))
+
+
+def _with_keys(cfg: dict, changes: dict) -> dict:
+    from seg.pilots import applied
+    return applied(cfg, changes)
+
+
+def _crop_reason(ladder: list[int], pick: int, step_s, usable: float) -> str:
+    crop = ladder[pick]
+    fits = f"~{usable / step_s(crop):.0f} steps fit at {step_s(crop):.3g} s/step"
+    if pick == 0:
+        return (f"crops of {crop} px: what the objects and the receptive field ask for; {fits} "
+                f"(>= the floor of {STEP_FLOOR} steps)")
+    floor = "" if usable / step_s(crop) >= STEP_FLOOR else (
+        f" (still under the floor; {crop} px is the least that holds the median class's "
+        "objects)")
+    return (f"crops of {crop} px: {ladder[0]} px (what the largest objects ask for) leaves "
+            f"~{usable / step_s(ladder[0]):.0f} steps, under the floor of {STEP_FLOOR} a short "
+            f"budget needs first; {fits}{floor}")
 
 
 # the rules, re-exported: seg.plan is what scripts/plan.py and users import
-__all__ = ["BUDGET_MINUTES", "Decision", "Fingerprint", "Objects", "Speed", "choose_balance",
+__all__ = ["BUDGET_MINUTES", "PILOT_SHARE", "Decision", "Pilots", "crop_ladder", "Fingerprint", "Objects", "Speed", "choose_balance",
            "choose_batch", "choose_geometry", "choose_schedule", "experiment_name",
-           "experiment_yaml", "fingerprint", "fitting_speed", "grid", "measure",
+           "experiment_yaml", "fingerprint", "fitting_speed", "pilot_table", "grid", "measure",
            "object_stats", "plan", "receptive_field", "table"]

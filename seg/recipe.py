@@ -32,10 +32,15 @@ from seg.fingerprint import (MASK_SAMPLE, OBJECT_SAMPLE, Fingerprint,  # noqa: F
 
 BUDGET_MINUTES = 10.0
 DEPTHS = (2, 3, 4, 5)
-VALIDATION_SHARE = 0.15      # of the budget, at most, spent validating
-PIXELS_PER_STEP = {"CPU": 2 ** 16, "GPU": 2 ** 19}  # 16 x 64^2 on a CPU (short budgets want
+VALIDATION_SHARE = 0.10      # of the budget, at most, spent validating during training
+PIXELS_PER_STEP = {"CPU": 2 ** 17, "GPU": 2 ** 19}  # 8 x 128^2 on a CPU (short budgets want
                                                      # many steps); 8 x 256^2 on a GPU
-MIN_BATCH = 2                # batch normalisation needs two crops
+MIN_BATCH = 4                # batch normalisation's statistics are noise over 2 crops
+STEP_FLOOR = 1000            # optimizer steps a budget buys before crops grow beyond what the
+                             # objects need (street photographs: ~0.26 val mIoU after 500
+                             # steps of 4 x 256^2, 0.33 after 1,100)
+MIN_VAL_IMAGES = 16          # the smallest validation subset scored during training
+WEIGHT_LADDER = (None, "sqrt_median_frequency", "median_frequency")  # mild to strong
 RARE_SHARE = class_balance.RARE_SHARE  # under 2% of the labelled pixels: weighted, oversampled
 MIN_STEPS_WIDE = 800         # steps the wider model (32 filters) needs to be worth its cost
 THIN_PIXELS = 8.0            # classes this thin (2 x pixels / boundary) are not zoomed: 0.8x
@@ -106,14 +111,18 @@ def choose_balance(fp: Fingerprint) -> list[Decision]:
     rarest = min(present, key=lambda k: shares[k])
     imbalanced = shares[rarest] < RARE_SHARE
     name = fp.class_names[rarest]
+    weighting = weight_rule(fp)
+    ratio = float(shares[present].max() / shares[rarest])
     out = [Decision("loss.name", "auto", "cross-entropy matched to the head + Dice: Dice "
                     "weighs every class alike, whatever its pixel count")]
-    out.append(Decision("loss.class_weights", "median_frequency" if imbalanced else None,
-                        f"rarest class {name} at {100 * shares[rarest]:.2f}% "
-                        + (f"is under {100 * RARE_SHARE:g}% of the pixels: SegNet's "
-                           "median-frequency weights" if imbalanced else
-                           f"is over {100 * RARE_SHARE:g}% of the pixels: Dice balances the "
-                           "classes enough, no weights")))
+    out.append(Decision("loss.class_weights", weighting,
+                        f"rarest class {name} at {100 * shares[rarest]:.2f}%, {ratio:.0f}x "
+                        f"rarer than the largest, {n} classes: "
+                        + {None: "Dice balances the classes enough, no weights",
+                           "median_frequency": "SegNet's median-frequency weights",
+                           "sqrt_median_frequency": "the square root of median-frequency "
+                           "weights (full weights over many classes starve the large ones in "
+                           "a short training)"}[weighting]))
     out.append(Decision("data.rare_class_crops", 0.33 if imbalanced else 0.0,
                         "a third of the crops centred on a rare-class pixel (nnU-Net's "
                         "foreground oversampling)" if imbalanced else
@@ -137,6 +146,19 @@ def choose_balance(fp: Fingerprint) -> list[Decision]:
     return out
 
 
+def weight_rule(fp: Fingerprint) -> str | None:
+    """The class weighting the data asks for: none when no class is rare (under RARE_SHARE),
+    median frequency when few classes are (up to 4 classes, under 100x apart), its square root
+    when many are or the imbalance is extreme. Pilots (seg.pilots) test its neighbours on
+    WEIGHT_LADDER."""
+    n, shares = len(fp.class_names), fp.hist.shares
+    present = shares[shares > 0]
+    if not present.size or present.min() >= RARE_SHARE:
+        return None
+    ratio = present.max() / present.min()
+    return "median_frequency" if n <= 4 and ratio < 100 else "sqrt_median_frequency"
+
+
 def choose_batch(fp: Fingerprint, crop: int) -> Decision:
     device = fp.machine["device"]
     target = PIXELS_PER_STEP[device]
@@ -146,19 +168,32 @@ def choose_batch(fp: Fingerprint, crop: int) -> Decision:
                     f"({batch} x {crop}x{crop}); measured to fit")
 
 
-def choose_schedule(fp: Fingerprint, speed: Speed, budget_s: float, batch: int
-                    ) -> list[Decision]:
-    """Epochs, steps, validation cadence and learning rate that fill the budget."""
+def validation_images(fp: Fingerprint, speed: Speed, budget_s: float, epochs: int) -> int:
+    """How many validation images each epoch scores (a fixed subset): all of them when every
+    epoch's validation fits VALIDATION_SHARE of the budget, else as many as fit, at least
+    MIN_VAL_IMAGES (the whole split scores best.keras once, at the end)."""
+    fit = int(VALIDATION_SHARE * budget_s / max(epochs * speed.val_image_s * 1.2, 1e-9))
+    return int(min(fp.num_val, max(fit, MIN_VAL_IMAGES)))
+
+
+def choose_schedule(fp: Fingerprint, speed: Speed, budget_s: float, batch: int,
+                    spent_s: float = 0.0) -> list[Decision]:
+    """Epochs, steps, validation subset and cadence, and learning rate that fill what the
+    plan's own time (spent_s: reading the data, timing steps, pilots) leaves of budget_s."""
+    given_s, budget_s = budget_s, budget_s - spent_s
     h, w = fp.median_size
-    val_s = speed.val_image_s * max(fp.num_val, 1) * 1.2  # + metrics and batching
-    # set-up (graph tracing, the preflight's probes) and the final re-scoring of best.keras
-    overhead = 10 + speed.first_s + 2 * val_s + 0.03 * budget_s
+    whole_s = speed.val_image_s * max(fp.num_val, 1) * 1.2  # + metrics and batching
+    subset = validation_images(fp, speed, budget_s, 12)  # for up to 12 epochs
+    val_s = speed.val_image_s * subset * 1.2
+    # set-up (graph tracing, the preflight's probes) and the final re-scoring of best.keras on
+    # the whole split
+    overhead = 10 + speed.first_s + val_s + whole_s + 0.03 * budget_s
     # each epoch end: the monitor's fixed batch and the panels (about 12 images predicted)
     # and three checkpoint writes
     per_epoch = 3.0 + 12 * speed.val_image_s
     train_s = max(budget_s - overhead, 0.2 * budget_s)
     total = max(int(train_s / speed.step_s), 10)
-    epochs = int(min(max(round(total / 80), 6), 20))
+    epochs = int(min(max(round(total / 120), 6), 12))  # each epoch end costs ~per_epoch
     every = 1
     while math.ceil(epochs / every) * val_s > VALIDATION_SHARE * budget_s and every < epochs:
         every += 1
@@ -167,25 +202,32 @@ def choose_schedule(fp: Fingerprint, speed: Speed, budget_s: float, batch: int
     left = budget_s - fixed
     if left < 0.25 * budget_s or left / speed.step_s < 10 * epochs:
         from seg.config import ConfigError
-        need = max(fixed / 0.75, fixed + 10 * epochs * speed.step_s) / 60
+        need = (spent_s + max(fixed / 0.75, fixed + 10 * epochs * speed.step_s)) / 60
         raise ConfigError(
-            f"plan.budget_minutes={budget_s / 60:g} leaves {max(left, 0):.0f} s for training "
-            f"after set-up (~{overhead:.0f} s), {epochs} epoch ends and {validations} "
-            f"validation(s) of {fp.num_val} images (~{val_s:.0f} s each) at {speed.step_s:.3g} "
+            f"plan.budget_minutes={given_s / 60:g} leaves {max(left, 0):.0f} s for training "
+            f"after the plan's own {spent_s:.0f} s, set-up (~{overhead:.0f} s), {epochs} "
+            f"epoch ends and {validations} "
+            f"validation(s) of {subset} images (~{val_s:.0f} s each) at {speed.step_s:.3g} "
             f"s per step: give at least plan.budget_minutes={math.ceil(need)}, or validate "
             "on fewer images")
     total = max(int(left / speed.step_s), epochs)
     steps = max(total // epochs, 1)
     rate = 0.002 if batch <= 4 else 0.003
     spent = validations * val_s
+    whole = subset >= fp.num_val
     return [
         Decision("trainer.epochs", epochs, f"{epochs} epochs of {steps} steps = "
                  f"{epochs * steps} steps at {speed.step_s:.3g} s each (measured)"),
         Decision("trainer.steps_per_epoch", steps, f"fills the budget after set-up "
                  f"(~{overhead:.0f} s), epoch ends (~{per_epoch:.0f} s each) and validation; the "
                  "cosine schedule decays over exactly these steps"),
+        Decision("trainer.validation_images", None if whole else subset,
+                 f"each validation scores all {fp.num_val} images" if whole else
+                 f"each validation scores the first {subset} of {fp.num_val} images (a fixed "
+                 f"subset, ~{val_s:.0f} s); the whole split (~{whole_s:.0f} s) scores best.keras "
+                 "once, at the end: the figure reported"),
         Decision("trainer.validate_every", every,
-                 f"{validations} validation(s) of {fp.num_val} whole {h}x{w} images at "
+                 f"{validations} validation(s) of {subset} whole {h}x{w} images at "
                  f"~{val_s:.0f} s each = {100 * spent / budget_s:.0f}% of the budget "
                  + (f"(at most {100 * VALIDATION_SHARE:.0f}%)"
                     if spent <= VALIDATION_SHARE * budget_s else
@@ -382,11 +424,15 @@ def recipe_findings(cfg: dict, masks: list[np.ndarray], *, depth: int, steps: in
     val_px = num_val * float(np.median([m.size for m in masks]))
     train_px = steps * batch * data["image_size"] ** 2
     share = (val_px / 3) / (val_px / 3 + train_px)  # a forward pass: ~1/3 of a training step
-    if cfg["trainer"]["validate_every"] == 1 and share > 0.35:
-        every = max(math.ceil(share / (1 - share) / (VALIDATION_SHARE / (1 - VALIDATION_SHARE))),
-                    2)
+    subset = cfg["trainer"].get("validation_images")
+    if cfg["trainer"]["validate_every"] == 1 and share > 0.35 and not subset:
+        ratio = share / (1 - share) / (VALIDATION_SHARE / (1 - VALIDATION_SHARE))
+        every = max(math.ceil(ratio), 2)
+        fewer = max(int(num_val / ratio), MIN_VAL_IMAGES)
         out.append(Finding("warning", "recipe", f"validating {num_val} whole images takes "
                            f"about {100 * share:.0f}% of each epoch",
                            "the time goes to scoring instead of training",
-                           f"trainer.validate_every={every}, or {plan_it}"))
+                           f"trainer.validation_images={fewer} (a fixed subset each epoch, the "
+                           f"whole split once at the end), trainer.validate_every={every}, or "
+                           f"{plan_it}"))
     return out

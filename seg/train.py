@@ -196,6 +196,11 @@ def describe(cfg: dict, parts: Parts, plan: distribute.Plan, out: Path):
                  if rate != float(trainer["learning_rate"]) else ""), flush=True)
     print(f"seg: {parts.source.description}; model {parts.model.name}, "
           f"{parts.model.count_params():,} parameters; run folder {out}", flush=True)
+    subset = trainer.get("validation_images")
+    if parts.fit_val_ds is not None and parts.fit_val_ds is not parts.val_ds:
+        print(f"seg: each validation scores the first {subset} of the "
+              f"{parts.source.num_val} validation images (trainer.validation_images); "
+              "best.keras is scored on all of them at the end", flush=True)
 
 
 def learning_rate_of(trainer: dict, plan: distribute.Plan) -> float:
@@ -375,7 +380,8 @@ def fit_phases(cfg: dict, parts: Parts, training: Training, cbs: Callbacks, begi
         """Epochs first..last-1 (the first of them from step skip_steps on)."""
         cbs.guard.offset = cbs.budget.offset = skip_steps
         with data_errors_named():
-            model.fit(parts.train_stream(first * steps + skip_steps), validation_data=parts.val_ds,
+            model.fit(parts.train_stream(first * steps + skip_steps),
+                      validation_data=parts.fit_val_ds or parts.val_ds,
                       validation_freq=cbs.validate_at, initial_epoch=first, epochs=last,
                       steps_per_epoch=steps - skip_steps if last == first + 1 else steps,
                       callbacks=cbs.fit, verbose=verbose, shuffle=False)

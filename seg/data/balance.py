@@ -4,7 +4,12 @@ Median-frequency balancing is SegNet's (Eigen and Fergus): a class's frequency i
 over the pixels of the images it appears in, and its weight is the median frequency over its
 own, so the typical class weighs 1 and a class ten times rarer weighs 10. Inverse frequency is
 the "balanced" weighting (pixels / (classes x class pixels)), whose pixel-weighted mean is 1.
-Void pixels (ignore_index, or any value that is not a class) are left out of both.
+Their square roots (sqrt_median_frequency, sqrt_inverse_frequency) are the milder forms: a
+class ten times rarer weighs about 3. Under a short training, full weights of 10 and more let
+the rare classes take over the large ones (a building predicted as pole); the square root
+raises the rare classes without starving the rest, and scripts/plan.py measures which
+strength helps the mean. Void pixels (ignore_index, or any value that is not a class) are left
+out of all of them.
 """
 
 from __future__ import annotations
@@ -13,7 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-WEIGHTINGS = ("median_frequency", "inverse_frequency")
+WEIGHTINGS = ("median_frequency", "inverse_frequency", "sqrt_median_frequency",
+              "sqrt_inverse_frequency")
 MAX_WEIGHT = 50.0  # a class seen on a handful of pixels would otherwise dominate the loss
 RARE_SHARE = 0.02  # a class under 2% of the labelled pixels is rare, whatever the class count
 
@@ -53,18 +59,20 @@ def histogram(masks, num_classes: int) -> Histogram:
 
 
 def class_weights(method: str, hist: Histogram) -> list[float]:
-    """One weight per class by median_frequency or inverse_frequency (a class absent from the
-    training split weighs 1: there is nothing to balance), capped at MAX_WEIGHT."""
+    """One weight per class by one of WEIGHTINGS (a class absent from the training split
+    weighs 1: there is nothing to balance), capped at MAX_WEIGHT."""
     if method not in WEIGHTINGS:
         raise ValueError(f"loss.class_weights={method!r}: use one of {', '.join(WEIGHTINGS)} "
                          "or a list of weights")
     present = hist.pixels > 0
+    root, method = method.startswith("sqrt_"), method.removeprefix("sqrt_")
     if method == "median_frequency":
         freq = np.where(present, hist.pixels / np.maximum(hist.image_pixels, 1), np.nan)
         weights = np.nanmedian(freq) / freq
     else:
         total = hist.pixels.sum()
         weights = total / (present.sum() * np.maximum(hist.pixels, 1))
+    weights = np.sqrt(weights) if root else weights
     weights = np.where(present, np.minimum(weights, MAX_WEIGHT), 1.0)
     return [round(float(w), 4) for w in weights]
 

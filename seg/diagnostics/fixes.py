@@ -158,16 +158,19 @@ class ConfigFixes(KerasFixes):
         wanted = []
         if ctx.loss.kind not in ("ce_dice", "dice", "lovasz", "ce_lovasz"):
             wanted.append("loss.name=auto (cross-entropy + Dice)")
-        if loss.get("class_weights") is None:
-            wanted.append("loss.class_weights=median_frequency")
+        if loss.get("class_weights") is None:  # over many classes, full weights starve the
+            many = data.get("num_classes", 0) >= 8  # large ones in a short training
+            wanted.append("loss.class_weights="
+                          + ("sqrt_median_frequency" if many else "median_frequency"))
         if not data.get("rare_class_crops"):
             wanted.append("data.rare_class_crops=0.33")
         if not wanted:
             return ("already weighted and oversampled (loss.class_weights, "
                     "data.rare_class_crops): watch IoU/per_class in TensorBoard; a longer "
                     "budget helps most")
-        return (" ".join(wanted) + ", or plan the whole recipe from the data: python "
-                "scripts/plan.py <the same data overrides>")
+        return (" ".join(wanted) + ", or plan the whole recipe from the data (it measures "
+                "the weighting and the crop in short pilot runs): python scripts/plan.py <the "
+                "same data overrides> plan.budget_minutes=M")
 
     def ignore_share(self, ctx) -> str:
         return "check data.ignore_index and data.label_map"

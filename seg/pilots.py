@@ -1,0 +1,123 @@
+"""Choices measured, not derived: short pilot runs of a plan's candidates, by successive halving.
+
+Where the rules of seg.recipe cannot decide (a small crop and many steps, or a larger crop and
+fewer; full, square-root or no class weights), every candidate trains for the same wall time
+on the configured data, is scored by mIoU on a fixed subset of the validation split, and the
+better half goes on for twice as long (Jamieson and Talwalkar's successive halving, eta 2),
+until one is left. The survivor's weights are kept: the planned run starts from them, so the
+pilots' cost is only what the losers spent.
+
+Why not Optuna's SuccessiveHalvingPruner or KerasTuner's Hyperband: both are asynchronous over
+trials run one after another (Optuna never prunes the first trial, which runs to its end;
+KerasTuner's brackets restart models and write a project folder per trial). Here a handful of
+small models live in memory side by side and every rung compares all of them at the same
+time spent, which is the synchronous algorithm itself, in a loop.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+VAL_IMAGES = 16   # the fixed validation subset the pilots are scored on
+ETA = 2           # the better 1/ETA of the candidates go on at each rung
+
+
+@dataclass
+class Candidate:
+    """One way to train: the config keys it sets, and what its pilot measured."""
+
+    label: str
+    changes: dict                 # config key path -> value
+    step_s: float                 # measured seconds per training step
+    scores: list[float] = field(default_factory=list)  # mIoU after each rung it ran
+    steps: int = 0                # training steps it made
+    spent_s: float = 0.0          # wall time it took (graph tracing and scoring included)
+
+
+def applied(cfg: dict, changes: dict) -> dict:
+    """A copy of the config tree with `changes` (key paths) set."""
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in cfg.items()}
+    for key, value in changes.items():
+        section, _, name = key.partition(".")
+        out[section][name] = value
+    return out
+
+
+class _Pilot:
+    """A candidate's model, compiled at a constant learning rate, and its place in its
+    training stream (so a rung continues where the last one stopped)."""
+
+    def __init__(self, cfg: dict, source):
+        import keras
+
+        from seg import train
+
+        keras.utils.set_random_seed(cfg["seed"])
+        self.cfg, self.source, self.done = cfg, source, 0
+        self.computed = train.balance(cfg, source)
+        self.model, loss, metrics = train.build(cfg, source, self.computed)
+        rate = float(cfg["trainer"]["learning_rate"])
+        train.compile_for_training(self.model, loss, metrics, cfg["trainer"],
+                                   train.make_schedule("constant", rate, 1))
+
+    def train(self, steps: int):
+        from seg import train
+        from seg.data import pipeline
+
+        data, source = self.cfg["data"], self.source
+        stream = pipeline.training(
+            source.train, num_examples=source.num_train,
+            batch_size=self.cfg["trainer"]["batch_size"], seed=self.cfg["seed"],
+            start_batch=self.done, **train.pipeline_kwargs(data, self.computed))
+        self.model.fit(stream, steps_per_epoch=steps, epochs=1, verbose=0, shuffle=False)
+        self.done += steps
+
+    def score(self, val_ds) -> float:
+        return float(self.model.evaluate(val_ds, return_dict=True, verbose=0)["mean_iou"])
+
+
+def halving(cfg: dict, source, candidates: list[Candidate], share_s: float, log=print
+            ) -> tuple[Candidate, _Pilot, float]:
+    """Successive halving within share_s seconds: (the winner, its trained pilot, seconds
+    spent). Every candidate gets the same time at the first rung (steps = time / its measured
+    step time); each later rung doubles it for the better half."""
+    from seg.data import pipeline
+
+    start = time.perf_counter()
+    rungs = max(math.ceil(math.log(len(candidates), ETA)), 1)
+    alive_at = [len(candidates)]
+    for _ in range(rungs - 1):
+        alive_at.append(max(alive_at[-1] // ETA, 1))
+    units = sum(n * ETA ** r for r, n in enumerate(alive_at))  # n x 1 + n/2 x 2 + ...
+    # about 15 s per candidate goes to building, tracing and scoring (2 CPU cores)
+    unit_s = max((share_s - 15.0 * len(candidates)) / units, 1.0)
+    val = cfg["data"]
+    val_ds = pipeline.validation(source.val.take(VAL_IMAGES), batch_size=4,
+                                 ignore_index=val["ignore_index"], cache=True)
+    alive = {c.label: (c, _Pilot(applied(cfg, c.changes), source)) for c in candidates}
+    for rung in range(rungs):
+        for cand, pilot in alive.values():
+            began = time.perf_counter()
+            steps = max(int(ETA ** rung * unit_s / cand.step_s), 5)
+            pilot.train(steps)
+            cand.scores.append(pilot.score(val_ds))
+            cand.steps += steps
+            cand.spent_s += time.perf_counter() - began
+            log(f"plan: pilot {cand.label}: {cand.steps} steps, val mIoU "
+                f"{cand.scores[-1]:.3f} on {VAL_IMAGES} images")
+        ranked = sorted(alive.values(), key=lambda cp: -cp[0].scores[-1])
+        alive = {c.label: (c, p) for c, p in ranked[:max(len(ranked) // ETA, 1)]}
+    (winner, pilot), = alive.values()
+    return winner, pilot, time.perf_counter() - start
+
+
+def save_weights(pilot: _Pilot, path: Path) -> Path:
+    """The winner's weights, for the planned run to start from (trainer.initial_weights)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.weights.h5")
+    pilot.model.save_weights(tmp)
+    tmp.replace(path)
+    return path
