@@ -1,7 +1,7 @@
 """Choices measured, not derived: short pilot runs of a plan's candidates, by successive halving.
 
 Where the rules of seg.recipe cannot decide (a small crop and many steps, or a larger crop and
-fewer; full, square-root or no class weights), every candidate trains for the same wall time
+fewer, at the same pixels per second), every candidate trains for the same wall time
 on the configured data, is scored by mIoU on a fixed subset of the validation split, and the
 better half goes on for twice as long (Jamieson and Talwalkar's successive halving, eta 2),
 until one is left. The survivor's weights are kept: the planned run starts from them, so the

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from seg.pilots import VAL_IMAGES
-from seg.recipe import (BUDGET_MINUTES, MIN_BATCH, PIXELS_PER_STEP, STEP_FLOOR,
-                        VALIDATION_SHARE, WEIGHT_LADDER, Decision, Fingerprint, Objects, Speed,
+from seg.recipe import (BUDGET_MINUTES, DEPTHS, MIN_BATCH, PIXELS_PER_STEP, STEP_FLOOR,
+                        VALIDATION_SHARE, Decision, Fingerprint, Objects, Speed,
                         choose_balance, choose_batch, choose_geometry, choose_schedule,
                         experiment_name, experiment_yaml, fingerprint, grid, object_stats,
                         receptive_field, table)
@@ -96,7 +96,8 @@ def fitting_speed(cfg: dict, source, computed: dict, log=print) -> tuple[Speed, 
         batch //= 2
 
 
-PILOT_SHARE = 0.25    # of the budget, at most, spent on pilot runs (printed)
+PILOT_SHARE = 0.15    # of the budget, at most, spent on pilot runs (printed): on a 2-core CPU
+                      # 15 minutes buy ~900 steps, and each step counts
 PILOT_MIN_S = 25.0    # per candidate: below this share the pilots would measure only noise
 
 
@@ -129,17 +130,6 @@ def median_extent(fp: Fingerprint) -> float:
     """The median over the classes of their typical object size (75th-percentile extent)."""
     found = [o.extent_p75 for o in fp.objects.values() if o.extent_p75]
     return float(np.median(found)) if found else 0.0
-
-
-def _weight_candidate(rule):
-    """The weighting the pilots hold against the rule's: none (what the defaults do) against
-    any weights, the mild square-root form against none."""
-    return WEIGHT_LADDER[1] if rule is None else None
-
-
-def _balanced(weighting) -> dict:
-    return {"loss.class_weights": weighting,
-            "data.rare_class_crops": 0.33 if weighting else 0.0}
 
 
 def plan(cfg: dict, source, budget_minutes: float, given: set[str] = frozenset(),
@@ -190,6 +180,15 @@ def plan(cfg: dict, source, budget_minutes: float, given: set[str] = frozenset()
         if usable / wide_speed.step_s >= 2 * STEP_FLOOR:
             width, speed = 32, wide_speed
             crop0, fitted = crop, batch_for(crop)
+    shallow = next((d for d in DEPTHS if d >= 3 and 2 ** d * 4 <= crop
+                    and receptive_field(d) >= 1.5 * median_extent(fp)), depth)
+    if free("model.depth") and shallow < depth and usable / step_s(crop0) < STEP_FLOOR:
+        decisions = _replace(decisions, [Decision(
+            "model.depth", shallow, f"receptive field {receptive_field(shallow)} px >= 1.5x "
+            f"the median class's objects ({median_extent(fp):.0f} px): under a short budget a "
+            f"shallower model ({4 ** (depth - shallow)}x fewer parameters) learns faster than "
+            f"depth {depth} (whose {receptive_field(depth)} px would cover the largest)")])
+        base = _with(base, decisions)
     steps_fit = usable / step_s(crop)
     chosen = {"data.image_size": crop, "trainer.batch_size": batch_for(crop)}
     decisions = _replace(decisions, [
@@ -212,13 +211,12 @@ def plan(cfg: dict, source, budget_minutes: float, given: set[str] = frozenset()
         up = ladder[pick - 1]
         changes = {"data.image_size": up, "trainer.batch_size": batch_for(up)}
         cands.append(pilot_runs.Candidate(_label(base, changes), changes, step_s(up)))
-    if free("loss.class_weights"):
-        weighting = _weight_candidate(base["loss"]["class_weights"])
-        changes = _balanced(weighting) if free("data.rare_class_crops") else \
-            {"loss.class_weights": weighting}
-        cands.append(pilot_runs.Candidate(_label(base, changes), changes, step_s(crop)))
+    # The class weighting is the rule's, not measured: in pilots of 10-25 steps on the street
+    # stand-in, weighted models first paint the rare classes everywhere (val mIoU 0.001)
+    # while an unweighted one learns sky and road (0.077), so "learns fastest" picked no
+    # weights, and the run it chose left every rare class at 0 IoU (docs/benchmarks.md).
     report = Pilots(cands)
-    share_s = PILOT_SHARE * budget_s - (time.perf_counter() - began)
+    share_s = PILOT_SHARE * budget_s
     if not pilots:
         report.skipped = "plan.pilots=false"
     elif len(cands) < 2:
@@ -242,7 +240,9 @@ def plan(cfg: dict, source, budget_minutes: float, given: set[str] = frozenset()
             decisions.append(Decision(
                 "trainer.initial_weights", str(weights_path), f"the winner's weights after "
                 f"its {winner.steps} pilot steps: the run goes on from them"))
-    spent = time.perf_counter() - began
+    # the plan's own time, rounded up to whole half minutes: the same data on the same machine
+    # gives the same schedule, though the seconds the plan took vary a little
+    spent = 30.0 * math.ceil((time.perf_counter() - began) / 30.0)
     final = _with(cfg, decisions)
     speed = Speed(step_s(crop), speed.first_s, speed.val_image_s, width)
     schedule = choose_schedule(fp, speed, budget_s, final["trainer"]["batch_size"], spent)

@@ -71,7 +71,7 @@ def test_imbalance_turns_on_weights_and_rare_crops_and_thin_objects_are_not_zoom
     shares = [0.6, 0.39, 0.005, 0.005]
     thin = {0: plan.Objects(5, 900.0, None, 40.0), 3: plan.Objects(30, 20.0, 30.0, 2.0)}
     got = _decided(plan.choose_balance(_fingerprint(shares, objects=thin, channels=1)))
-    assert got["loss.class_weights"] == "sqrt_median_frequency"  # 120x apart: the mild form
+    assert got["loss.class_weights"] == "median_frequency"
     assert got["data.rare_class_crops"] > 0
     assert got["data.scale_range"] == [1.0, 1.0]
     assert not any(got["data.photometric"].values())  # one band: no colour jitter
@@ -118,16 +118,16 @@ def test_the_plan_is_deterministic_for_the_same_data_and_speed(toy, compose, mon
     cfg = compose(*_toy_args(root, info))
     source, _ = train.open_data(cfg["data"])
     monkeypatch.setattr(plan, "measure", lambda *a, **k: plan.Speed(0.25, 4.0, 0.01, 16))
-    first = plan.plan(cfg, source, 5.0, log=lambda m: None)
-    again = plan.plan(cfg, source, 5.0, log=lambda m: None)
+    first = plan.plan(cfg, source, 5.0, log=lambda m: None, pilots=False)
+    again = plan.plan(cfg, source, 5.0, log=lambda m: None, pilots=False)
     assert [(d.key, d.value) for d in first[1]] == [(d.key, d.value) for d in again[1]]
     assert first[0].objects == again[0].objects
     got = _decided(first[1])
-    assert got["loss.class_weights"] == "sqrt_median_frequency"
+    assert got["loss.class_weights"] == "median_frequency"
     assert got["data.rare_class_crops"] > 0
     # a key given on the command line is kept, not planned
     kept = plan.plan(cfg, source, 5.0, given={"model.depth", "data.photometric.hue"},
-                     log=lambda m: None)[1]
+                     log=lambda m: None, pilots=False)[1]
     assert "model.depth" not in _decided(kept) and "data.photometric" not in _decided(kept)
 
 
@@ -156,7 +156,7 @@ def test_plan_py_writes_an_experiment_that_train_py_composes_and_trains(toy, com
         assert text.count("  # ") >= 10  # every decision carries its reason
         cfg = compose(f"+experiment=plan_{name}")
         assert cfg["data"]["root"] == str(root) and cfg["loss"]["class_weights"] == \
-            "sqrt_median_frequency"
+            "median_frequency"
         planned = cfg["trainer"]["time_budget_minutes"]
         assert 1.5 < planned < 3  # the 3 minutes less the plan's own time
         assert cfg["model"]["base_filters"] == 8  # a key given to plan.py is kept

@@ -158,10 +158,8 @@ class ConfigFixes(KerasFixes):
         wanted = []
         if ctx.loss.kind not in ("ce_dice", "dice", "lovasz", "ce_lovasz"):
             wanted.append("loss.name=auto (cross-entropy + Dice)")
-        if loss.get("class_weights") is None:  # over many classes, full weights starve the
-            many = data.get("num_classes", 0) >= 8  # large ones in a short training
-            wanted.append("loss.class_weights="
-                          + ("sqrt_median_frequency" if many else "median_frequency"))
+        if loss.get("class_weights") is None:
+            wanted.append("loss.class_weights=median_frequency")
         if not data.get("rare_class_crops"):
             wanted.append("data.rare_class_crops=0.33")
         if not wanted:
