@@ -50,30 +50,44 @@ class _Pilot:
     """A candidate's model, compiled at a constant learning rate, and its place in its
     training stream (so a rung continues where the last one stopped)."""
 
-    def __init__(self, cfg: dict, source):
+    def __init__(self, cfg: dict, source, train_ds=None):
         import keras
 
         from seg import train
 
         keras.utils.set_random_seed(cfg["seed"])
         self.cfg, self.source, self.done = cfg, source, 0
+        self.train_ds = source.train if train_ds is None else train_ds
         self.computed = train.balance(cfg, source)
         self.model, loss, metrics = train.build(cfg, source, self.computed)
         rate = float(cfg["trainer"]["learning_rate"])
         train.compile_for_training(self.model, loss, metrics, cfg["trainer"],
                                    train.make_schedule("constant", rate, 1))
 
-    def train(self, steps: int):
+    def train_until(self, deadline: float) -> int:
+        """Train until the clock (time.perf_counter) passes deadline, at least 5 steps (the
+        graph's tracing and the stream's first fill count against it); the steps made."""
+        import keras
+
         from seg import train
         from seg.data import pipeline
 
         data, source = self.cfg["data"], self.source
         stream = pipeline.training(
-            source.train, num_examples=source.num_train,
+            self.train_ds, num_examples=source.num_train,
             batch_size=self.cfg["trainer"]["batch_size"], seed=self.cfg["seed"],
             start_batch=self.done, **train.pipeline_kwargs(data, self.computed))
-        self.model.fit(stream, steps_per_epoch=steps, epochs=1, verbose=0, shuffle=False)
-        self.done += steps
+        made = []
+
+        def step(batch, logs=None):
+            made.append(batch)
+            if len(made) >= 5 and time.perf_counter() > deadline:
+                self.model.stop_training = True
+
+        self.model.fit(stream, steps_per_epoch=1_000_000, epochs=1, verbose=0, shuffle=False,
+                       callbacks=[keras.callbacks.LambdaCallback(on_train_batch_end=step)])
+        self.done += len(made)
+        return len(made)
 
     def score(self, val_ds) -> float:
         return float(self.model.evaluate(val_ds, return_dict=True, verbose=0)["mean_iou"])
@@ -82,8 +96,9 @@ class _Pilot:
 def halving(cfg: dict, source, candidates: list[Candidate], share_s: float, log=print
             ) -> tuple[Candidate, _Pilot, float]:
     """Successive halving within share_s seconds: (the winner, its trained pilot, seconds
-    spent). Every candidate gets the same time at the first rung (steps = time / its measured
-    step time); each later rung doubles it for the better half."""
+    spent). Every candidate gets the same wall time at the first rung (building and tracing
+    its model included: what a crop costs is what it costs); each later rung doubles it for
+    the better half. Scoring the subset is the only time outside the allowances."""
     from seg.data import pipeline
 
     start = time.perf_counter()
@@ -92,19 +107,21 @@ def halving(cfg: dict, source, candidates: list[Candidate], share_s: float, log=
     for _ in range(rungs - 1):
         alive_at.append(max(alive_at[-1] // ETA, 1))
     units = sum(n * ETA ** r for r, n in enumerate(alive_at))  # n x 1 + n/2 x 2 + ...
-    # about 15 s per candidate goes to building, tracing and scoring (2 CPU cores)
-    unit_s = max((share_s - 15.0 * len(candidates)) / units, 1.0)
+    unit_s = 0.9 * share_s / units  # a tenth for scoring the subset
     val = cfg["data"]
     val_ds = pipeline.validation(source.val.take(VAL_IMAGES), batch_size=4,
                                  ignore_index=val["ignore_index"], cache=True)
-    alive = {c.label: (c, _Pilot(applied(cfg, c.changes), source)) for c in candidates}
+    # decoded once: the first pilot's shuffle buffer reads the whole split, later ones reuse it
+    train_ds = source.train.cache()
+    alive = {c.label: (c, None) for c in candidates}
     for rung in range(rungs):
-        for cand, pilot in alive.values():
+        for label, (cand, pilot) in alive.items():
             began = time.perf_counter()
-            steps = max(int(ETA ** rung * unit_s / cand.step_s), 5)
-            pilot.train(steps)
+            if pilot is None:
+                pilot = _Pilot(applied(cfg, cand.changes), source, train_ds)
+                alive[label] = (cand, pilot)
+            cand.steps += pilot.train_until(began + ETA ** rung * unit_s)
             cand.scores.append(pilot.score(val_ds))
-            cand.steps += steps
             cand.spent_s += time.perf_counter() - began
             log(f"plan: pilot {cand.label}: {cand.steps} steps, val mIoU "
                 f"{cand.scores[-1]:.3f} on {VAL_IMAGES} images")
