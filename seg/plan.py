@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from seg import pilots as pilot_runs
 from seg.pilots import VAL_IMAGES
 from seg.recipe import (BUDGET_MINUTES, DEPTHS, MIN_BATCH, PIXELS_PER_STEP, STEP_FLOOR,
                         VALIDATION_SHARE, Decision, Fingerprint, Objects, Speed,
@@ -110,6 +111,7 @@ class Pilots:
     winner: object = None
     spent_s: float = 0.0
     skipped: str = ""
+    trained: object = None  # the winner's model (seg.pilots._Pilot)
 
 
 def crop_ladder(crop: int, unit: int, least: float = 0.0) -> list[int]:
@@ -132,15 +134,32 @@ def median_extent(fp: Fingerprint) -> float:
     return float(np.median(found)) if found else 0.0
 
 
+@dataclass
+class _Timing:
+    """One measured step (crop0 x fitted crops), scaled to other crops by pixels per step."""
+
+    speed: Speed
+    crop0: int
+    fitted: int
+    batch_given: int | None  # trainer.batch_size set on the command line
+    fp: Fingerprint
+
+    def batch_for(self, crop: int) -> int:
+        if self.batch_given:
+            return self.batch_given
+        return self.fitted if crop == self.crop0 else choose_batch(self.fp, crop).value
+
+    def step_s(self, crop: int) -> float:
+        return self.speed.step_s * self.batch_for(crop) * crop ** 2 / (
+            self.fitted * self.crop0 ** 2)
+
+
 def plan(cfg: dict, source, budget_minutes: float, given: set[str] = frozenset(),
          log=print, pilots: bool = True, weights_path: Path | None = None
          ) -> tuple[Fingerprint, list[Decision], Pilots]:
     """The fingerprint, the decisions (keys the user gave on the command line are kept) and
     what the pilots measured. The schedule fills what the plan's own time leaves of the
     budget; with weights_path, the pilots' winner is saved there and the run starts from it."""
-    from seg import pilots as pilot_runs
-    from seg import train
-
     began = time.perf_counter()
     fp = fingerprint(cfg, source)
     budget_s = 60.0 * budget_minutes
@@ -150,76 +169,113 @@ def plan(cfg: dict, source, budget_minutes: float, given: set[str] = frozenset()
     decisions = [d for d in choose_geometry(fp) + choose_balance(fp) if free(d.key)]
     batch = choose_batch(fp, _with(cfg, decisions)["data"]["image_size"])
     decisions += [batch] if free(batch.key) else []
+    decisions, timing, ladder, pick = _size_for_budget(cfg, fp, source, decisions, free,
+                                                       budget_s, log)
+    base = _with(cfg, decisions)
+    crop = ladder[pick]
+    cands = [pilot_runs.Candidate(_label(base, {}), {}, timing.step_s(crop))]
+    if pick > 0:  # the crop the step floor chose against the next larger one
+        up = ladder[pick - 1]
+        changes = {"data.image_size": up, "trainer.batch_size": timing.batch_for(up)}
+        cands.append(pilot_runs.Candidate(_label(base, changes), changes, timing.step_s(up)))
+    # The class weighting is the rule's, not measured: in pilots of 10-25 steps on the street
+    # stand-in, weighted models first paint the rare classes everywhere (val mIoU 0.001)
+    # while an unweighted one learns sky and road (0.077), so "learns fastest" picked no
+    # weights, and the run it chose left every rare class at 0 IoU (docs/benchmarks.md).
+    report = _measure(base, source, cands, budget_minutes, pilots, log)
+    if report.winner is not None:
+        winner = report.winner
+        decisions = _replace(decisions, [
+            Decision(key, value, f"measured: {winner.label} learned fastest (pilots below)")
+            for key, value in winner.changes.items()])
+        crop = winner.changes.get("data.image_size", crop)
+        if weights_path is not None:
+            pilot_runs.save_weights(report.trained, weights_path)
+            decisions.append(Decision(
+                "trainer.initial_weights", str(weights_path), f"the winner's weights after "
+                f"its {winner.steps} pilot steps: the run goes on from them"))
+    # the plan's own time, rounded up to whole half minutes: the same data on the same machine
+    # gives the same schedule, though the seconds the plan took vary a little
+    spent = 30.0 * math.ceil((time.perf_counter() - began) / 30.0)
+    speed = Speed(timing.step_s(crop), timing.speed.first_s, timing.speed.val_image_s,
+                  _with(cfg, decisions)["model"]["base_filters"])
+    schedule = choose_schedule(fp, speed, budget_s, _with(cfg, decisions)["trainer"][
+        "batch_size"], spent)
+    for d in schedule:
+        if d.key == "trainer.time_budget_minutes":
+            d.reason = (f"{budget_minutes:g} min less the {spent:.0f} s this plan took "
+                        f"(pilots {report.spent_s:.0f} s); a hard stop at a step boundary, "
+                        "should this machine be slower than measured")
+    return fp, decisions + [d for d in schedule if free(d.key)], report
+
+
+def _size_for_budget(cfg: dict, fp: Fingerprint, source, decisions: list[Decision], free,
+                     budget_s: float, log) -> tuple[list[Decision], _Timing, list[int], int]:
+    """Time a step of the crop the objects ask for, then choose crop, batch, depth and width
+    against the budget: the largest crop on the ladder of which STEP_FLOOR steps fit (else the
+    smallest), a shallower model when the budget is short, 32 filters only when plenty of
+    steps fit. The decisions, the timing, the crop ladder and the chosen rung."""
+    from seg import train
+
     base = _with(cfg, decisions)
     crop0, depth = base["data"]["image_size"], base["model"]["depth"]
     width = 16 if free("model.base_filters") else cfg["model"]["base_filters"]
     base = _with(base, [Decision("model.base_filters", width, "")])
     log(f"plan: timing training steps of {crop0} px crops ...")
     speed, fitted = fitting_speed(base, source, train.balance(base, source), log)
+    timing = _Timing(speed, crop0, fitted, None if free("trainer.batch_size") else
+                     cfg["trainer"]["batch_size"], fp)
     usable = budget_s * (1 - PILOT_SHARE - VALIDATION_SHARE) - 30
-
-    def batch_for(crop: int) -> int:
-        if not free("trainer.batch_size"):
-            return cfg["trainer"]["batch_size"]
-        return fitted if crop == crop0 else choose_batch(fp, crop).value
-
-    def step_s(crop: int) -> float:  # pixels per step scale the measured time
-        return speed.step_s * batch_for(crop) * crop ** 2 / (fitted * crop0 ** 2)
-
     ladder = (crop_ladder(crop0, 2 ** depth, median_extent(fp)) if free("data.image_size")
               else [crop0])
-    pick = next((i for i, c in enumerate(ladder) if usable / step_s(c) >= STEP_FLOOR),
+    pick = next((i for i, c in enumerate(ladder) if usable / timing.step_s(c) >= STEP_FLOOR),
                 len(ladder) - 1)
     crop = ladder[pick]
-    if free("model.base_filters") and usable / step_s(crop) >= 4 * STEP_FLOOR:
-        wide = _with(base, [Decision("model.base_filters", 32, ""),
-                            Decision("data.image_size", crop, ""),
-                            Decision("trainer.batch_size", batch_for(crop), "")])
-        log("plan: timing training steps with 32 filters ...")
-        wide_speed, _ = fitting_speed(wide, source, train.balance(wide, source), log)
-        if usable / wide_speed.step_s >= 2 * STEP_FLOOR:
-            width, speed = 32, wide_speed
-            crop0, fitted = crop, batch_for(crop)
     # under a short budget a shallower model learns faster: depth 4 at most (the street
     # stand-in: depth 5, 8.7M parameters, 0.23 val mIoU where depth 4, 2.2M, reached 0.35),
     # less where that still covers the median class's objects
     shallow = min(next((d for d in DEPTHS if d >= 3 and 2 ** d * 4 <= crop
                         and receptive_field(d) >= 1.5 * median_extent(fp)), depth), 4)
-    if free("model.depth") and shallow < depth and usable / step_s(crop0) < STEP_FLOOR:
-        decisions = _replace(decisions, [Decision(
+    new = []
+    if free("model.depth") and shallow < depth and usable / timing.step_s(crop0) < STEP_FLOOR:
+        new.append(Decision(
             "model.depth", shallow, f"receptive field {receptive_field(shallow)} px (the "
             f"median class's objects: {median_extent(fp):.0f} px): under a short budget a "
             f"shallower model ({4 ** (depth - shallow)}x fewer parameters) learns faster than "
-            f"depth {depth} (whose {receptive_field(depth)} px would cover the largest)")])
-        base = _with(base, decisions)
-    steps_fit = usable / step_s(crop)
-    chosen = {"data.image_size": crop, "trainer.batch_size": batch_for(crop)}
-    decisions = _replace(decisions, [
-        Decision("model.base_filters", width, f"~{steps_fit:.0f} steps of {crop} px fit the "
-                 f"budget at {step_s(crop):.3g} s/step" + (
-                     " (>= 2x the floor with 32: the wider model pays)" if width == 32 else
-                     f" (32 filters pay from {4 * STEP_FLOOR} steps)"))] if free(
-                         "model.base_filters") else [])
-    decisions = _replace(decisions, [
-        Decision("data.image_size", crop, _crop_reason(ladder, pick, step_s, usable)),
-        Decision("trainer.batch_size", chosen["trainer.batch_size"],
-                 f"~{PIXELS_PER_STEP[fp.machine['device']] // 1024}K pixels per step on a "
-                 f"{fp.machine['device']}, at least {MIN_BATCH}"
-                 + ("; halved until a step fits" if fitted < batch.value else ""))],
-        keep=lambda d: free(d.key))
-    base = _with(base, decisions)
-    # the candidates the rules cannot decide between
-    cands = [pilot_runs.Candidate(_label(base, {}), {}, step_s(crop))]
-    if pick > 0 and free("data.image_size"):
-        up = ladder[pick - 1]
-        changes = {"data.image_size": up, "trainer.batch_size": batch_for(up)}
-        cands.append(pilot_runs.Candidate(_label(base, changes), changes, step_s(up)))
-    # The class weighting is the rule's, not measured: in pilots of 10-25 steps on the street
-    # stand-in, weighted models first paint the rare classes everywhere (val mIoU 0.001)
-    # while an unweighted one learns sky and road (0.077), so "learns fastest" picked no
-    # weights, and the run it chose left every rare class at 0 IoU (docs/benchmarks.md).
+            f"depth {depth} (whose {receptive_field(depth)} px would cover the largest)"))
+    if free("model.base_filters") and usable / timing.step_s(crop) >= 4 * STEP_FLOOR:
+        wide = _with(base, new + [Decision("model.base_filters", 32, ""),
+                                  Decision("data.image_size", crop, ""),
+                                  Decision("trainer.batch_size", timing.batch_for(crop), "")])
+        log("plan: timing training steps with 32 filters ...")
+        wide_speed, _ = fitting_speed(wide, source, train.balance(wide, source), log)
+        if usable / wide_speed.step_s >= 2 * STEP_FLOOR:
+            width = 32
+            timing = _Timing(wide_speed, crop, timing.batch_for(crop), timing.batch_given, fp)
+    steps_fit = usable / timing.step_s(crop)
+    if free("model.base_filters"):
+        new.append(Decision("model.base_filters", width, f"~{steps_fit:.0f} steps of {crop} px "
+                            f"fit the budget at {timing.step_s(crop):.3g} s/step" + (
+                                " (>= 2x the floor with 32: the wider model pays)"
+                                if width == 32 else
+                                f" (32 filters pay from {4 * STEP_FLOOR} steps)")))
+    if free("data.image_size"):
+        new.append(Decision("data.image_size", crop,
+                            _crop_reason(ladder, pick, timing.step_s, usable)))
+    if free("trainer.batch_size"):
+        new.append(Decision("trainer.batch_size", timing.batch_for(crop),
+                            f"~{PIXELS_PER_STEP[fp.machine['device']] // 1024}K pixels per step "
+                            f"on a {fp.machine['device']}, at least {MIN_BATCH}"
+                            + ("; halved until a step fits" if fitted < choose_batch(
+                                fp, crop0).value else "")))
+    return _replace(decisions, new), timing, ladder, pick
+
+
+def _measure(base: dict, source, cands: list, budget_minutes: float, pilots: bool, log
+             ) -> Pilots:
+    """The pilots of the candidates, when there is something to measure and time for it."""
     report = Pilots(cands)
-    share_s = PILOT_SHARE * budget_s
+    share_s = PILOT_SHARE * 60.0 * budget_minutes
     if not pilots:
         report.skipped = "plan.pilots=false"
     elif len(cands) < 2:
@@ -231,31 +287,9 @@ def plan(cfg: dict, source, budget_minutes: float, given: set[str] = frozenset()
     else:
         log(f"plan: {len(cands)} pilot candidates, successive halving in at most "
             f"{share_s:.0f} s ({100 * PILOT_SHARE:.0f}% of the budget) ...")
-        winner, trained, report.spent_s = pilot_runs.halving(base, source, cands, share_s,
-                                                             log)
-        report.winner = winner
-        decisions = _replace(decisions, [
-            Decision(key, value, f"measured: {winner.label} learned fastest (pilots below)")
-            for key, value in winner.changes.items()])
-        crop = winner.changes.get("data.image_size", crop)
-        if weights_path is not None:
-            pilot_runs.save_weights(trained, weights_path)
-            decisions.append(Decision(
-                "trainer.initial_weights", str(weights_path), f"the winner's weights after "
-                f"its {winner.steps} pilot steps: the run goes on from them"))
-    # the plan's own time, rounded up to whole half minutes: the same data on the same machine
-    # gives the same schedule, though the seconds the plan took vary a little
-    spent = 30.0 * math.ceil((time.perf_counter() - began) / 30.0)
-    final = _with(cfg, decisions)
-    speed = Speed(step_s(crop), speed.first_s, speed.val_image_s, width)
-    schedule = choose_schedule(fp, speed, budget_s, final["trainer"]["batch_size"], spent)
-    for d in schedule:
-        if d.key == "trainer.time_budget_minutes":
-            d.reason = (f"{budget_minutes:g} min less the {spent:.0f} s this plan took "
-                        f"(pilots {report.spent_s:.0f} s); a hard stop at a step boundary, "
-                        "should this machine be slower than measured")
-    decisions += [d for d in schedule if free(d.key)]
-    return fp, decisions, report
+        report.winner, report.trained, report.spent_s = pilot_runs.halving(
+            base, source, cands, share_s, log)
+    return report
 
 
 def pilot_table(report: Pilots, budget_minutes: float) -> str:
@@ -311,7 +345,7 @@ def _crop_reason(ladder: list[int], pick: int, step_s, usable: float) -> str:
 
 
 # the rules, re-exported: seg.plan is what scripts/plan.py and users import
-__all__ = ["BUDGET_MINUTES", "PILOT_SHARE", "Decision", "Pilots", "crop_ladder", "Fingerprint", "Objects", "Speed", "choose_balance",
-           "choose_batch", "choose_geometry", "choose_schedule", "experiment_name",
+__all__ = ["BUDGET_MINUTES", "PILOT_SHARE", "Decision", "Fingerprint", "Objects", "Pilots",
+           "Speed", "choose_balance", "choose_batch", "crop_ladder", "choose_geometry", "choose_schedule", "experiment_name",
            "experiment_yaml", "fingerprint", "fitting_speed", "pilot_table", "grid", "measure",
            "object_stats", "plan", "receptive_field", "table"]
