@@ -346,6 +346,6 @@ def _crop_reason(ladder: list[int], pick: int, step_s, usable: float) -> str:
 
 # the rules, re-exported: seg.plan is what scripts/plan.py and users import
 __all__ = ["BUDGET_MINUTES", "PILOT_SHARE", "Decision", "Fingerprint", "Objects", "Pilots",
-           "Speed", "choose_balance", "choose_batch", "crop_ladder", "choose_geometry", "choose_schedule", "experiment_name",
-           "experiment_yaml", "fingerprint", "fitting_speed", "pilot_table", "grid", "measure",
-           "object_stats", "plan", "receptive_field", "table"]
+           "Speed", "choose_balance", "choose_batch", "choose_geometry", "choose_schedule",
+           "crop_ladder", "experiment_name", "experiment_yaml", "fingerprint", "fitting_speed",
+           "grid", "measure", "object_stats", "pilot_table", "plan", "receptive_field", "table"]
