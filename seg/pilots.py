@@ -21,6 +21,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 VAL_IMAGES = 16   # the fixed validation subset the pilots are scored on
 ETA = 2           # the better 1/ETA of the candidates go on at each rung
 
@@ -35,6 +37,7 @@ class Candidate:
     scores: list[float] = field(default_factory=list)  # mIoU after each rung it ran
     steps: int = 0                # training steps it made
     spent_s: float = 0.0          # wall time it took (graph tracing and scoring included)
+    measured_step_s: float | None = None  # the median step once traced, as it trained
 
 
 def applied(cfg: dict, changes: dict) -> dict:
@@ -56,7 +59,7 @@ class _Pilot:
         from seg import train
 
         keras.utils.set_random_seed(cfg["seed"])
-        self.cfg, self.source, self.done = cfg, source, 0
+        self.cfg, self.source, self.done, self.step_s = cfg, source, 0, None
         self.train_ds = source.train if train_ds is None else train_ds
         self.computed = train.balance(cfg, source)
         self.model, loss, metrics = train.build(cfg, source, self.computed)
@@ -80,13 +83,15 @@ class _Pilot:
         made = []
 
         def step(batch, logs=None):
-            made.append(batch)
+            made.append(time.perf_counter())
             if len(made) >= 5 and time.perf_counter() > deadline:
                 self.model.stop_training = True
 
         self.model.fit(stream, steps_per_epoch=1_000_000, epochs=1, verbose=0, shuffle=False,
                        callbacks=[keras.callbacks.LambdaCallback(on_train_batch_end=step)])
         self.done += len(made)
+        if len(made) > 4:  # the first steps trace the graph and fill the stream
+            self.step_s = float(np.median(np.diff(made[2:])))
         return len(made)
 
     def score(self, val_ds) -> float:
@@ -123,6 +128,7 @@ def halving(cfg: dict, source, candidates: list[Candidate], share_s: float, log=
             cand.steps += pilot.train_until(began + ETA ** rung * unit_s)
             cand.scores.append(pilot.score(val_ds))
             cand.spent_s += time.perf_counter() - began
+            cand.measured_step_s = pilot.step_s
             log(f"plan: pilot {cand.label}: {cand.steps} steps, val mIoU "
                 f"{cand.scores[-1]:.3f} on {VAL_IMAGES} images")
         ranked = sorted(alive.values(), key=lambda cp: -cp[0].scores[-1])

@@ -143,6 +143,8 @@ class _Timing:
     fitted: int
     batch_given: int | None  # trainer.batch_size set on the command line
     fp: Fingerprint
+    depth: int  # of the model timed
+    measured: dict = field(default_factory=dict)  # crop -> seconds per step, as trained
 
     def batch_for(self, crop: int) -> int:
         if self.batch_given:
@@ -150,6 +152,8 @@ class _Timing:
         return self.fitted if crop == self.crop0 else choose_batch(self.fp, crop).value
 
     def step_s(self, crop: int) -> float:
+        if crop in self.measured:
+            return self.measured[crop]
         return self.speed.step_s * self.batch_for(crop) * crop ** 2 / (
             self.fitted * self.crop0 ** 2)
 
@@ -189,18 +193,27 @@ def plan(cfg: dict, source, budget_minutes: float, given: set[str] = frozenset()
             Decision(key, value, f"measured: {winner.label} learned fastest (pilots below)")
             for key, value in winner.changes.items()])
         crop = winner.changes.get("data.image_size", crop)
+        if winner.measured_step_s:  # what the winner's steps took, better than a scaled guess
+            timing.measured[crop] = grid(winner.measured_step_s)
         if weights_path is not None:
             pilot_runs.save_weights(report.trained, weights_path)
             decisions.append(Decision(
                 "trainer.initial_weights", str(weights_path), f"the winner's weights after "
                 f"its {winner.steps} pilot steps: the run goes on from them"))
+    final = _with(cfg, decisions)
+    if crop not in timing.measured and (crop != timing.crop0 or
+                                        final["model"]["depth"] != timing.depth):
+        from seg import train  # the crop or depth the budget chose, timed as it will train
+        log(f"plan: timing training steps of {crop} px crops at depth "
+            f"{final['model']['depth']} ...")
+        timed, _ = fitting_speed(final, source, train.balance(final, source), log)
+        timing.measured[crop] = timed.step_s
     # the plan's own time, rounded up to whole half minutes: the same data on the same machine
     # gives the same schedule, though the seconds the plan took vary a little
     spent = 30.0 * math.ceil((time.perf_counter() - began) / 30.0)
     speed = Speed(timing.step_s(crop), timing.speed.first_s, timing.speed.val_image_s,
-                  _with(cfg, decisions)["model"]["base_filters"])
-    schedule = choose_schedule(fp, speed, budget_s, _with(cfg, decisions)["trainer"][
-        "batch_size"], spent)
+                  final["model"]["base_filters"])
+    schedule = choose_schedule(fp, speed, budget_s, final["trainer"]["batch_size"], spent)
     for d in schedule:
         if d.key == "trainer.time_budget_minutes":
             d.reason = (f"{budget_minutes:g} min less the {spent:.0f} s this plan took "
@@ -224,7 +237,7 @@ def _size_for_budget(cfg: dict, fp: Fingerprint, source, decisions: list[Decisio
     log(f"plan: timing training steps of {crop0} px crops ...")
     speed, fitted = fitting_speed(base, source, train.balance(base, source), log)
     timing = _Timing(speed, crop0, fitted, None if free("trainer.batch_size") else
-                     cfg["trainer"]["batch_size"], fp)
+                     cfg["trainer"]["batch_size"], fp, depth)
     usable = budget_s * (1 - PILOT_SHARE - VALIDATION_SHARE) - 30
     ladder = (crop_ladder(crop0, 2 ** depth, median_extent(fp)) if free("data.image_size")
               else [crop0])
@@ -251,7 +264,8 @@ def _size_for_budget(cfg: dict, fp: Fingerprint, source, decisions: list[Decisio
         wide_speed, _ = fitting_speed(wide, source, train.balance(wide, source), log)
         if usable / wide_speed.step_s >= 2 * STEP_FLOOR:
             width = 32
-            timing = _Timing(wide_speed, crop, timing.batch_for(crop), timing.batch_given, fp)
+            timing = _Timing(wide_speed, crop, timing.batch_for(crop), timing.batch_given, fp,
+                             _with(wide, [])["model"]["depth"])
     steps_fit = usable / timing.step_s(crop)
     if free("model.base_filters"):
         new.append(Decision("model.base_filters", width, f"~{steps_fit:.0f} steps of {crop} px "

@@ -75,7 +75,7 @@ class _FakePilot:
     rate_of = staticmethod(lambda cfg: 0.1)
 
     def __init__(self, cfg, source, train_ds=None):
-        self.rate, self.done = self.rate_of(cfg), 0
+        self.rate, self.done, self.step_s = self.rate_of(cfg), 0, 0.1
 
     def train_until(self, deadline):  # 0.1 s a step, tracing free
         import time
