@@ -189,13 +189,19 @@ def plan(cfg: dict, source, budget_minutes: float, given: set[str] = frozenset()
     report = _measure(base, source, cands, budget_minutes, pilots, log)
     if report.winner is not None:
         winner = report.winner
+        scores = ", ".join(f"{c.label.split(',')[0]} {c.scores[0]:.3f}" for c in cands)
+        measured = {"data.image_size": winner.changes.get("data.image_size", crop),
+                    "trainer.batch_size": winner.changes.get("trainer.batch_size",
+                                                             timing.batch_for(crop)),
+                    **winner.changes}
         decisions = _replace(decisions, [
-            Decision(key, value, f"measured: {winner.label} learned fastest (pilots below)")
-            for key, value in winner.changes.items()])
+            Decision(key, value, f"measured: {winner.label} learned fastest at equal time "
+                     f"({scores}; pilots below)")
+            for key, value in measured.items() if free(key)])
         crop = winner.changes.get("data.image_size", crop)
         if winner.measured_step_s:  # what the winner's steps took, better than a scaled guess
             timing.measured[crop] = grid(winner.measured_step_s)
-        if weights_path is not None:
+        if weights_path is not None and free("trainer.initial_weights"):
             pilot_runs.save_weights(report.trained, weights_path)
             decisions.append(Decision(
                 "trainer.initial_weights", str(weights_path), f"the winner's weights after "
