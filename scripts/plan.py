@@ -9,7 +9,7 @@ configs/experiment/plan_<name>.yaml (each value with its reason), and prints the
   plan.budget_minutes=M   the training time to fill (default 10)
   plan.name=NAME          the experiment's name (default: the data folder's name)
   plan.pilots=false       decide by the rules alone: no pilot runs (default true: up to a
-                          quarter of the budget measures what the rules cannot decide)
+                          fifth of the budget measures what the rules cannot decide)
 
 The plan's own time (reading the data, timing steps, pilots) is part of the budget: the run it
 writes fills the rest, and starts from the winning pilot's weights
