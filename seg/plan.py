@@ -170,7 +170,8 @@ def plan(cfg: dict, source, budget_minutes: float, given: set[str] = frozenset()
     def free(key: str) -> bool:  # not set on the command line (nor a key inside it)
         return not any(g == key or g.startswith(key + ".") for g in given)
 
-    decisions = [d for d in choose_geometry(fp) + choose_balance(fp) if free(d.key)]
+    weighting = "rule" if free("loss.class_weights") else cfg["loss"]["class_weights"]
+    decisions = [d for d in choose_geometry(fp) + choose_balance(fp, weighting) if free(d.key)]
     batch = choose_batch(fp, _with(cfg, decisions)["data"]["image_size"])
     decisions += [batch] if free(batch.key) else []
     decisions, timing, ladder, pick = _size_for_budget(cfg, fp, source, decisions, free,

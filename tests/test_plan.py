@@ -67,12 +67,15 @@ def test_geometry_covers_the_typical_object_and_fits_the_image():
     assert got["data.image_size"] == 256 and got["data.image_size"] % 2 ** got["model.depth"] == 0
 
 
-def test_imbalance_turns_on_weights_and_rare_crops_and_thin_objects_are_not_zoomed():
+def test_imbalance_turns_on_one_lever_for_rare_classes_and_thin_objects_are_not_zoomed():
     shares = [0.6, 0.39, 0.005, 0.005]
     thin = {0: plan.Objects(5, 900.0, None, 40.0), 3: plan.Objects(30, 20.0, 30.0, 2.0)}
-    got = _decided(plan.choose_balance(_fingerprint(shares, objects=thin, channels=1)))
+    fp = _fingerprint(shares, objects=thin, channels=1)
+    got = _decided(plan.choose_balance(fp))
     assert got["loss.class_weights"] == "median_frequency"
-    assert got["data.rare_class_crops"] > 0
+    assert got["data.rare_class_crops"] == 0  # the weights raise the rare classes already
+    unweighted = _decided(plan.choose_balance(fp, weighting=None))  # the user's choice
+    assert unweighted["data.rare_class_crops"] > 0  # then the crops do
     assert got["data.scale_range"] == [1.0, 1.0]
     assert not any(got["data.photometric"].values())  # one band: no colour jitter
     balanced = _decided(plan.choose_balance(_fingerprint([0.5, 0.3, 0.2])))
@@ -124,7 +127,11 @@ def test_the_plan_is_deterministic_for_the_same_data_and_speed(toy, compose, mon
     assert first[0].objects == again[0].objects
     got = _decided(first[1])
     assert got["loss.class_weights"] == "median_frequency"
-    assert got["data.rare_class_crops"] > 0
+    assert got["data.rare_class_crops"] == 0  # one lever: the weights
+    unweighted = _decided(plan.plan(compose(*_toy_args(root, info), "loss.class_weights=null"),
+                                    source, 5.0, given={"loss.class_weights"},
+                                    log=lambda m: None, pilots=False)[1])
+    assert unweighted["data.rare_class_crops"] > 0
     # a key given on the command line is kept, not planned
     kept = plan.plan(cfg, source, 5.0, given={"model.depth", "data.photometric.hue"},
                      log=lambda m: None, pilots=False)[1]
@@ -168,7 +175,8 @@ def test_plan_py_writes_an_experiment_that_train_py_composes_and_trains(toy, com
         import json
         metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
         assert len(metrics["class_weights"]) == info["num_classes"]
-        assert metrics["rare_classes"] == [3, 4, 5]
+        # one lever for the rare classes: the weights, no rare-class crops on top
+        assert cfg["data"]["rare_class_crops"] == 0 and metrics["rare_classes"] is None
         assert metrics["time_budget_minutes"] == planned
         assert metrics["parameters"] < 200_000  # the 8 filters given to plan.py
     finally:
@@ -209,6 +217,8 @@ def test_rare_class_advice_never_suggests_what_is_already_on(compose):
     advice = ConfigFixes(on).rare_classes(ctx)
     assert "class_weights=" not in advice and "rare_class_crops=" not in advice
     assert "already" in advice
+    weighted = ConfigFixes(compose("loss.class_weights=median_frequency")).rare_classes(ctx)
+    assert "rare_class_crops=" not in weighted and "already" in weighted  # one lever is enough
     ce_only = ConfigFixes(compose("loss.name=ce")).rare_classes(
         SimpleNamespace(loss=SimpleNamespace(kind="ce")))
     assert "loss.name=auto" in ce_only
