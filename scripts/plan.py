@@ -122,7 +122,7 @@ def _plan(argv: list[str]) -> int:
                           f"({e.strerror}); use plan.name=... or make configs/experiment "
                           "writable") from None
     print(plan.table(fp, decisions, budget))
-    print("\n" + plan.pilot_table(pilots, budget))
+    print("\n" + plan.pilot_table(pilots, budget, fp.num_val))
     if note:
         print(f"\nnote: {note}")
     command = " ".join(["python scripts/train.py", f"+experiment={name}", *groups])

@@ -130,7 +130,7 @@ def halving(cfg: dict, source, candidates: list[Candidate], share_s: float, log=
             cand.spent_s += time.perf_counter() - began
             cand.measured_step_s = pilot.step_s
             log(f"plan: pilot {cand.label}: {cand.steps} steps, val mIoU "
-                f"{cand.scores[-1]:.3f} on {VAL_IMAGES} images")
+                f"{cand.scores[-1]:.3f} on {min(VAL_IMAGES, source.num_val)} images")
         ranked = sorted(alive.values(), key=lambda cp: -cp[0].scores[-1])
         alive = {c.label: (c, p) for c, p in ranked[:max(len(ranked) // ETA, 1)]}
     (winner, pilot), = alive.values()

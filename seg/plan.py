@@ -313,14 +313,17 @@ def _measure(base: dict, source, cands: list, budget_minutes: float, pilots: boo
     return report
 
 
-def pilot_table(report: Pilots, budget_minutes: float) -> str:
+def pilot_table(report: Pilots, budget_minutes: float, num_val: int = VAL_IMAGES) -> str:
     """The measured choices as the console shows them: each candidate, its steps, its val mIoU
-    at each rung, its cost; the winner marked."""
+    at each rung (on the first VAL_IMAGES of num_val validation images), its cost; the winner
+    marked."""
     if report.winner is None:
         return f"== seg plan: pilots == none ran: {report.skipped}"
     share = 100 * report.spent_s / (60 * budget_minutes)
     lines = [f"== seg plan: pilots ({report.spent_s:.0f} s, {share:.0f}% of the budget; "
-             f"successive halving, scored on the first {VAL_IMAGES} validation images) ==",
+             f"successive halving, scored on "
+             + (f"the first {VAL_IMAGES}" if num_val > VAL_IMAGES else f"all {num_val}")
+             + " validation images) ==",
              f"  {'candidate':<52} {'steps':>6}  {'val mIoU by rung':<18} {'cost':>6}"]
     for c in report.candidates:
         mark = "  <- chosen" if c is report.winner else ""

@@ -102,7 +102,7 @@ def test_successive_halving_keeps_the_better_half_and_doubles_its_time(monkeypat
     cands = [pilots.Candidate(f"crop {c}", {"data.image_size": c}, step_s=0.1)
              for c in (64, 96, 128, 160)]
     cfg = {"data": {"image_size": 64, "ignore_index": 255}}
-    source = type("S", (), {"val": type("V", (), {"take": lambda self, n: None})(),
+    source = type("S", (), {"num_val": 8, "val": type("V", (), {"take": lambda self, n: None})(),
                             "train": type("T", (), {"cache": lambda self: None})()})()
     winner, trained, spent = pilots.halving(cfg, source, cands, share_s=40.0, log=lambda m: None)
     assert winner.label == "crop 96" and trained.rate == 0.12
@@ -146,8 +146,11 @@ def test_the_plan_measures_its_candidates_and_records_them(tmp_path_factory, com
         assert got[key].value == value and "measured" in got[key].reason
     assert got["trainer.initial_weights"].value.endswith("p.weights.h5")
     assert report.spent_s <= plan.PILOT_SHARE * 900
-    table = plan.pilot_table(report, 15.0)
+    table = plan.pilot_table(report, 15.0, source.num_val)
     assert "<- chosen" in table and "successive halving" in table
+    scored = min(source.num_val, 16)
+    assert f"{'all' if scored == source.num_val else 'the first'} {scored} validation" in table
+    assert "all 6 validation images" in plan.pilot_table(report, 15.0, 6)  # ISBI has 6
     for c in report.candidates:
         assert c.label in table
     # the budget pays for the plan's own time: the run gets what is left
