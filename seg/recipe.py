@@ -123,7 +123,7 @@ def choose_balance(fp: Fingerprint, weighting: str | None = "rule") -> list[Deci
                            "enough, no weights")))
     # one lever for the rare classes, not two: on the street stand-in median-frequency
     # weights alone reached 0.35 val mIoU, with a third of the crops centred on rare classes
-    # too 0.29 (buildings fell from 0.48 to 0.27 IoU: the rare classes counted twice)
+    # too 0.29 (buildings fell from 0.48 to 0.34 IoU: the rare classes counted twice)
     oversample = imbalanced and not weighting
     out.append(Decision("data.rare_class_crops", 0.33 if oversample else 0.0,
                         "a third of the crops centred on a rare-class pixel (nnU-Net's "
