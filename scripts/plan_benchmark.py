@@ -60,7 +60,8 @@ def table(out: Path, minutes: float) -> str:
         times = json.loads((folder / "bench.json").read_text()) if (
             folder / "bench.json").is_file() else {"plan_s": 0.0, "train_s": m["wall_time_s"]}
         cfg = json.loads((folder / "config.json").read_text())
-        steps = (m["epochs_completed"] * (cfg["trainer"]["steps_per_epoch"] or 0)) or "-"
+        per_epoch = m.get("steps_per_epoch") or cfg["trainer"]["steps_per_epoch"]
+        steps = (m["epochs_completed"] * per_epoch) if isinstance(per_epoch, int) else "-"
         total = times["plan_s"] + times["train_s"]
         recipe, _, seed = folder.name.rpartition("_s")
         per_class = " / ".join(f"{v:.2f}" for v in m["val_iou_per_class"])

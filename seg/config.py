@@ -77,7 +77,7 @@ class Loss:
     name: str = key(choices=LOSS_NAMES)
     from_logits: bool = key()
     # Any, checked by seg.config_rules: null, a name (computed from the training split), or a list
-    class_weights: Any = key(help="null, median_frequency, inverse_frequency, their "
+    class_weights: Any = key(help="auto, null, median_frequency, inverse_frequency, their "
                              "sqrt_ forms, or a list of one weight (>= 0) per class")
     focal_gamma: float = key(min=0.0, max=20.0)
 
@@ -86,7 +86,9 @@ class Loss:
 class Trainer:
     epochs: int = key(min=1, max=100_000)
     batch_size: int = key(min=1, max=100_000)
-    steps_per_epoch: Optional[int] = key(min=1, max=10_000_000)
+    # Any, checked by seg.config_rules: null (one pass), auto, or a whole number >= 1
+    steps_per_epoch: Any = key(help="auto (one pass over the training split, at least 50 "
+                               "steps), null (one pass), or a whole number of steps")
     optimizer: str = key(choices=OPTIMIZERS)
     learning_rate: float = key(above=0.0)
     weight_decay: float = key(min=0.0)
@@ -109,10 +111,12 @@ class Trainer:
                               "epoch always validates)")
     initial_weights: Optional[str] = key(help="null, or a .weights.h5 file of this very model "
                                          "to start from (scripts/plan.py's pilot winner)")
-    validation_images: Optional[int] = key(min=1, max=10_000_000, help="null (the whole split), "
-                                           "or how many validation images (the first, a fixed "
-                                           "subset) score each epoch; best.keras is scored on "
-                                           "the whole split at the end")
+    # Any, checked by seg.config_rules: null, auto, or a whole number >= 1
+    validation_images: Any = key(help="auto (the whole split while it costs under a third of "
+                                 "an epoch, else a fixed subset), null (the whole split), or "
+                                 "how many validation images (the first, a fixed subset) "
+                                 "score each epoch; best.keras is scored on the whole split at "
+                                 "the end")
 
 
 @dataclass

@@ -24,12 +24,12 @@ def rules(cfg: dict) -> list[str]:
 
 def _class_weight_rules(weights, n: int) -> list[str]:
     """loss.class_weights: null, a weighting's name, or one number >= 0 per class."""
-    if weights is None or weights in CLASS_WEIGHTINGS:
+    if weights is None or weights == "auto" or weights in CLASS_WEIGHTINGS:
         return []
     if not isinstance(weights, list) or not all(
             isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w)
             and w >= 0 for w in weights):
-        return [f"loss.class_weights={weights!r}: use null, {', '.join(CLASS_WEIGHTINGS)}, "
+        return [f"loss.class_weights={weights!r}: use auto, null, {', '.join(CLASS_WEIGHTINGS)}, "
                 "or a list of numbers >= 0, one per class"]
     if len(weights) != n:
         return [f"loss.class_weights={weights!r}: {len(weights)} value(s) for "
@@ -156,6 +156,24 @@ def _model_rules(cfg: dict) -> list[str]:
     return out
 
 
+def _is_count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _auto_count_rules(trainer: dict) -> list[str]:
+    """trainer.steps_per_epoch and trainer.validation_images: auto, null, or a whole number
+    >= 1."""
+    out = []
+    for name, null in (("steps_per_epoch", "one pass over the training split"),
+                       ("validation_images", "the whole split")):
+        value = trainer[name]
+        if value is None or value == "auto" or (_is_count(value) and 1 <= value <= 10_000_000):
+            continue
+        out.append(f"trainer.{name}={value!r}: use auto (the default), null ({null}) or a "
+                   "whole number from 1 to 10000000")
+    return out
+
+
 def _training_rules(cfg: dict) -> list[str]:
     data, model, trainer, out = cfg["data"], cfg["model"], cfg["trainer"], []
     if trainer["unfreeze_encoder_after"] is not None and not model["freeze_encoder"]:
@@ -167,8 +185,9 @@ def _training_rules(cfg: dict) -> list[str]:
                    "trainer.strategy=multi_worker: each worker's clock would stop it at a "
                    "different step; plan the steps instead (trainer.epochs, "
                    "trainer.steps_per_epoch) and use trainer.time_budget_minutes=null")
+    out += _auto_count_rules(trainer)
     steps = trainer["steps_per_epoch"]
-    if steps is not None and trainer["steps_per_execution"] > steps:
+    if _is_count(steps) and trainer["steps_per_execution"] > steps:
         out.append(f"trainer.steps_per_execution={trainer['steps_per_execution']} is more than "
                    f"the {steps} steps of an epoch (trainer.steps_per_epoch): use at most {steps}")
     if data["elastic_sigma"] > data["image_size"] / 4:

@@ -10,9 +10,10 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import keras
+import numpy as np
 import tensorflow as tf
 
-from seg import config, distribute
+from seg import config, distribute, recipe
 from seg.config import PIPELINE_KEYS, PRECISIONS, ConfigError
 from seg.data import AUDITS, SOURCES, DataError, Source, pipeline
 from seg.data import balance as class_balance
@@ -120,7 +121,9 @@ def balance(cfg: dict, source: Source) -> dict:
     wanted_weights = isinstance(weighting, str)
     if not wanted_weights and not data["rare_class_crops"]:
         return {}
-    masks = source.sample_masks(min(source.num_train, BALANCE_MASKS))
+    sample = AUTO_MASKS if weighting == "auto" and not data["rare_class_crops"] else \
+        BALANCE_MASKS
+    masks = source.sample_masks(min(source.num_train, sample))
     hist = class_balance.histogram((m for _, m in masks), data["num_classes"])
     if not hist.pixels.sum():
         raise DataError(f"the {hist.masks} training masks read hold no labelled pixel, so no "
@@ -128,6 +131,19 @@ def balance(cfg: dict, source: Source) -> dict:
                         "data.ignore_index (python scripts/check_data.py)")
     names, shares = source.class_names, hist.shares
     out = {}
+    if weighting == "auto":
+        weighting = recipe.weighting_for(hist)
+        out["auto"] = {"loss.class_weights": weighting}
+        rarest = min(np.flatnonzero(hist.pixels), key=lambda k: shares[k])
+        say(f"seg: loss.class_weights=auto: {weighting or 'null (no weights)'}: the rarest "
+            f"class, {names[rarest]}, is {100 * shares[rarest]:.2f}% of the labelled pixels "
+            f"of {hist.masks} training masks, "
+            + (f"under {100 * recipe.RARE_SHARE:g}%" if weighting else
+               f"none under {100 * recipe.RARE_SHARE:g}%")
+            + " (set loss.class_weights to choose)")
+        wanted_weights = weighting is not None
+        if not wanted_weights:
+            out["loss.class_weights"] = None
     if wanted_weights:
         weights = class_balance.class_weights(weighting, hist)
         out["loss.class_weights"] = weights
@@ -145,6 +161,7 @@ def balance(cfg: dict, source: Source) -> dict:
 
 
 BALANCE_MASKS = 4096  # training masks read for the class histogram (an even sample beyond)
+AUTO_MASKS = 1024     # for loss.class_weights=auto alone (every run with the defaults reads them)
 
 
 def build(cfg: dict, source, computed: dict | None = None) -> tuple:
@@ -182,6 +199,14 @@ class Parts:
     computed: dict = field(default_factory=dict)  # balance(): settings made from the data
     fit_val_ds: tf.data.Dataset | None = None  # what scores each epoch: val_ds, or the first
     # trainer.validation_images of it; val_ds (the whole split) scores best.keras at the end
+
+    def resolved(self, cfg: dict) -> dict:
+        """A copy of cfg with what each `auto` value became for this data (computed["auto"])."""
+        out = {k: dict(v) if isinstance(v, dict) else v for k, v in cfg.items()}
+        for key, value in self.computed.get("auto", {}).items():
+            section, _, name = key.partition(".")
+            out[section][name] = value
+        return out
 
 
 def prepare(cfg: dict, plan: distribute.Plan | None = None, *, checked: bool = False) -> Parts:
@@ -228,9 +253,13 @@ def prepare(cfg: dict, plan: distribute.Plan | None = None, *, checked: bool = F
                                     shard=shard)
         model.seg_notes.append(f"a fixed {fixed}x{fixed} input: validation scores the centre "
                                f"{fixed}x{fixed} of each image (predict.py tiles whole images)")
-    steps = _steps_per_epoch(trainer, num_train=source.num_train, batch_size=batch_size)
+    steps = _steps_per_epoch(trainer, num_train=source.num_train, batch_size=batch_size,
+                             auto=computed)
     fit_val_ds = val_ds
     subset = trainer.get("validation_images")
+    if subset == "auto":
+        subset = _validation_subset(source, steps * batch_size * pipe["image_size"] ** 2,
+                                    computed)
     if subset and subset < source.num_val and not fixed:
         fit_val_ds = shard(pipeline.validation(source.val.take(subset), batch_size=batch_size,
                                                ignore_index=pipe["ignore_index"],
@@ -281,10 +310,38 @@ def _centre_validation(source: Source, pipe: dict, *, size: int, batch_size: int
         -(-source.num_val // batch_size)))
 
 
-def _steps_per_epoch(trainer: dict, *, num_train: int, batch_size: int) -> int:
-    """trainer.steps_per_epoch (or one pass over the training images), rounded down to whole
-    executions of trainer.steps_per_execution steps."""
-    steps = trainer["steps_per_epoch"] or max(num_train // batch_size, 1)
+def _validation_subset(source: Source, train_pixels: int, computed: dict) -> int | None:
+    """trainer.validation_images=auto: recipe.validation_subset, from the size of the first
+    validation image; recorded in computed["auto"] and printed."""
+    first = next(iter(source.val.take(1)), None)
+    if first is None:
+        return None
+    pixels = float(np.prod(first[1].shape[:2]))
+    subset = recipe.validation_subset(source.num_val, pixels, train_pixels)
+    computed.setdefault("auto", {})["trainer.validation_images"] = subset
+    share = recipe.validation_share(source.num_val, pixels, train_pixels)
+    if subset:
+        say(f"seg: trainer.validation_images=auto: {subset}: validating all {source.num_val} "
+            f"images would take about {100 * share:.0f}% of each epoch, so each validation "
+            f"scores the first {subset} (a fixed subset); best.keras is scored on the whole "
+            "split at the end (set trainer.validation_images=null to score all each epoch)")
+    return subset
+
+
+def _steps_per_epoch(trainer: dict, *, num_train: int, batch_size: int,
+                     auto: dict | None = None) -> int:
+    """trainer.steps_per_epoch (or one pass over the training images; auto: one pass, at
+    least recipe.MIN_EPOCH_STEPS, recorded in `auto`), rounded down to whole executions of
+    trainer.steps_per_execution steps."""
+    given, one_pass = trainer["steps_per_epoch"], max(num_train // batch_size, 1)
+    steps = given if isinstance(given, int) else one_pass
+    if given == "auto":
+        steps = max(one_pass, recipe.MIN_EPOCH_STEPS)
+        if steps > one_pass:
+            say(f"seg: trainer.steps_per_epoch=auto: {steps}: one pass over {num_train} "
+                f"training images is {one_pass} step(s) of {batch_size}; an epoch makes at "
+                f"least {recipe.MIN_EPOCH_STEPS} (the crops are drawn at random, so the "
+                "images repeat)")
     per_call = trainer["steps_per_execution"]
     if per_call > steps:
         raise ConfigError(f"trainer.steps_per_execution={per_call} is more than the {steps} "
@@ -295,6 +352,8 @@ def _steps_per_epoch(trainer: dict, *, num_train: int, batch_size: int) -> int:
         print(f"seg: {steps} steps per epoch is not a multiple of trainer.steps_per_execution="
               f"{per_call}; training {rounded} steps per epoch", flush=True)
         steps = rounded
+    if given == "auto" and auto is not None:
+        auto.setdefault("auto", {})["trainer.steps_per_epoch"] = steps
     return steps
 
 

@@ -170,7 +170,9 @@ def plan(cfg: dict, source, budget_minutes: float, given: set[str] = frozenset()
     def free(key: str) -> bool:  # not set on the command line (nor a key inside it)
         return not any(g == key or g.startswith(key + ".") for g in given)
 
-    weighting = "rule" if free("loss.class_weights") else cfg["loss"]["class_weights"]
+    given_weighting = cfg["loss"]["class_weights"]  # auto: the same rule, at training time
+    weighting = "rule" if free("loss.class_weights") or given_weighting == "auto" else \
+        given_weighting
     decisions = [d for d in choose_geometry(fp) + choose_balance(fp, weighting) if free(d.key)]
     batch = choose_batch(fp, _with(cfg, decisions)["data"]["image_size"])
     decisions += [batch] if free(batch.key) else []

@@ -32,6 +32,7 @@ def diagnose(cfg: dict, parts: Parts | None = None) -> diagnostics.Report:
 
 
 def _diagnose(cfg: dict, parts: Parts) -> diagnostics.Report:
+    cfg = parts.resolved(cfg)  # the advice judges what `auto` became, never suggests it again
     source, diag = parts.source, cfg["diagnostics"]
     samples = source.sample_masks(diag["label_audit_samples"])
     sizes = [(parts.image_size, parts.image_size)] + sorted({m.shape for _, m in samples})

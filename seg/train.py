@@ -196,7 +196,7 @@ def describe(cfg: dict, parts: Parts, plan: distribute.Plan, out: Path):
                  if rate != float(trainer["learning_rate"]) else ""), flush=True)
     print(f"seg: {parts.source.description}; model {parts.model.name}, "
           f"{parts.model.count_params():,} parameters; run folder {out}", flush=True)
-    subset = trainer.get("validation_images")
+    subset = parts.resolved(cfg)["trainer"].get("validation_images")
     if parts.fit_val_ds is not None and parts.fit_val_ds is not parts.val_ds:
         print(f"seg: each validation scores the first {subset} of the "
               f"{parts.source.num_val} validation images (trainer.validation_images); "
@@ -337,7 +337,8 @@ def restore_or_start(cfg: dict, parts: Parts, out: Path, plan: distribute.Plan,
     if state is None:
         if chief:  # the HPARAMS tab names each run by its folder (and its sweep's folder)
             hparams.log_start(out / "tb" / "validation",
-                              hparams.hparams_of(cfg, overrides, model.count_params()),
+                              hparams.hparams_of(parts.resolved(cfg), overrides,
+                                                model.count_params()),
                               trial or hparams.Trial(f"{out.parent.name}/{out.name}"),
                               parts.source.class_names)
         return Begin(0, 0, None)
@@ -453,6 +454,8 @@ def finish(cfg: dict, out: Path, parts: Parts, plan: distribute.Plan, report,
         "time_budget_minutes": trainer["time_budget_minutes"],
         "class_weights": parts.computed.get("loss.class_weights", cfg["loss"]["class_weights"]),
         "rare_classes": parts.computed.get("data.rare_classes"),
+        "auto": parts.computed.get("auto", {}),  # what each `auto` setting became
+        "steps_per_epoch": parts.steps,
         "wall_time_s": round(train_time, 1),
         "train_images_per_s": cbs.throughput.images_per_s(),
         "encoder": cfg["model"]["encoder"],

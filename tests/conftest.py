@@ -42,8 +42,9 @@ def compose():
     return lambda *overrides: seg_hydra.compose_dict(list(overrides))
 
 
+# one pass an epoch (8 steps), not the default's floor of 50 (tests/test_auto_defaults.py)
 TINY = ("data.num_train=64", "data.num_val=16", "data.image_size=32", "trainer.batch_size=8",
-        "logging.num_panels=2", "trainer.verbose=0")
+        "logging.num_panels=2", "trainer.verbose=0", "trainer.steps_per_epoch=null")
 
 
 @pytest.fixture

@@ -210,7 +210,7 @@ def test_rare_class_advice_never_suggests_what_is_already_on(compose):
     from seg.diagnostics.fixes import ConfigFixes
 
     ctx = SimpleNamespace(loss=SimpleNamespace(kind="ce_dice"))
-    plain = ConfigFixes(compose()).rare_classes(ctx)
+    plain = ConfigFixes(compose("loss.class_weights=null")).rare_classes(ctx)
     assert "loss.class_weights=median_frequency" in plain and "scripts/plan.py" in plain
     assert "loss.name=auto" not in plain  # auto is CE + Dice already
     on = compose("loss.class_weights=median_frequency", "data.rare_class_crops=0.3")
@@ -231,7 +231,7 @@ def test_recipe_findings_point_at_plan_py_where_the_recipe_does_not_fit(compose)
     for y in range(0, 400, 200):
         for x in range(0, 400, 200):
             blobs[y + 10:y + 170, x + 10:x + 170] = 1  # 160-pixel objects
-    cfg = compose("data.image_size=64", "model.depth=3")
+    cfg = compose("data.image_size=64", "model.depth=3", "trainer.validation_images=null")
     found = recipe.recipe_findings(cfg, [blobs] * 4, depth=3, steps=10, batch=4, num_val=500)
     titles = " | ".join(f.title for f in found)
     assert "wider than the receptive field (68 px" in titles

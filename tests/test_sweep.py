@@ -17,7 +17,8 @@ from conftest import ROOT
 # one worker runs the module, so its module fixtures (a real sweep, a browser) are built once
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("sweep")]
 TINY = ["data.num_train=32", "data.num_val=8", "data.image_size=32", "trainer.batch_size=8",
-        "trainer.epochs=2", "trainer.verbose=0", "logging.num_panels=2", "diagnostics.probes=false"]
+        "trainer.epochs=2", "trainer.verbose=0", "logging.num_panels=2", "diagnostics.probes=false",
+        "trainer.steps_per_epoch=null"]
 
 
 def _script(name, *args, cwd=ROOT):
