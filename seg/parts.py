@@ -166,7 +166,9 @@ AUTO_MASKS = 1024     # for loss.class_weights=auto alone (every run with the de
 
 def build(cfg: dict, source, computed: dict | None = None) -> tuple:
     """Model, loss and metrics for a config and its data source (`computed`: balance()'s
-    class weights, when the config names a weighting)."""
+    class weights, when the config names a weighting or auto; read here when not given)."""
+    if computed is None and isinstance(cfg["loss"]["class_weights"], str):
+        computed = balance(cfg, source)
     data, dec = cfg["data"], cfg["decoder"]
     model = _call(build_model, "model", dict(
         num_classes=data["num_classes"], in_channels=source.channels, **cfg["model"],
