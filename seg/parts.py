@@ -125,6 +125,9 @@ def balance(cfg: dict, source: Source) -> dict:
         BALANCE_MASKS
     masks = source.sample_masks(min(source.num_train, sample))
     hist = class_balance.histogram((m for _, m in masks), data["num_classes"])
+    if not hist.pixels.sum() and weighting == "auto" and not data["rare_class_crops"]:
+        # nothing to weigh: the preflight's label audit names the problem ("all void")
+        return {"auto": {"loss.class_weights": None}, "loss.class_weights": None}
     if not hist.pixels.sum():
         raise DataError(f"the {hist.masks} training masks read hold no labelled pixel, so no "
                         "class balance can be computed; check data.label_map and "
