@@ -138,12 +138,12 @@ def balance(cfg: dict, source: Source) -> dict:
         weighting = recipe.weighting_for(hist)
         out["auto"] = {"loss.class_weights": weighting}
         rarest = min(np.flatnonzero(hist.pixels), key=lambda k: shares[k])
-        say(f"seg: loss.class_weights=auto: {weighting or 'null (no weights)'}: the rarest "
-            f"class, {names[rarest]}, is {100 * shares[rarest]:.2f}% of the labelled pixels "
-            f"of {hist.masks} training masks, "
-            + (f"under {100 * recipe.RARE_SHARE:g}%" if weighting else
-               f"none under {100 * recipe.RARE_SHARE:g}%")
-            + " (set loss.class_weights to choose)")
+        rare, share = 100 * recipe.RARE_SHARE, f"{100 * shares[rarest]:.2f}%"
+        say(f"seg: loss.class_weights=auto: "
+            + (f"{weighting}: {names[rarest]} is {share} of the labelled pixels (under "
+               f"{rare:g}%)" if weighting else f"null: no class under {rare:g}% of the "
+               f"labelled pixels (the rarest, {names[rarest]}, {share})")
+            + f" in {hist.masks} training masks; set loss.class_weights to choose")
         wanted_weights = weighting is not None
         if not wanted_weights:
             out["loss.class_weights"] = None
