@@ -115,7 +115,7 @@ def test_benchmark_prints_a_table_and_a_json_line_last(tmp_path):
     proc = subprocess.run(
         [sys.executable, "scripts/benchmark.py", "data.num_train=64", "data.num_val=16",
          "data.image_size=32", "trainer.batch_size=8", "diagnostics.preflight=off",
-         "--epochs", "2", "--model-only-steps", "10", "--out", str(tmp_path / "run"),
+         "trainer.steps_per_epoch=null", "--epochs", "2", "--model-only-steps", "10", "--out", str(tmp_path / "run"),
          "--record", str(record)],
         cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -20,7 +20,8 @@ import pytest
 from conftest import ROOT
 
 SMALL = ["data.num_train=32", "data.num_val=8", "data.image_size=32", "trainer.batch_size=8",
-         "trainer.verbose=0", "logging.num_panels=1", "diagnostics.probes=false"]
+         "trainer.verbose=0", "logging.num_panels=1", "diagnostics.probes=false",
+         "trainer.steps_per_epoch=null"]  # one pass (4 steps), not the default's floor of 50
 
 
 def _model():
