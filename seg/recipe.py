@@ -191,8 +191,9 @@ def validation_subset(num_val: int, image_pixels: float, train_pixels: float) ->
     """trainer.validation_images=auto (the default): None (the whole split each epoch) while
     validating costs at most a third of an epoch, else the first N images (a fixed subset) that
     cost about VALIDATION_SHARE, at least MIN_VAL_IMAGES; best.keras is scored on the whole
-    split once, at the end. 101 street photographs of 360x480 against 22 steps of 16 x 128^2
-    crops: validation took half of each epoch, 16 images take a tenth."""
+    split once, at the end. For example 101 street photographs of 360x480 against one pass of
+    22 steps of 16 x 128^2 crops: half of each epoch (16 images: a tenth); against the 50
+    steps of trainer.steps_per_epoch=auto, 31%: the whole split."""
     share = validation_share(num_val, image_pixels, train_pixels)
     if share <= 0.35:
         return None
