@@ -37,10 +37,13 @@ class ConfigError(ValueError):
     """A config value or key that cannot work; the message names it."""
 
 
-def key(*, choices=None, min=None, max=None, above=None, below=None, help: str = ""):  # noqa: A002
-    """A required key (its value comes from the YAML) with the values it allows."""
+def key(*, choices=None, min=None, max=None, above=None, below=None, help: str = "",  # noqa: A002
+        auto: type | None = None):
+    """A required key (its value comes from the YAML) with the values it allows. auto: the
+    key's type, whose values it takes besides `auto` (made from the data when a run starts;
+    the annotation is Any, so that OmegaConf lets `auto` through)."""
     return field(metadata={"choices": choices, "min": min, "max": max, "above": above,
-                           "below": below, "help": help})
+                           "below": below, "help": help, "auto": auto})
 
 
 # --- the sections -------------------------------------------------------------------------
@@ -55,7 +58,7 @@ class Model:
     # or "small"
     encoder_args: Any = key(help="null, small, or a mapping of the backbone class's arguments")
     freeze_encoder: bool = key()
-    depth: int = key(min=1)
+    depth: Any = key(min=1, auto=int)
     base_filters: int = key(min=1, max=1024)
     norm: str = key(choices=tuple(NORMS))
     dropout: float = key(min=0.0, below=1.0)
@@ -85,7 +88,7 @@ class Loss:
 @dataclass
 class Trainer:
     epochs: int = key(min=1, max=100_000)
-    batch_size: int = key(min=1, max=100_000)
+    batch_size: Any = key(min=1, max=100_000, auto=int)
     # Any, checked by seg.config_rules: null (one pass), auto, or a whole number >= 1
     steps_per_epoch: Any = key(help="auto (one pass over the training split, at least 50 "
                                "steps), null (one pass), or a whole number of steps")
@@ -145,7 +148,7 @@ class Pipeline:
 
     name: str = key(choices=("shapes", "folder"))
     num_classes: int = key(min=2, max=256, help="the number of classes, background included")
-    image_size: int = key(min=8, max=8192)
+    image_size: Any = key(min=8, max=8192, auto=int)
     channels: int = key(min=1, max=MAX_BANDS, help="image bands: 1 grey, 3 RGB, any other "
                         "count for multi-band TIFF or .npy stacks")
     ignore_index: int = key(min=0, max=65535)
@@ -323,10 +326,12 @@ def _section_problems(schema, values: dict, prefix: str) -> list[str]:
         elif schema is Config and name in SECTIONS[1:]:
             if not isinstance(value, dict):
                 problems.append(f"{path}: a section of keys, not {value!r}")
-        else:
-            why = _type_problem(hints[name], value) or _range_problem(f.metadata, value)
+        elif not (value == "auto" and f.metadata.get("auto")):
+            why = (_type_problem(f.metadata.get("auto") or hints[name], value)
+                   or _range_problem(f.metadata, value))
             if why:
-                problems.append(f"{path}={value!r}: {why}")
+                problems.append(f"{path}={value!r}: {why}"
+                                + (" (or auto: from the data)" if f.metadata.get("auto") else ""))
     return problems
 
 
@@ -372,9 +377,11 @@ def type_problems(tree: dict) -> list[str]:
             out.append(f"data.name={value.get('name')!r}: not one of {', '.join(DATA)}")
             continue
         section_hints = typing.get_type_hints(schema)
+        autos = {f.name: f.metadata["auto"] for f in dataclasses.fields(schema)
+                 if f.metadata.get("auto")}
         for key_, v in value.items():
-            if key_ in section_hints and v != "???":
-                why = _type_problem(section_hints[key_], v)
+            if key_ in section_hints and v != "???" and not (v == "auto" and key_ in autos):
+                why = _type_problem(autos.get(key_) or section_hints[key_], v)
                 if why:
                     out.append(f"{name}.{key_}={v!r:.60}: {why}")
     return out

@@ -17,6 +17,9 @@ def rules(cfg: dict) -> list[str]:
     n = data["num_classes"]
     out = (_class_weight_rules(loss["class_weights"], n) + _head_rules(data, model, n)
            + _class_list_rules(data, n) + _label_map_rules(data, n) + _photometric_rules(data))
+    if data["name"] == "shapes" and data["image_size"] == "auto":
+        out.append("data.image_size=auto: the built-in shapes are generated at data.image_size; "
+                   "give a number (e.g. 64)")
     if data["name"] == "shapes" and n > 4:
         out.append(f"data.num_classes={n}: the built-in shapes have 2, 3 or 4 classes")
     return out + _model_rules(cfg) + _training_rules(cfg) + _machine_rules(cfg)
@@ -98,7 +101,7 @@ def _photometric_rules(data: dict) -> list[str]:
         elif not 0 <= value <= PHOTOMETRIC[name]:
             out.append(f"data.photometric.{name}={value:g}: use a value from 0 (off) to "
                        f"{PHOTOMETRIC[name]:g}")
-        elif name == "blur" and 3 * value >= data["image_size"] / 2:
+        elif name == "blur" and _whole(data["image_size"]) and 3 * value >= data["image_size"] / 2:
             out.append(f"data.photometric.blur={value:g}: a Gaussian of that sigma spans more "
                        f"than the {data['image_size']}-pixel crop; use less than "
                        f"{data['image_size'] / 6:g}")
@@ -144,8 +147,10 @@ def _model_rules(cfg: dict) -> list[str]:
     if stats != "auto" and not _band_stats_ok(stats, data["channels"]):
         out.append(f"data.band_stats={stats!r}: use auto, or [[mean per band], [std per band]] "
                    f"with {data['channels']} numbers each (std > 0)")
-    levels = levels_of(model["encoder"], model["depth"])
-    size = data["image_size"]
+    size, depth = data["image_size"], model["depth"]
+    if depth == "auto" and model["encoder"] == "unet" or size == "auto":  # sized to fit
+        return out
+    levels = levels_of(model["encoder"], depth)
     if size < 2 ** levels:
         most = max(int(math.log2(size)), 1)
         out.append(f"data.image_size={size} is smaller than 2**{levels}={2 ** levels}, the "
@@ -190,7 +195,7 @@ def _training_rules(cfg: dict) -> list[str]:
     if _is_count(steps) and trainer["steps_per_execution"] > steps:
         out.append(f"trainer.steps_per_execution={trainer['steps_per_execution']} is more than "
                    f"the {steps} steps of an epoch (trainer.steps_per_epoch): use at most {steps}")
-    if data["elastic_sigma"] > data["image_size"] / 4:
+    if _whole(data["image_size"]) and data["elastic_sigma"] > data["image_size"] / 4:
         out.append(f"data.elastic_sigma={data['elastic_sigma']:g}: displacements over a quarter "
                    f"of the {data['image_size']}-pixel crop turn it into noise; use at most "
                    f"{data['image_size'] / 4:g} (the U-Net paper used 10 for 572 pixels)")

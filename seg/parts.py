@@ -13,7 +13,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from seg import config, distribute, recipe
+from seg import config, distribute, geometry, recipe
 from seg.config import PIPELINE_KEYS, PRECISIONS, ConfigError
 from seg.data import AUDITS, SOURCES, DataError, Source, pipeline
 from seg.data import balance as class_balance
@@ -90,6 +90,23 @@ def open_data(data_cfg: dict):
     """The data source and the pipeline settings from the data section."""
     name, kwargs, pipe = _data_kwargs(data_cfg)
     return _call(SOURCES[name], "data", kwargs), pipe
+
+
+def sized(cfg: dict, source: Source | None = None, log=None) -> tuple[dict, dict]:
+    """cfg with its `auto` crop, depth and batch made numbers from the data (seg.geometry),
+    and what each became ({} when none was auto). One line says what and why; the data is
+    opened here when no source is given (its refusals name the file or key)."""
+    wanted = geometry.auto_keys(cfg)
+    if not wanted:
+        return cfg, {}
+    if source is None:
+        with data_errors_named():
+            source, _ = open_data(cfg["data"])
+    masks = [m for _, m in source.sample_masks(geometry.SAMPLE)]
+    decided = geometry.decide(cfg, masks)
+    (log or say)("seg: " + ", ".join(f"{k}=auto: {v}" for k, v in decided.values.items())
+                 + f"; {decided.reason} (set a key to choose)")
+    return geometry.applied(cfg, decided.values), decided.values
 
 
 def pipeline_kwargs(data: dict, computed: dict | None = None) -> dict:
@@ -224,15 +241,19 @@ def prepare(cfg: dict, plan: distribute.Plan | None = None, *, checked: bool = F
     if not checked:
         check_sections(cfg)
     keras.utils.set_random_seed(cfg["seed"])
+    source, pipe = open_data(cfg["data"])
+    cfg, sizes = sized(cfg, source)  # train.run passes cfg sized already
+    pipe["image_size"] = cfg["data"]["image_size"]
     trainer, data = cfg["trainer"], cfg["data"]
     set_precision(trainer["precision"])
     compile_options(trainer)
     replicas = plan.replicas if plan else 1
     batch_size = trainer["batch_size"] * replicas
     shard = distribute.shard_by_data if plan and plan.workers > 1 else (lambda ds: ds)
-    source, pipe = open_data(data)
     with data_errors_named():
         computed = balance(cfg, source)
+    if sizes:
+        computed["auto"] = {**sizes, **computed.get("auto", {})}
 
     def train_stream(start_batch: int = 0):
         return shard(pipeline.training(

@@ -36,6 +36,7 @@ from seg.parts import (  # noqa: F401
     open_data,
     pipeline_kwargs,
     prepare,
+    sized,
     say,
     set_precision,
 )
@@ -117,12 +118,14 @@ def run(cfg: dict, output_dir: str | Path, run_name: str | None = None,
         seg.runfolder.Interrupted: SIGTERM/SIGINT; the same command resumes.
     """
     clock = Clock()
-    check_config(cfg)                                   # refused before anything is written
+    cfg, sizes = check_config(cfg)                      # refused before anything is written
     plan = start_strategy(cfg["trainer"])
     out = Path(output_dir)
     with runfolder.held(out, plan.is_chief), runfolder.Signals().handled() as signals:
         resuming = open_run_folder(cfg, out, plan.is_chief)
         parts = prepare(cfg, plan, checked=True)  # a refusal here leaves no config.json
+        if sizes:  # config.json holds the numbers; computed.auto says they were auto
+            parts.computed["auto"] = {**sizes, **parts.computed.get("auto", {})}
         if plan.is_chief and not resuming:
             write_config(cfg, out, files, parts.computed)
         describe(cfg, parts, plan, out)
@@ -144,11 +147,16 @@ def run(cfg: dict, output_dir: str | Path, run_name: str | None = None,
 
 # --- the stages of run(), in order ----------------------------------------------------------
 
-def check_config(cfg: dict):
+def check_config(cfg: dict) -> tuple[dict, dict]:
     """Every key and value (the schema, speed settings included), and whether it fits in
-    memory."""
+    memory: the config with its `auto` crop, depth and batch made numbers from the data
+    (parts.sized), and what they became."""
     check_sections(cfg)
+    cfg, sizes = sized(cfg)
+    if sizes:
+        check_sections(cfg)  # the rules between the sizes, now numbers
     resources.check(cfg, log=say)  # what cannot fit, before anything is built
+    return cfg, sizes
 
 
 def start_strategy(trainer: dict) -> distribute.Plan:
