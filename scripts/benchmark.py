@@ -63,6 +63,7 @@ def main(argv=None) -> dict:
 
     from seg import bench, train
 
+    cfg, _ = train.sized(cfg)  # the auto crop, depth and batch, as a run makes them
     trainer, bs = cfg["trainer"], cfg["trainer"]["batch_size"]
     out = Path(args.out or tempfile.mkdtemp(prefix="seg-benchmark-"))
     print(f"benchmark: run folder {out}", flush=True)

@@ -89,12 +89,13 @@ def main(argv: list[str]) -> int:
 
 def _plan(argv: list[str]) -> int:
     from seg import plan, recipe, train
-    from seg.config import ConfigError
+    from seg.config import ConfigError, value_at
 
     settings, overrides = plan_settings(argv)
     cfg = seg_hydra.compose_dict(overrides)
     train.check_sections(cfg)
     given, data_group, groups = given_keys(overrides)
+    given = {k for k in given if value_at(cfg, k) != "auto"}  # auto: the plan's to decide
     source, _ = train.open_data(cfg["data"])
     budget = settings["budget_minutes"]
     print(f"plan: reading {source.description} ...", flush=True)

@@ -406,6 +406,23 @@ def check(cfg: dict):
                            else "") + "\n  ".join(found))
 
 
+def value_at(cfg: dict, path: str):
+    """The value at a key path such as data.photometric.hue (None where there is none)."""
+    node = cfg
+    for part in path.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
+def applied(cfg: dict, changes: dict) -> dict:
+    """A copy of the config tree with `changes` ({"section.key": value}) set."""
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in cfg.items()}
+    for key_, value in changes.items():
+        section, _, name = key_.partition(".")
+        out[section][name] = value
+    return out
+
+
 def flatten(tree: dict, prefix: str = "") -> dict:
     """{"a": {"b": 1}} -> {"a.b": 1}; lists become their JSON text."""
     out = {}

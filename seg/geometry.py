@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from seg.recipe import receptive_field
+from seg import config
 
 KEYS = ("data.image_size", "model.depth", "trainer.batch_size")
 SAMPLE = 16          # training masks read for the object sizes (a few seconds at most)
@@ -53,24 +53,37 @@ def auto_keys(cfg: dict) -> list[str]:
     return [k for k in KEYS if _get(cfg, k) == "auto"]
 
 
+def reads_objects(cfg: dict) -> bool:
+    """Whether the `auto` keys need the objects of the data (a batch for a given crop does
+    not; nor does the depth of a backbone encoder)."""
+    wanted = auto_keys(cfg)
+    return "data.image_size" in wanted or ("model.depth" in wanted
+                                           and cfg["model"]["encoder"] == "unet")
+
+
 def _get(cfg: dict, path: str):
     section, _, name = path.partition(".")
     return cfg[section].get(name)
 
 
-def typical_extent(masks: list[np.ndarray], num_classes: int) -> float | None:
-    """The median over the classes of their 75th-percentile object extent (pixels)."""
-    from seg.fingerprint import object_stats
+def receptive_field(depth: int) -> int:
+    """The receptive field, in pixels, of seg's U-Net encoder: two 3x3 convolutions per level
+    and a 2x2 pooling between levels."""
+    return 1 + sum(4 * 2 ** level for level in range(depth + 1)) + (2 ** depth - 1)
 
-    found = [o.extent_p75 for o in object_stats(masks, num_classes).values() if o.extent_p75]
+
+def typical_extent(objects: dict) -> float | None:
+    """The median over the classes of their 75th-percentile object extent (pixels), from
+    seg.fingerprint.object_stats."""
+    found = [o.extent_p75 for o in objects.values() if o.extent_p75]
     return float(np.median(found)) if found else None
 
 
-def decide(cfg: dict, masks: list[np.ndarray]) -> Sized:
-    """The numbers for cfg's `auto` geometry keys, from a sample of its training masks."""
+def decide(cfg: dict, objects: dict, side: int | None, masks: int) -> Sized:
+    """The numbers for cfg's `auto` geometry keys, from the objects of a sample of its
+    training masks (seg.fingerprint.object_stats), their shorter side and how many they are."""
     data, model, wanted = cfg["data"], cfg["model"], auto_keys(cfg)
-    side = min(min(m.shape[:2]) for m in masks) if masks else None
-    extent = typical_extent(masks, data["num_classes"]) if masks else None
+    extent = typical_extent(objects)
     unet = model["encoder"] == "unet"
     crop = data["image_size"] if data["image_size"] != "auto" else None
     depth = model["depth"] if model["depth"] != "auto" else None
@@ -83,10 +96,11 @@ def decide(cfg: dict, masks: list[np.ndarray]) -> Sized:
             cover = 1.5 * extent if extent else 0.0
             depth = next((d for d in fits if d >= MIN_DEPTH and receptive_field(d) >= cover),
                          fits[-1])
-            why.append(f"a receptive field of {receptive_field(depth)} px"
-                       + (" covers 1.5x it" if receptive_field(depth) >= cover else
-                          f" (depth {MAX_DEPTH} at most: a short training learns faster "
-                          "shallow)"))
+            field = receptive_field(depth)
+            why.append(f"depth {depth} (receptive field {field} px)" if not extent else
+                       f"a receptive field of {field} px covers 1.5x it" if field >= cover else
+                       f"a receptive field of {field} px (depth {MAX_DEPTH} at most: a short "
+                       "training learns faster shallow)")
         values["model.depth"] = depth
     levels = depth if unet else BACKBONE_LEVELS
     if crop is None:
@@ -99,20 +113,26 @@ def decide(cfg: dict, masks: list[np.ndarray]) -> Sized:
         why.append(f"crops of 2x it and the receptive field (at most {MAX_CROP} px"
                    + (f" and the shorter side, {side} px)" if side else ")"))
     if cfg["trainer"]["batch_size"] == "auto":
-        batch = int(min(max(PIXELS // crop ** 2, MIN_BATCH), MAX_BATCH))
+        batch = batch_for(crop)
         values["trainer.batch_size"] = batch
         why.append(f"~{PIXELS // 1024}K pixels a step ({MIN_BATCH} to {MAX_BATCH} crops)")
     what = (f"the typical object is {extent:.0f} px across (the median class, "
-            f"{len(masks)} training masks)" if extent else
-            f"no object measured in {len(masks)} training mask(s)")
+            f"{masks} training masks): " if extent else
+            f"no object measured in {masks} training mask(s): " if masks else "")
     return Sized({k: values[k] for k in KEYS if k in values and k in wanted},
-                 what + ": " + ", ".join(why))
+                 what + ", ".join(why))
 
 
-def applied(cfg: dict, values: dict) -> dict:
-    """A copy of cfg with the values (key path -> value) set."""
-    out = {k: dict(v) if isinstance(v, dict) else v for k, v in cfg.items()}
-    for path, value in values.items():
-        section, _, name = path.partition(".")
-        out[section][name] = value
-    return out
+def batch_for(crop: int) -> int:
+    """About PIXELS a step, MIN_BATCH to MAX_BATCH crops."""
+    return int(min(max(PIXELS // crop ** 2, MIN_BATCH), MAX_BATCH))
+
+
+def largest(cfg: dict) -> dict:
+    """cfg with each `auto` geometry key at the most auto can choose (for a memory estimate
+    before the data is read): depth MAX_DEPTH, the crop MAX_CROP, the batch for that crop."""
+    crop = cfg["data"]["image_size"]
+    crop = MAX_CROP if crop == "auto" else crop
+    most = {"data.image_size": crop, "model.depth": MAX_DEPTH,
+            "trainer.batch_size": batch_for(crop)}
+    return config.applied(cfg, {k: most[k] for k in auto_keys(cfg)})

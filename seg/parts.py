@@ -17,6 +17,7 @@ from seg import config, distribute, geometry, recipe
 from seg.config import PIPELINE_KEYS, PRECISIONS, ConfigError
 from seg.data import AUDITS, SOURCES, DataError, Source, pipeline
 from seg.data import balance as class_balance
+from seg.fingerprint import object_stats
 from seg.losses import SegmentationLoss
 from seg.metrics import make_metrics
 from seg.models import build_model
@@ -99,14 +100,18 @@ def sized(cfg: dict, source: Source | None = None, log=None) -> tuple[dict, dict
     wanted = geometry.auto_keys(cfg)
     if not wanted:
         return cfg, {}
-    if source is None:
-        with data_errors_named():
-            source, _ = open_data(cfg["data"])
-    masks = [m for _, m in source.sample_masks(geometry.SAMPLE)]
-    decided = geometry.decide(cfg, masks)
+    masks = []
+    if geometry.reads_objects(cfg):
+        if source is None:
+            with data_errors_named():
+                source, _ = open_data(cfg["data"])
+        masks = [m for _, m in source.sample_masks(geometry.SAMPLE)]
+    side = min(min(m.shape[:2]) for m in masks) if masks else None
+    objects = object_stats(masks, cfg["data"]["num_classes"])
+    decided = geometry.decide(cfg, objects, side, len(masks))
     (log or say)("seg: " + ", ".join(f"{k}=auto: {v}" for k, v in decided.values.items())
                  + f"; {decided.reason} (set a key to choose)")
-    return geometry.applied(cfg, decided.values), decided.values
+    return config.applied(cfg, decided.values), decided.values
 
 
 def pipeline_kwargs(data: dict, computed: dict | None = None) -> dict:
@@ -187,6 +192,7 @@ AUTO_MASKS = 1024     # for loss.class_weights=auto alone (every run with the de
 def build(cfg: dict, source, computed: dict | None = None) -> tuple:
     """Model, loss and metrics for a config and its data source (`computed`: balance()'s
     class weights, when the config names a weighting or auto; read here when not given)."""
+    cfg, _ = sized(cfg, source)  # a crop, depth or batch still auto (prepare sized it)
     if computed is None and isinstance(cfg["loss"]["class_weights"], str):
         computed = balance(cfg, source)
     data, dec = cfg["data"], cfg["decoder"]
@@ -224,11 +230,7 @@ class Parts:
 
     def resolved(self, cfg: dict) -> dict:
         """A copy of cfg with what each `auto` value became for this data (computed["auto"])."""
-        out = {k: dict(v) if isinstance(v, dict) else v for k, v in cfg.items()}
-        for key, value in self.computed.get("auto", {}).items():
-            section, _, name = key.partition(".")
-            out[section][name] = value
-        return out
+        return config.applied(cfg, self.computed.get("auto", {}))
 
 
 def prepare(cfg: dict, plan: distribute.Plan | None = None, *, checked: bool = False) -> Parts:

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from seg import config
+
 VAL_IMAGES = 16   # the fixed validation subset the pilots are scored on
 ETA = 2           # the better 1/ETA of the candidates go on at each rung
 
@@ -38,15 +40,6 @@ class Candidate:
     steps: int = 0                # training steps it made
     spent_s: float = 0.0          # wall time it took (graph tracing and scoring included)
     measured_step_s: float | None = None  # the median step once traced, as it trained
-
-
-def applied(cfg: dict, changes: dict) -> dict:
-    """A copy of the config tree with `changes` (key paths) set."""
-    out = {k: dict(v) if isinstance(v, dict) else v for k, v in cfg.items()}
-    for key, value in changes.items():
-        section, _, name = key.partition(".")
-        out[section][name] = value
-    return out
 
 
 class _Pilot:
@@ -123,7 +116,7 @@ def halving(cfg: dict, source, candidates: list[Candidate], share_s: float, log=
         for label, (cand, pilot) in alive.items():
             began = time.perf_counter()
             if pilot is None:
-                pilot = _Pilot(applied(cfg, cand.changes), source, train_ds)
+                pilot = _Pilot(config.applied(cfg, cand.changes), source, train_ds)
                 alive[label] = (cand, pilot)
             cand.steps += pilot.train_until(began + ETA ** rung * unit_s)
             cand.scores.append(pilot.score(val_ds))

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from seg import pilots as pilot_runs
+from seg.config import value_at
 from seg.pilots import VAL_IMAGES
 from seg.recipe import (BUDGET_MINUTES, DEPTHS, MIN_BATCH, PIXELS_PER_STEP, STEP_FLOOR,
                         VALIDATION_SHARE, Decision, Fingerprint, Objects, Speed,
@@ -71,7 +72,7 @@ def measure(cfg: dict, source, computed: dict, repeats: int = 6) -> Speed:
 
 def _with(cfg: dict, decisions: list[Decision]) -> dict:
     """A copy of the config tree with the decisions applied."""
-    from seg.pilots import applied
+    from seg.config import applied
     return applied(cfg, {d.key: d.value for d in decisions})
 
 
@@ -167,8 +168,9 @@ def plan(cfg: dict, source, budget_minutes: float, given: set[str] = frozenset()
     began = time.perf_counter()
     fp = fingerprint(cfg, source)
     budget_s = 60.0 * budget_minutes
-    def free(key: str) -> bool:  # not set on the command line (nor a key inside it)
-        return not any(g == key or g.startswith(key + ".") for g in given)
+    def free(key: str) -> bool:  # not set on the command line (nor a key inside it), or auto
+        return value_at(cfg, key) == "auto" or not any(
+            g == key or g.startswith(key + ".") for g in given)
 
     given_weighting = cfg["loss"]["class_weights"]  # auto: the same rule, at training time
     weighting = "rule" if free("loss.class_weights") or given_weighting == "auto" else \
@@ -352,7 +354,7 @@ def _label(cfg: dict, changes: dict) -> str:
 
 
 def _with_keys(cfg: dict, changes: dict) -> dict:
-    from seg.pilots import applied
+    from seg.config import applied
     return applied(cfg, changes)
 
 

@@ -16,7 +16,7 @@ from seg.diagnostics.fixes import ConfigFixes
 from seg.losses import SegmentationLoss
 from seg.models import levels_of
 from seg.monitor import log_report
-from seg.parts import Parts, check_sections, data_errors_named, open_data, prepare
+from seg.parts import Parts, check_sections, data_errors_named, open_data, prepare, sized
 
 
 def diagnose(cfg: dict, parts: Parts | None = None) -> diagnostics.Report:
@@ -52,7 +52,8 @@ def _diagnose(cfg: dict, parts: Parts) -> diagnostics.Report:
     report.tables["shape plan"] = plan
     report.findings += recipe.recipe_findings(
         cfg, [m for _, m in samples], depth=depth, steps=parts.steps,
-        batch=parts.batch_size, num_val=source.num_val)
+        batch=parts.batch_size, num_val=source.num_val,
+        auto=frozenset(parts.computed.get("auto", {})))
     report.findings += diagnostics.check_encoder(
         encoder=model_cfg["encoder"], encoder_weights=model_cfg["encoder_weights"],
         freeze_encoder=model_cfg["freeze_encoder"],
@@ -87,6 +88,8 @@ def diagnose_model(cfg: dict, model: keras.Model, loss=None, from_logits: bool |
     source, pipe = open_data(data)
     shape = model.input_shape if hasattr(model, "input_shape") else (None, None, None, None)
     size = shape[1] if shape[1] and shape[1] == shape[2] else pipe["image_size"]
+    if size == "auto":  # data.image_size=auto: the crop the objects ask for
+        size = sized(cfg, source)[0]["data"]["image_size"]
     want = shape[-1]
     if want not in (None, source.channels) and not (want == 3 and source.channels == 1):
         raise ConfigError(f"the model takes {want} input channels, the data has "

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from seg.data import balance as class_balance
+from seg.geometry import receptive_field  # noqa: F401 (seg.plan imports it from here)
 # the fingerprint has its own module; its names stay importable from here
 from seg.fingerprint import (MASK_SAMPLE, OBJECT_SAMPLE, Fingerprint,  # noqa: F401
                              Objects, fingerprint, machine, object_stats)
@@ -66,12 +67,6 @@ class Speed:
     first_s: float       # the first step (graph tracing)
     val_image_s: float   # one validation image, predicted whole
     base_filters: int
-
-
-def receptive_field(depth: int) -> int:
-    """The receptive field, in pixels, of seg's U-Net encoder: two 3x3 convolutions per level
-    and a 2x2 pooling between levels."""
-    return 1 + sum(4 * 2 ** level for level in range(depth + 1)) + (2 ** depth - 1)
 
 
 def grid(seconds: float) -> float:
@@ -430,10 +425,11 @@ def experiment_yaml(name: str, fp: Fingerprint, decisions: list[Decision], cfg: 
 # --- advice for a configured run (the preflight) --------------------------------------------
 
 def recipe_findings(cfg: dict, masks: list[np.ndarray], *, depth: int, steps: int,
-                    batch: int, num_val: int) -> list:
+                    batch: int, num_val: int, auto: frozenset = frozenset()) -> list:
     """Where the fingerprint says the configured recipe does not fit the data: objects wider
     than the receptive field or the crop, or validation costing more than the training of an
-    epoch. Warnings whose fix names the keys, and plan.py."""
+    epoch. Warnings whose fix names the keys, and plan.py. A depth or crop that `auto` chose
+    (the keys in `auto`) was sized for the median class's objects on purpose: said, as OK."""
     from seg.diagnostics import Finding
 
     out, data, model = [], cfg["data"], cfg["model"]
@@ -444,13 +440,19 @@ def recipe_findings(cfg: dict, masks: list[np.ndarray], *, depth: int, steps: in
     field = receptive_field(depth)
     plan_it = "python scripts/plan.py <the same data overrides> plans depth, crop and cadence"
     deeper = next((d for d in DEPTHS if receptive_field(d) >= extent), DEPTHS[-1])
-    if model["encoder"] == "unet" and field < extent and deeper > depth:
+    if model["encoder"] == "unet" and field < extent and deeper > depth and \
+            "model.depth" in auto:
+        out.append(Finding("ok", "recipe", f"model.depth=auto: {depth} (receptive field "
+                           f"{field} px) for the median class's objects; the largest class's "
+                           f"({extent:.0f} px) would ask for model.depth={deeper}, slower to "
+                           "train"))
+    elif model["encoder"] == "unet" and field < extent and deeper > depth:
         out.append(Finding("warning", "recipe", f"the typical object ({extent:.0f} px across) "
                            f"is wider than the receptive field ({field} px at model.depth="
                            f"{depth})", "the network never sees a whole object at once",
                            f"model.depth={deeper} (crop at least {2 ** deeper * 4} px), or "
                            + plan_it))
-    if data["image_size"] < extent:
+    if data["image_size"] < extent and "data.image_size" not in auto:
         out.append(Finding("warning", "recipe", f"the crops ({data['image_size']} px) are "
                            f"smaller than the typical object ({extent:.0f} px)", "most crops "
                            "hold a part of an object, never its outline", "a larger "

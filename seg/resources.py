@@ -14,6 +14,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 
+from seg import geometry
 from seg.config import ConfigError
 from seg.models import estimate_parameters, levels_of
 
@@ -48,7 +49,10 @@ class Estimate:
 
 
 def estimate(cfg: dict, device: str | None = None) -> Estimate:
-    """The training memory of a config (plain dict tree) per device."""
+    """The training memory of a config (plain dict tree) per device. A crop, depth or batch
+    still `auto` (not sized from the data yet: seg.parts.sized) counts as the most that auto
+    can choose."""
+    cfg = geometry.largest(cfg)
     data, model, dec = cfg["data"], cfg["model"], cfg["decoder"]
     params = estimate_parameters(num_classes=data["num_classes"], in_channels=data["channels"],
                                  decoder=dec["name"], kernel_size=dec["kernel_size"], **model)

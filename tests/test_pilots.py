@@ -5,7 +5,7 @@ the street-scene stand-in the plans are calibrated on."""
 import numpy as np
 import pytest
 
-from seg import pilots, plan, recipe
+from seg import config, pilots, plan, recipe
 from seg.config import ConfigError
 from seg.data import balance, scenes
 
@@ -180,13 +180,13 @@ def test_the_pilot_winner_starts_the_run_and_foreign_weights_are_refused(
     winner, trained, _ = pilots.halving(cfg, source, cands, share_s=8.0, log=lambda m: None)
     assert winner.steps >= 5 and all(c.scores for c in cands)
     path = pilots.save_weights(trained, tmp_path / "plan.weights.h5")
-    run_cfg = pilots.applied(cfg, {**winner.changes, "trainer.initial_weights": str(path)})
+    run_cfg = config.applied(cfg, {**winner.changes, "trainer.initial_weights": str(path)})
     model = parts.prepare(run_cfg).model
     for a, b in zip(model.get_weights(), trained.model.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
     with pytest.raises(ConfigError, match="trainer.initial_weights=.*no such file"):
-        parts.prepare(pilots.applied(cfg, {"trainer.initial_weights": str(tmp_path / "x.h5")}))
-    wider = pilots.applied(cfg, {"trainer.initial_weights": str(path), "model.base_filters": 8})
+        parts.prepare(config.applied(cfg, {"trainer.initial_weights": str(tmp_path / "x.h5")}))
+    wider = config.applied(cfg, {"trainer.initial_weights": str(path), "model.base_filters": 8})
     with pytest.raises(ConfigError, match="does not fit this model"):
         parts.prepare(wider)
 

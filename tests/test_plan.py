@@ -133,9 +133,14 @@ def test_the_plan_is_deterministic_for_the_same_data_and_speed(toy, compose, mon
                                     log=lambda m: None, pilots=False)[1])
     assert unweighted["data.rare_class_crops"] > 0
     # a key given on the command line is kept, not planned
-    kept = plan.plan(cfg, source, 5.0, given={"model.depth", "data.photometric.hue"},
+    kept = plan.plan(compose(*_toy_args(root, info), "model.depth=3"), source, 5.0,
+                     given={"model.depth", "data.photometric.hue"},
                      log=lambda m: None, pilots=False)[1]
     assert "model.depth" not in _decided(kept) and "data.photometric" not in _decided(kept)
+    # a key given as auto is the plan's to decide
+    planned = plan.plan(cfg, source, 5.0, given={"model.depth"}, log=lambda m: None,
+                        pilots=False)[1]
+    assert isinstance(_decided(planned)["model.depth"], int)
 
 
 def _run_plan(*args, timeout=300):
@@ -150,7 +155,7 @@ def test_plan_py_writes_an_experiment_that_train_py_composes_and_trains(toy, com
     written = ROOT / "configs" / "experiment" / f"plan_{name}.yaml"
     try:
         done = _run_plan(*_toy_args(root, info), "model.base_filters=8", "data.image_size=32",
-                         "trainer.batch_size=8",
+                         "trainer.batch_size=8", "model.depth=auto",  # auto: planned
                          "plan.budget_minutes=3", f"plan.name={name}")
         assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
         out = done.stdout
@@ -167,6 +172,7 @@ def test_plan_py_writes_an_experiment_that_train_py_composes_and_trains(toy, com
         planned = cfg["trainer"]["time_budget_minutes"]
         assert 1.5 < planned < 3  # the 3 minutes less the plan's own time
         assert cfg["model"]["base_filters"] == 8  # a key given to plan.py is kept
+        assert isinstance(cfg["model"]["depth"], int)  # one given as auto is planned
         run = subprocess.run(
             [sys.executable, str(ROOT / "scripts" / "train.py"), f"+experiment=plan_{name}",
              f"hydra.run.dir={tmp_path / 'run'}", "logging.panels_every=0"],

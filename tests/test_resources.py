@@ -3,7 +3,7 @@ anything is built."""
 
 import pytest
 
-from seg import resources
+from seg import parts, resources
 from seg.config import ConfigError
 from seg.models import build_model, estimate_parameters
 
@@ -44,5 +44,6 @@ def test_close_to_the_limit_is_a_warning(compose, monkeypatch):
 
 def test_the_default_config_fits_without_a_word(compose):
     said = []
-    est = resources.check(compose(), log=said.append)
+    sized, _ = parts.sized(compose(), log=lambda _: None)  # depth 3 for the built-in shapes
+    est = resources.check(sized, log=said.append)
     assert said == [] and est.parameters == 537_956
