@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from seg import records
-from seg.config import SEED_KEYS, flatten
+from seg.config import SEED_KEYS, applied, flatten
 
 
 
@@ -91,9 +91,20 @@ def _natural(text: str):
     return (int(head), text) if head.isdigit() else (1 << 30, text)
 
 
+def settings(config: dict) -> dict:
+    """A run's settings as it was given them, flat: what `auto` became (config.json's
+    computed.auto, which holds the numbers of the crop, depth and batch) back to auto, and
+    the computed values left out; so a job refused before its data were read and one that
+    trained compare alike."""
+    auto = (config.get("computed") or {}).get("auto") or {}
+    given = {k: v for k, v in config.items() if k != "computed"}
+    return flatten(applied(given, {k: "auto" for k in auto
+                                   if isinstance(given.get(k.partition(".")[0]), dict)}))
+
+
 def differing_keys(runs: list[Run]) -> list[str]:
     """Config keys whose values are not the same in every run that has a config."""
-    flat = [flatten(r.config) for r in runs if r.config]
+    flat = [settings(r.config) for r in runs if r.config]
     keys = sorted(set().union(*flat)) if flat else []
     return [k for k in keys if len({repr(f.get(k)) for f in flat}) > 1]
 
@@ -126,7 +137,7 @@ def common_values(runs: list[Run], keys: list[str]) -> dict[str, str]:
     """key -> the value (its text) that more than half of the runs with a config hold, for
     the keys where there is one; {} where the runs make fewer than three groups (two groups
     are a pair: each is named by all its differing values)."""
-    flat = [flatten(r.config) for r in runs if r.config]
+    flat = [settings(r.config) for r in runs if r.config]
     if len({tuple(str(f.get(k)) for k in keys) for f in flat}) < 3:
         return {}
     common = {}
@@ -156,7 +167,7 @@ def group_runs(runs: list[Run]) -> tuple[list[Group], list[str]]:
                              if not o.lstrip("+").startswith(SEED_KEYS)) or run.name
             short = label
         else:
-            flat = flatten(run.config)
+            flat = settings(run.config)
             label = ",".join(f"{k}={flat.get(k)}" for k in keys) or "all runs"
             short = ",".join(f"{k}={flat.get(k)}" for k in keys
                              if common.get(k) != str(flat.get(k))) or (COMMON if keys
@@ -290,7 +301,7 @@ def run_records(runs: list[Run], keys: list[str]) -> list[dict]:
     """One dict per run: the differing settings, the seed, status and figures."""
     out = []
     for r in runs:
-        flat = flatten(r.config) if r.config else {}
+        flat = settings(r.config) if r.config else {}
         rec = {"run": r.name, "status": r.status, **{k: flat.get(k) for k in keys},
                "seed": flat.get("seed"), "val_mean_iou": r.miou if r.metrics else None}
         if r.metrics:

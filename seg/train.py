@@ -118,8 +118,9 @@ def run(cfg: dict, output_dir: str | Path, run_name: str | None = None,
         seg.runfolder.Interrupted: SIGTERM/SIGINT; the same command resumes.
     """
     clock = Clock()
-    cfg, sizes = check_config(cfg)                      # refused before anything is written
-    plan = start_strategy(cfg["trainer"])
+    check_sections(cfg)                                 # refused before anything is written
+    plan = start_strategy(cfg["trainer"])               # before TensorFlow reads the data
+    cfg, sizes = check_config(cfg)                      # the auto sizes; what cannot fit
     out = Path(output_dir)
     with runfolder.held(out, plan.is_chief), runfolder.Signals().handled() as signals:
         resuming = open_run_folder(cfg, out, plan.is_chief)

@@ -98,7 +98,8 @@ def test_two_processes_one_folder_then_kill_9_of_the_holder_and_a_new_start(tmp_
 @pytest.mark.slow
 def test_sigterm_in_the_last_epoch_exits_75_and_the_resume_ends_like_an_uninterrupted_run(
         tmp_path):
-    args = ["trainer.epochs=2", "trainer.steps_per_epoch=12", "trainer.deterministic=true"]
+    # 40 steps (~3 s at ~80 ms a step): the signal, a second into epoch 2, lands inside it
+    args = ["trainer.epochs=2", "trainer.steps_per_epoch=40", "trainer.deterministic=true"]
     code, text = _train_to_end(tmp_path / "straight", *args)
     assert code == 0, text[-3000:]
     proc = _start(tmp_path / "stopped", *args)
