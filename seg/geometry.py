@@ -10,13 +10,14 @@ SAMPLE training masks, and the median over the classes (`extent`) stands for the
   0.35), and never so deep that a crop holds under 4 cells of 2**depth;
 - crop: the next power of two over 2x the extent and the receptive field, at most
   MAX_CROP (the plan's pilots on ISBI and the street photographs measured 256 px beating
-  128 at equal time), at most the images' shorter side;
+  128 at equal time), at most the images' (median) shorter side;
 - batch: about PIXELS per step (the old default: 16 crops of 128 px), from MIN_BATCH to
   MAX_BATCH crops.
 
-On the built-in shapes (objects of 27 px) this gives what the defaults were: depth 3, 64 px
+On the built-in shapes (objects of 26 px) this gives what the defaults were: depth 3, 64 px
 crops, batches of 16. On ISBI (membranes 43 px, cells 71 px) and the street photographs
-(median class 73 px): depth 4, 256 px, batches of 4, what the plan chose on both.
+(the median class 54-73 px across): depth 4, 256 px, batches of 4, what the plan chose on
+both.
 
 A key given as a number stays as given, and the others follow it (a fixed crop bounds the
 depth and sets the batch). Backbone encoders have their own depth, so theirs is not read.

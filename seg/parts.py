@@ -106,7 +106,7 @@ def sized(cfg: dict, source: Source | None = None, log=None) -> tuple[dict, dict
             with data_errors_named():
                 source, _ = open_data(cfg["data"])
         masks = [m for _, m in source.sample_masks(geometry.SAMPLE)]
-    side = min(min(m.shape[:2]) for m in masks) if masks else None
+    side = int(np.median([min(m.shape[:2]) for m in masks])) if masks else None  # the plan's
     objects = object_stats(masks, cfg["data"]["num_classes"])
     decided = geometry.decide(cfg, objects, side, len(masks))
     (log or say)("seg: " + ", ".join(f"{k}=auto: {v}" for k, v in decided.values.items())
